@@ -1,0 +1,141 @@
+"""Driven by the registry: adding a variant or an implementation adds it to every test here."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from vitbench import VitbenchError, create_model, list_variants
+from vitbench.models import PRESETS, ViTConfig
+from vitbench.models.attention import ATTENTION
+from vitbench.models.patchify import PATCHIFY
+
+SMALL = dict(depth=2)  # fast enough for the loop implementations on a CPU
+
+
+def batch(preset: str, n: int = 3, dtype=torch.float32) -> torch.Tensor:
+    p = PRESETS[preset]
+    return torch.randn(n, p["in_chans"], p["image_size"], p["image_size"], dtype=dtype,
+                       generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("variant", list_variants())
+def test_forward_backward(variant, preset):
+    torch.manual_seed(0)
+    model = create_model(variant, preset, **SMALL)
+    out = model(batch(preset))
+    assert out.shape == (3, PRESETS[preset]["num_classes"])
+    assert torch.isfinite(out).all()
+    out.logsumexp(-1).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"no finite gradient reaches {name}"
+        assert p.grad.abs().sum() > 0, f"zero gradient at {name}"
+
+
+def _outputs_and_grads(model, x):
+    model.zero_grad()
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
+@pytest.mark.parametrize("variant", list_variants())
+def test_implementations_compute_the_same_function(variant, part, impls):
+    """One state_dict, every pair of implementations: same outputs and gradients (float64)."""
+    x = batch("mnist", dtype=torch.float64)
+    torch.manual_seed(1)
+    models = {impl: create_model(variant, "mnist", **SMALL, **{part: impl}).double() for impl in impls}
+    state = models[impls[0]].state_dict()
+    results = {}
+    for impl, m in models.items():
+        m.load_state_dict(state)
+        results[impl] = _outputs_and_grads(m, x)
+    for a, b in itertools.combinations(impls, 2):
+        (oa, ga), (ob, gb) = results[a], results[b]
+        torch.testing.assert_close(oa, ob, rtol=1e-10, atol=1e-12, msg=f"{a} vs {b}: outputs differ")
+        assert ga.keys() == gb.keys()
+        for name in ga:
+            torch.testing.assert_close(ga[name], gb[name], rtol=1e-9, atol=1e-12,
+                                       msg=f"{a} vs {b}: gradient of {name} differs")
+
+
+@pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
+def test_state_dicts_load_across_implementations_float32(part, impls):
+    """The acceptance check: load B's state_dict into A, float32 outputs agree to 1e-5 relative."""
+    x = batch("cifar10")
+    for a, b in itertools.permutations(impls, 2):
+        torch.manual_seed(2)
+        src = create_model("sdpa", "cifar10", **{part: b}).eval()
+        dst = create_model("sdpa", "cifar10", **{part: a}).eval()
+        dst.load_state_dict(src.state_dict())  # strict: same keys and shapes
+        ref, out = src(x), dst(x)
+        assert (out - ref).norm() / ref.norm() <= 1e-5, f"{a} loaded from {b}"
+
+
+def test_torch_mha_shares_its_parameters_after_moves():
+    m = create_model("torch-mha", depth=1).double()
+    attn = m.blocks[0].attn
+    assert attn.mha.in_proj_weight is attn.qkv.weight and attn.mha.out_proj is attn.proj
+    assert attn.mha.in_proj_weight.dtype == torch.float64
+    assert not any("mha" in k for k in m.state_dict())
+    m.eval()
+    assert not attn.mha.training
+
+
+def test_overrides_fall_through_and_presets_apply():
+    m = create_model("sdpa", "cifar10", dim=None, depth=2, heads=None)
+    assert (m.cfg.dim, m.cfg.depth, m.cfg.heads, m.cfg.image_size) == (48, 2, 4, 32)
+    assert create_model("naive-msa").cfg.pos_embed == "sinusoidal"
+    assert create_model("naive-msa", pos_embed="none").pos_embed.pos is None
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(patch_size=5), "patch size 5 does not divide image size 28"),
+    (dict(dim=66), "dim 66 is not divisible by heads 4"),
+    (dict(dim=66, heads=6, pos_embed="sincos2d"), "needs dim divisible by 4, got dim 66"),
+    (dict(attention="flash9"), "valid: naive, vectorized, torch-mha, sdpa"),
+    (dict(patchify="hex"), "valid: conv, loop, unfold"),
+    (dict(pool="max"), "valid: cls, mean"),
+    (dict(depth=0), "depth must be a positive integer"),
+    (dict(bogus=1), "unknown model option"),
+])
+def test_impossible_configurations_fail_at_construction(kwargs, needle):
+    with pytest.raises(VitbenchError, match=needle.replace("(", r"\(")):
+        create_model("sdpa", **kwargs)
+
+
+def test_unknown_variant_lists_valid_ones():
+    with pytest.raises(VitbenchError) as e:
+        create_model("vit-huge")
+    for name in list_variants():
+        assert name in str(e.value)
+
+
+def test_wrong_input_shape_names_both_shapes():
+    with pytest.raises(VitbenchError, match=r"\(3, 32, 32\).*\(1, 28, 28\)"):
+        create_model("sdpa")(torch.randn(1, 3, 32, 32))
+
+
+def test_config_is_frozen_and_serialisable():
+    cfg = ViTConfig()
+    assert ViTConfig(**cfg.to_dict()) == cfg
+    with pytest.raises(AttributeError):
+        cfg.dim = 3  # type: ignore[misc]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("variant", list_variants())
+def test_every_variant_on_cuda(variant, precision):
+    model = create_model(variant, depth=2).cuda()
+    x = batch("mnist", n=8).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = model(x)
+    assert torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

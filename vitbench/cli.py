@@ -1,0 +1,165 @@
+"""The `vitbench` command: parses options and delegates to the library. Bad input -> one line on
+stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vitbench.errors import VitbenchError
+
+app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def cli_errors(fn):
+    """VitbenchError -> 'error: ...' and exit 2; Ctrl-C -> exit 130 (the run is already KILLED)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VitbenchError as e:
+            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the run was ended KILLED and a checkpoint written", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# Options shared by run / sweep / suite. None everywhere: unset options fall through to the defaults
+# of TrainConfig and of the variant's preset.
+Variant = Annotated[str, typer.Option("--variant", "-v", help="variant name (see `vitbench variants`)")]
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="mnist | fashion-mnist | cifar10 | cifar100")]
+DataDir = Annotated[Optional[str], typer.Option(help="dataset root (else $VITBENCH_DATA, else ./data)")]
+Epochs = Annotated[Optional[int], typer.Option(help="epochs [5]")]
+BatchSize = Annotated[Optional[int], typer.Option(help="training batch size [128]")]
+Lr = Annotated[Optional[float], typer.Option(help="peak learning rate [1e-3]")]
+WeightDecay = Annotated[Optional[float], typer.Option(help="AdamW weight decay [0.05]")]
+WarmupEpochs = Annotated[Optional[float], typer.Option(help="linear LR warm-up, epochs [1]")]
+LabelSmoothing = Annotated[Optional[float], typer.Option(help="label smoothing [0.1]")]
+Optimizer = Annotated[Optional[str], typer.Option(help="adamw | adam [adamw]")]
+Scheduler = Annotated[Optional[str], typer.Option(help="cosine | step | constant [cosine]")]
+Precision = Annotated[Optional[str], typer.Option(help="fp32 | bf16 (autocast) [fp32]")]
+Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")]
+CudaGraph = Annotated[Optional[bool], typer.Option("--cuda-graph/--no-cuda-graph",
+                                                   help="capture the whole training step in a CUDA graph "
+                                                        "[on where it applies: CUDA, not the naive parts]")]
+Seed = Annotated[Optional[int], typer.Option(help="seed: weights, data order, augmentation [0]")]
+Device = Annotated[Optional[str], typer.Option(help="auto | cuda | cpu [auto]")]
+Loader = Annotated[Optional[str], typer.Option(help="gpu (device-resident) | dataloader [gpu on CUDA]")]
+ValSplit = Annotated[Optional[float], typer.Option(help="evaluate on this fraction held out of the training "
+                                                        "set instead of the official test set")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="stop after N optimizer steps")]
+TimeBudget = Annotated[Optional[float], typer.Option(help="stop after this many seconds of training")]
+NumWorkers = Annotated[Optional[int], typer.Option(help="DataLoader workers [0]")]
+Preset = Annotated[Optional[str], typer.Option(help="size preset: mnist | cifar10 [the dataset's]")]
+Attention = Annotated[Optional[str], typer.Option(help="naive | vectorized | torch-mha | sdpa")]
+Patchify = Annotated[Optional[str], typer.Option(help="conv | loop | unfold")]
+PosEmbed = Annotated[Optional[str], typer.Option(help="learned | sinusoidal | sincos2d | none")]
+Pool = Annotated[Optional[str], typer.Option(help="cls | mean")]
+Norm = Annotated[Optional[str], typer.Option(help="pre | post")]
+Dim = Annotated[Optional[int], typer.Option(help="token width")]
+Depth = Annotated[Optional[int], typer.Option(help="transformer blocks")]
+Heads = Annotated[Optional[int], typer.Option(help="attention heads")]
+MlpDim = Annotated[Optional[int], typer.Option(help="MLP hidden width")]
+PatchSize = Annotated[Optional[int], typer.Option(help="patch size in pixels")]
+Dropout = Annotated[Optional[float], typer.Option(help="dropout")]
+TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
+                                                         "else sqlite:///mlflow.db)")]
+Experiment = Annotated[Optional[str], typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
+
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "optimizer",
+              "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
+              "max_steps", "time_budget", "num_workers", "data_dir")
+MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "depth", "heads", "mlp_dim",
+              "patch_size", "dropout")
+
+
+def pick(values: dict, keys: tuple[str, ...]) -> dict:
+    return {k: values[k] for k in keys if values.get(k) is not None}
+
+
+@app.command()
+@cli_errors
+def variants(preset: Annotated[Optional[str], typer.Option(help="size preset for the parameter count")] = None) -> None:
+    """List the registered variants, their parts and parameter counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vitbench.models import PRESETS, VARIANTS, count_params, create_model, list_variants
+
+    presets = [preset] if preset else list(PRESETS)
+    table = Table(title="vitbench variants")
+    for col in ("variant", "attention", "patchify", "pos_embed", "pool", "norm",
+                *(f"params ({p})" for p in presets), "description"):
+        table.add_column(col)
+    for name in list_variants():
+        v = VARIANTS[name]
+        counts = [f"{count_params(create_model(name, p)):,}" for p in presets]
+        table.add_row(name, *(v.parts[k] for k in ("attention", "patchify", "pos_embed", "pool", "norm")),
+                      *counts, v.description)
+    Console(width=200).print(table)
+
+
+@app.command()
+@cli_errors
+def run(
+    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, optimizer: Optimizer = None,
+    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
+    cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
+    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
+    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
+    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
+    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
+    tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    run_name: Annotated[Optional[str], typer.Option(help="MLflow run name")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
+    checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
+    system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
+) -> None:
+    """Train a variant on a dataset and record everything in one MLflow run."""
+    from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
+    from vitbench.train import TrainConfig
+
+    values = locals()
+    if resume:
+        changes = {k: values[k] for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
+        cfg, model_cfg = resume_configs(find_checkpoint(resume, checkpoint_dir, tracking_uri), **changes)
+    else:
+        cfg = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
+        model_cfg = model_config_for(variant, dataset, preset, **pick(values, MODEL_KEYS))
+    outcome = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+                             resume_run_id=resume, checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
+                             on_start=lambda rid: typer.echo(f"mlflow run {rid}"))
+    r = outcome.result
+    typer.echo(
+        f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
+        f"train {r.train_seconds:.2f} s ({r.steps} steps, stopped by {r.stopped_by}) | "
+        f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
+        f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
+    )
+
+
+def main() -> None:
+    app(prog_name="vitbench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

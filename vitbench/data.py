@@ -1,0 +1,265 @@
+"""Datasets through torchvision, and two loaders that draw the same samples in the same order.
+
+``dataloader`` is the tutorials' pipeline (torch DataLoader, per-image PIL -> tensor transforms);
+``gpu`` keeps the whole dataset as one uint8 tensor on the device, draws batches by index and
+augments on the device. Both take their sample order from ``epoch_order(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, Sampler, Subset
+
+from vitbench.errors import VitbenchError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    torchvision_class: str
+    preset: str  # model size preset of the registry
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool  # random crop (padding 4) + horizontal flip while training
+    folder: str  # where torchvision looks, under the data root
+    files: tuple[str, ...]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, 28, 28) if self.preset == "mnist" else (3, 32, 32)
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte")
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST", "mnist", 10, (0.1307,), (0.3081,), False, "MNIST/raw", _IDX),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST", "mnist", 10, (0.2860,), (0.3530,), False,
+                                 "FashionMNIST/raw", _IDX),
+    "cifar10": DatasetInfo("cifar10", "CIFAR10", "cifar10", 10, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), True, "cifar-10-batches-py",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
+    "cifar100": DatasetInfo("cifar100", "CIFAR100", "cifar10", 100, (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762), True, "cifar-100-python", ("train", "test", "meta")),
+}
+
+_HOWTO = {
+    "mnist": "copy the four IDX files (plain or .gz) there",
+    "fashion-mnist": "copy the four IDX files (plain or .gz) there, e.g. from Debian's dataset-fashion-mnist "
+                     "(/usr/share/datasets/fashion-mnist)",
+    "cifar10": "unpack cifar-10-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html) into the data root",
+    "cifar100": "unpack cifar-100-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html) into the data root",
+}
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise VitbenchError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """--data-dir, else $VITBENCH_DATA, else ./data."""
+    return Path(data_dir or os.environ.get("VITBENCH_DATA") or "data")
+
+
+def _gunzip_idx(folder: Path, files: tuple[str, ...]) -> None:
+    """MNIST-family files are often shipped as .gz only; torchvision reads them uncompressed."""
+    for f in files:
+        raw, gz = folder / f, folder / f"{f}.gz"
+        if not raw.exists() and gz.exists():
+            tmp = raw.with_suffix(".part")
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, raw)
+
+
+def open_dataset(name: str, root: Path, train: bool, transform=None, download: bool = True):
+    """The torchvision dataset; missing or unreadable files become one-line VitbenchErrors."""
+    import torchvision
+
+    info = get_dataset_info(name)
+    folder = root / info.folder
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    if info.preset == "mnist" and folder.is_dir():
+        try:
+            _gunzip_idx(folder, info.files)
+        except (OSError, EOFError) as e:
+            raise VitbenchError(f"could not decompress {name} files in {folder}: {e}") from None
+    present = [f for f in info.files if (folder / f).exists()]
+    try:
+        return cls(str(root), train=train, transform=transform, download=download and not present)
+    except Exception as e:  # torchvision raises RuntimeError, URLError, ValueError, pickle errors...
+        if len(present) < len(info.files) and not (download and not present):
+            pass  # some files missing: the message below lists them
+        elif present:
+            raise VitbenchError(
+                f"could not read {name} from {folder} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                f"a file may be truncated or corrupt: delete it and download again"
+            ) from None
+        raise VitbenchError(
+            f"{name} not found and could not be downloaded: expected {', '.join(info.files)} in {folder}; "
+            f"{_HOWTO[name]}, or pass --data-dir / set VITBENCH_DATA"
+        ) from None
+
+
+def load_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split as (N, C, H, W) uint8 images and (N,) int64 labels."""
+    ds = open_dataset(name, root, train)
+    try:
+        data, labels = ds.data, ds.targets
+        images = torch.as_tensor(data)
+        images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)  # -> (N, C, H, W)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+    except Exception as e:
+        raise VitbenchError(f"could not read {name}: {e}") from None
+    if images.shape[1:] != get_dataset_info(name).image_shape or len(images) != len(labels):
+        raise VitbenchError(f"{name} files are malformed: images {tuple(images.shape)}, labels {len(labels)}")
+    return images.contiguous(), labels
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) alone, for every loader and variant."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of (train, held-out validation) within the official training set."""
+    if not 0.0 < val_split < 1.0:
+        raise VitbenchError(f"--val-split must be in (0, 1), got {val_split}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    n_val = max(1, int(round(n * val_split)))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+@dataclass
+class Splits:
+    """What a run trains and evaluates on; ``eval_set`` is recorded with every run."""
+
+    info: DatasetInfo
+    root: Path
+    train_images: torch.Tensor  # (N, C, H, W) uint8, CPU
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    eval_set: str  # "test" (official) or "val:<fraction>" (held out of the training set)
+    train_index: torch.Tensor | None = None  # into the torchvision train set (val split), for DataLoader
+    eval_index: torch.Tensor | None = None
+
+
+def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, seed: int = 0) -> Splits:
+    info, root = get_dataset_info(name), data_root(data_dir)
+    x, y = load_tensors(name, root, train=True)
+    if val_split:
+        tr, va = split_indices(len(x), val_split, seed)
+        return Splits(info, root, x[tr], y[tr], x[va], y[va], f"val:{val_split:g}", tr, va)
+    xt, yt = load_tensors(name, root, train=False)
+    return Splits(info, root, x, y, xt, yt, "test")
+
+
+def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images_u8.float() / 255.0 - mean) / std  # (B, C, H, W) float32
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch and random horizontal flip, on x's device."""
+    B, C, H, W = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zero = black as in torchvision
+    oy, ox, flip = torch.randint(0, 2 * pad + 1, (3, B), device=x.device, generator=generator)
+    rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    out = padded[torch.arange(B, device=x.device)[:, None, None, None],
+                 torch.arange(C, device=x.device)[None, :, None, None], rows, cols]  # (B, C, H, W)
+    return torch.where((flip % 2 == 1)[:, None, None, None], out.flip(3), out)
+
+
+class DeviceLoader:
+    """The whole split as one uint8 tensor on ``device``; batches are drawn by index.
+
+    Training batches are shuffled by ``epoch_order`` and the last partial batch is dropped (static
+    shapes); augmentation randomness is seeded per (seed, step), so a resumed run sees the same.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, batch_size: int,
+                 device: torch.device, train: bool, seed: int = 0) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
+        self.augment = train and info.augment
+        self.mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+        self.generator = torch.Generator(device=device)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = epoch_order(n, self.seed, epoch).to(self.device) if self.train else None
+        for step in range(start, len(self)):
+            sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            idx = order[sl] if order is not None else sl
+            x = normalize(self.images[idx], self.mean, self.std)
+            if self.augment:
+                self.generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step)
+                x = random_crop_flip(x, self.generator)
+            yield x, self.labels[idx]
+
+
+class EpochSampler(Sampler[int]):
+    """``epoch_order`` for a torch DataLoader, so both loaders visit samples in the same order."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.epoch, self.start = epoch, start_sample
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(epoch_order(self.n, self.seed, self.epoch)[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+class TorchLoader:
+    """The tutorials' pipeline: torchvision dataset, per-image transforms, torch DataLoader."""
+
+    def __init__(self, splits: Splits, batch_size: int, device: torch.device, train: bool, seed: int = 0,
+                 num_workers: int = 0) -> None:
+        import torchvision.transforms as T
+
+        info = splits.info
+        steps = [T.ToTensor(), T.Normalize(info.mean, info.std)]
+        if train and info.augment:
+            steps = [T.RandomCrop(info.image_shape[1], padding=4), T.RandomHorizontalFlip(), *steps]
+        official_train = train or splits.eval_set != "test"
+        ds = open_dataset(info.name, splits.root, official_train, transform=T.Compose(steps))
+        index = splits.train_index if train else splits.eval_index
+        if index is not None:
+            ds = Subset(ds, index.tolist())
+        self.dataset, self.batch_size, self.device, self.train = ds, batch_size, device, train
+        self.sampler = EpochSampler(len(ds), seed) if train else None
+        batch_sampler = BatchSampler(self.sampler, batch_size, drop_last=True) if train else None
+        batching = {"batch_sampler": batch_sampler} if train else {"batch_size": batch_size}
+        self.loader = DataLoader(ds, **batching, num_workers=num_workers, pin_memory=device.type == "cuda",
+                                 persistent_workers=num_workers > 0)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch, start * self.batch_size)
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

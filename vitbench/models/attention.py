@@ -1,0 +1,129 @@
+"""Four implementations of one multi-head self-attention function.
+
+Every class holds the same parameters -- a fused QKV projection ``qkv`` (dim -> 3*dim) and an output
+projection ``proj`` (dim -> dim) -- so a state_dict from one loads into any other, and they compute
+softmax(Q K^T / sqrt(d_head)) V per head, then ``proj``. Only speed and memory differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Parameters and the reference math shared by all implementations."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = dropout  # dropout on the attention weights
+        self.proj_drop = nn.Dropout(dropout)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim)  # (B, N, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, hd)
+        return q, k, v
+
+    @torch.no_grad()
+    def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, H, N, N) attention weights; the same for every implementation."""
+        q, k, _ = self.split_heads(x)
+        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+
+
+class NaiveAttention(Attention):
+    """The from-scratch tutorial version: Python loops over the samples and over the heads.
+
+    Slow on purpose -- it is the baseline every other implementation is measured against.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        w, b = self.qkv.weight, self.qkv.bias
+        D, hd = self.proj.in_features, self.head_dim
+        results = []
+        for sequence in x:  # (N, D)
+            head_outputs = []
+            for h in range(self.heads):
+                rows = [slice(part * D + h * hd, part * D + (h + 1) * hd) for part in range(3)]
+                q, k, v = (
+                    sequence @ w[r].T + (b[r] if b is not None else 0.0) for r in rows
+                )  # 3 x (N, hd)
+                scores = q @ k.T / math.sqrt(hd)  # (N, N)
+                weights = F.dropout(torch.softmax(scores, dim=-1), self.attn_drop, self.training)
+                head_outputs.append(weights @ v)  # (N, hd)
+            results.append(torch.cat(head_outputs, dim=-1))  # (N, D)
+        out = torch.stack(results)  # (B, N, D)
+        return self.proj_drop(self.proj(out))
+
+
+class VectorizedAttention(Attention):
+    """All samples and heads at once with batched matmuls; the attention matrix is materialised."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        B, N, D = x.shape
+        q, k, v = self.split_heads(x)  # (B, H, N, hd)
+        attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, N, N)
+        attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
+        out = (attn @ v).transpose(1, 2).reshape(B, N, D)  # (B, N, H, hd) -> (B, N, D)
+        return self.proj_drop(self.proj(out))
+
+
+class SDPAAttention(Attention):
+    """PyTorch's fused ``scaled_dot_product_attention`` (flash / memory-efficient kernels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        B, N, D = x.shape
+        q, k, v = self.split_heads(x)  # (B, H, N, hd)
+        p = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, N, hd)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, D)))
+
+
+class TorchMHAAttention(Attention):
+    """``nn.MultiheadAttention``, its parameters stored under the shared names ``qkv`` / ``proj``.
+
+    The module is built around the shared Linear layers' tensors, so there is one set of parameters
+    and state_dicts are interchangeable with the other implementations.
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, qkv_bias, dropout)
+        mha = nn.MultiheadAttention(dim, heads, dropout=dropout, bias=True, batch_first=True)
+        # Point the MHA at the shared parameters instead of its own.
+        del mha.in_proj_weight, mha.in_proj_bias
+        mha.in_proj_weight = self.qkv.weight
+        mha.in_proj_bias = self.qkv.bias if qkv_bias else None
+        mha.out_proj = self.proj
+        # Hidden from state_dict / parameters(): it only borrows tensors owned by qkv and proj.
+        object.__setattr__(self, "mha", mha)
+
+    def _apply(self, fn, recurse=True):  # keep the borrowed references valid after .to()/.double()
+        out = super()._apply(fn, recurse)
+        self.mha.in_proj_weight = self.qkv.weight
+        self.mha.in_proj_bias = self.qkv.bias
+        self.mha.out_proj = self.proj
+        return out
+
+    def train(self, mode: bool = True) -> TorchMHAAttention:
+        self.mha.train(mode)
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        out, _ = self.mha(x, x, x, need_weights=False)
+        return self.proj_drop(out)
+
+
+ATTENTION: dict[str, type[Attention]] = {
+    "naive": NaiveAttention,
+    "vectorized": VectorizedAttention,
+    "torch-mha": TorchMHAAttention,
+    "sdpa": SDPAAttention,
+}

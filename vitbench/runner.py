@@ -1,0 +1,162 @@
+"""`vitbench run` as a library function: validate everything, then train inside one MLflow run."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from vitbench import plots
+from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
+from vitbench.errors import VitbenchError
+from vitbench.models import ViTConfig, resolve_config
+from vitbench.models.registry import PRESETS
+from vitbench.timing import resolve_device
+from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
+from vitbench.train import EpochCallback, TrainConfig, TrainResult, load_checkpoint, train
+
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Boot"],
+    "cifar10": ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(info: DatasetInfo) -> list[str]:
+    return CLASS_NAMES.get(info.name, [str(i) for i in range(info.num_classes)])
+
+
+def model_config_for(variant: str, dataset: str, preset: str | None = None, **overrides) -> ViTConfig:
+    """The variant at its dataset's preset size (or ``preset``), with the dataset's shape and classes."""
+    info = get_dataset_info(dataset)
+    preset = preset or info.preset
+    if preset not in PRESETS:
+        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    c, h, _ = info.image_shape
+    shape = {"image_size": h, "in_chans": c, "num_classes": info.num_classes}
+    for k, v in shape.items():
+        if overrides.get(k) not in (None, v):
+            raise VitbenchError(f"{dataset} has {k} {v}, but {overrides[k]} was asked for")
+    return resolve_config(variant, preset, **{**overrides, **shape})
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    result: TrainResult
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[stats]}"), disable=not sys.stderr.isatty(), transient=False)
+
+
+def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str | None = None,
+                   experiment: str | None = None, run_name: str | None = None, resume_run_id: str | None = None,
+                   checkpoint_dir: str | Path = "checkpoints", system_metrics: bool = False,
+                   parent_run_id: str | None = None, tags: dict | None = None,
+                   on_epoch: list[EpochCallback] | None = None, splits: Splits | None = None,
+                   log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None) -> RunOutcome:
+    """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
+
+    Every input is checked before the run is created, so bad input leaves nothing half-written.
+    """
+    device = resolve_device(cfg.device)
+    info = get_dataset_info(cfg.dataset)
+    if (model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size) != info.image_shape:
+        raise VitbenchError(f"model input {(model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size)} "
+                            f"does not match {cfg.dataset} images {info.image_shape}")
+    resume = None
+    if resume_run_id:
+        resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking_uri))
+    splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed)
+    uri = connect(tracking_uri)
+    exp_id = get_experiment_id(experiment or f"vitbench-{cfg.dataset}", uri)
+    run_tags = {
+        "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
+        **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},
+        **environment_tags(device), **(tags or {}),
+    }
+    name = run_name or f"{cfg.variant}-{cfg.dataset}-s{cfg.seed}"
+    import mlflow
+
+    with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags, parent_run_id=parent_run_id,
+                     system_metrics=system_metrics) as run_id:
+        if on_start is not None:
+            on_start(run_id)
+        if resume is None:
+            mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
+                               "data.eval_set": splits.eval_set})
+        else:
+            mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
+        ckpt = Path(checkpoint_dir) / run_id / "last.pt"
+
+        def log_epoch(epoch: int, metrics: dict) -> None:
+            mlflow.log_metrics(metrics, step=epoch)
+
+        try:
+            with _progress() as progress:
+                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume,
+                               on_epoch=[log_epoch, *(on_epoch or [])], progress=progress, log=log)
+        except BaseException:
+            if ckpt.exists():
+                with contextlib.suppress(Exception):
+                    mlflow.log_artifact(str(ckpt), "checkpoint")
+            raise
+        mlflow.set_tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
+                         "peak_memory_source": result.peak_memory_source})
+        mlflow.log_metrics(result.final_metrics())
+        log_artifacts(result, cfg, model_cfg, splits, ckpt)
+    return RunOutcome(run_id, result)
+
+
+def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path) -> None:
+    import mlflow
+
+    mlflow.log_dict({"train": asdict(cfg), "model": model_cfg.to_dict(), "eval_set": splits.eval_set},
+                    "config.json")
+    title = f"{cfg.variant} on {cfg.dataset}"
+    classes = class_names(splits.info)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if result.history:
+            plots.learning_curves(result.history, tmp / "learning_curves.png", title)
+        if result.predictions is not None:
+            plots.confusion_matrix(result.predictions, result.labels, classes, tmp / "confusion_matrix.png",
+                                   f"{title}: confusion matrix ({splits.eval_set} set)")
+            plots.prediction_grid(splits.eval_images[:32], result.predictions[:32], result.labels[:32], classes,
+                                  tmp / "predictions.png", f"{title}: predictions")
+        for png in sorted(tmp.glob("*.png")):
+            mlflow.log_artifact(str(png), "plots")
+    if ckpt.exists():
+        mlflow.log_artifact(str(ckpt), "checkpoint")
+
+
+def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str | None) -> Path:
+    """The run's last checkpoint: on local disk if there, else from the run's artifacts."""
+    local = Path(checkpoint_dir) / run_id / "last.pt"
+    if local.exists():
+        return local
+    import mlflow
+
+    connect(tracking_uri)
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/last.pt")
+    except Exception:
+        raise VitbenchError(f"no checkpoint for run {run_id}: looked in {local} and in the run's artifacts") from None
+    return Path(path)
+
+
+def resume_configs(ckpt_path: Path, **changes) -> tuple[TrainConfig, ViTConfig]:
+    """The configuration saved in a checkpoint, with the options a resume may change."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None or k in ("max_steps", "time_budget")})
+    return cfg, ViTConfig(**ckpt["model_config"])

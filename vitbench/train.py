@@ -1,0 +1,503 @@
+"""One training engine for every variant.
+
+AdamW (or Adam), linear warm-up then cosine decay, label smoothing, gradient clipping, bf16 autocast,
+optional torch.compile, and on CUDA a whole-step CUDA graph. ``train_seconds`` counts the training
+steps only: compilation / graph capture / warm-up and evaluation are timed separately.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitbench.data import DeviceLoader, Splits, TorchLoader
+from vitbench.errors import VitbenchError
+from vitbench.models import ViT, ViTConfig, count_params
+from vitbench.timing import peak_memory_mb, reset_peak_memory, resolve_device, synchronize, time_steps
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "sdpa"
+    dataset: str = "mnist"
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3  # peak learning rate, reached after the warm-up
+    weight_decay: float = 0.05  # decoupled (AdamW); not applied to biases, norms, positions, CLS
+    warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    optimizer: str = "adamw"  # adamw | adam
+    scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False  # torch.compile the model
+    cuda_graph: bool | None = None  # capture the whole step; None: on where it applies (CUDA, not naive)
+    seed: int = 0
+    device: str = "auto"
+    loader: str = "auto"  # gpu (device-resident) | dataloader (torch DataLoader); auto: gpu on CUDA
+    val_split: float = 0.0  # >0: evaluate on this fraction held out of the training set, not the test set
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule is unchanged)
+    time_budget: float | None = None  # stop after this many seconds of training
+    eval_batch_size: int = 1000
+    num_workers: int = 0  # DataLoader workers
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "optimizer": (self.optimizer, ("adamw", "adam")),
+            "scheduler": (self.scheduler, ("cosine", "step", "constant")),
+            "precision": (self.precision, ("fp32", "bf16")),
+            "loader": (self.loader, ("auto", "gpu", "dataloader")),
+        }
+        for name, (value, valid) in checks.items():
+            if value not in valid:
+                raise VitbenchError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise VitbenchError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise VitbenchError(f"lr must be positive, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise VitbenchError(f"max_steps must be >= 1, got {self.max_steps}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # per-epoch metrics
+    best_val_acc: float = 0.0
+    final_val_acc: float = 0.0
+    train_seconds: float = 0.0
+    warmup_seconds: float = 0.0  # compile, graph capture and warm-up steps, outside train_seconds
+    infer_images_per_sec: float = 0.0
+    peak_memory_mb: float = 0.0
+    peak_memory_source: str = ""
+    param_count: int = 0
+    steps: int = 0
+    stopped_by: str = "epochs"  # epochs | max_steps | time_budget
+    fast_path: str = ""  # what the step ran as: eager / cuda_graph / compile, and why not
+    predictions: torch.Tensor | None = None  # (N_eval,) predicted classes of the final evaluation
+    labels: torch.Tensor | None = None
+
+    def final_metrics(self) -> dict[str, float]:
+        return {
+            "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
+            "train_seconds": self.train_seconds, "warmup_seconds": self.warmup_seconds,
+            "infer_images_per_sec": self.infer_images_per_sec, "peak_memory_mb": self.peak_memory_mb,
+            "param_count": float(self.param_count), "steps": float(self.steps),
+        }
+
+
+class NonFiniteLoss(VitbenchError):
+    def __init__(self, step: int, lr: float) -> None:
+        self.step = step
+        super().__init__(f"loss became NaN/inf at step {step} (lr {lr:g}); try a lower --lr")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, position tables and the CLS token (1-D or named so)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "pos_embed" in name or "cls_token" in name
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the peak LR before optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: ViTConfig, steps_per_epoch: int,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg, self.model_cfg, self.log = cfg, model_cfg, log
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.model = ViT(model_cfg).to(self.device)
+        self.graph_reason = self._graph_reason()
+        self.use_graph = self.graph_reason == ""
+        on_cuda = self.device.type == "cuda"
+        # A tensor LR lets the schedule change inside a captured graph; fused kernels on CUDA.
+        lr = torch.tensor(cfg.lr, device=self.device) if self.use_graph else cfg.lr
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        groups = param_groups(self.model, cfg.weight_decay if cfg.optimizer == "adamw" else 0.0)
+        extra = {"fused": True} if on_cuda else {}
+        if self.use_graph:
+            extra["capturable"] = True
+        self.optimizer = opt_cls(groups, lr=lr, **extra)
+        total = cfg.epochs * steps_per_epoch
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                         if cfg.precision == "bf16" else nullcontext())
+        self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step
+        self.step_count = torch.zeros((), dtype=torch.long, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_x = self.static_y = None
+
+    def _graph_reason(self) -> str:
+        """Why the whole-step CUDA graph does not apply ('' when it does)."""
+        cfg, m = self.cfg, self.model_cfg
+        if cfg.cuda_graph is False:
+            return "off (--no-cuda-graph)"
+        if self.device.type != "cuda":
+            return "needs CUDA"
+        if m.attention == "naive" or m.patchify == "loop":
+            return "off for the naive loop implementations (they stay the eager baseline)"
+        return ""
+
+    # -- the step ---------------------------------------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, loss, backward, clip, optimizer step, statistics: device work only."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            logits = self.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        loss = loss.detach()
+        correct = (logits.detach().argmax(-1) == y).sum()
+        n = torch.full_like(loss, y.numel())  # a fill kernel, not a host->device copy: capturable
+        self.stats += torch.stack((loss * n, correct.float(), n))
+        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(bad, self.step_count, self.first_bad))
+        self.step_count += 1
+
+    def run_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.graph is None:
+            self.step(x, y)
+        else:
+            self.static_x.copy_(x, non_blocking=True)
+            self.static_y.copy_(y, non_blocking=True)
+            self.graph.replay()
+        self.scheduler.step()
+
+    def warm_up(self, x: torch.Tensor, y: torch.Tensor, steps: int = 3) -> float:
+        """Compile / capture / warm the kernels on a real batch, then put every parameter, optimizer
+        state and the RNG back as they were: the training that follows starts from step 0."""
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        initial = [t.detach().clone() for t in self._state_tensors()]
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        stream = torch.cuda.Stream(self.device) if self.use_graph else None
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            for _ in range(steps):
+                self.step(x, y)
+        if stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self.static_x, self.static_y = x.clone(), y.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self.graph):
+                self.step(self.static_x, self.static_y)
+        with torch.no_grad():
+            for t, t0_ in zip(self._state_tensors(), initial, strict=True):
+                t.copy_(t0_)
+            for state in self.optimizer.state.values():  # a fresh Adam state is all zeros
+                for v in state.values():
+                    if torch.is_tensor(v):
+                        v.zero_()
+            self.stats.zero_()
+            self.first_bad.fill_(-1)
+            self.step_count.zero_()
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1], self.device)
+        synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    # -- statistics and evaluation ----------------------------------------------------------------
+    def read_stats(self) -> tuple[float, float, float, int]:
+        """(mean loss, accuracy, images, first non-finite step or -1) since the last reset; syncs."""
+        loss_sum, correct, n = self.stats.tolist()
+        return loss_sum / max(n, 1), correct / max(n, 1), n, int(self.first_bad)
+
+    @torch.inference_mode()
+    def evaluate(self, loader, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        preds = []
+        for x, y in loader.batches():
+            with self.autocast:
+                logits = self.model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            preds.append(logits.argmax(-1))
+        self.model.train()
+        preds = torch.cat(preds)
+        acc = (preds == labels.to(preds.device)).float().mean().item()
+        return loss_sum.item() / len(preds), acc, preds.cpu()
+
+    def infer_images_per_sec(self, x: torch.Tensor, max_seconds: float = 10.0) -> float:
+        self.model.eval()
+
+        @torch.inference_mode()
+        def forward() -> None:
+            with self.autocast:
+                self.model(x)
+
+        times = time_steps(forward, self.device, warmup=3, repeats=20, max_seconds=max_seconds)
+        self.model.train()
+        return len(x) / sorted(times)[len(times) // 2]
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self, position: dict) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                    "python": list(random.getstate()[1])},
+            "train_config": asdict(self.cfg),
+            "model_config": self.model_cfg.to_dict(),
+            "position": position,
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        with torch.no_grad():  # in place: a captured graph keeps pointing at the same tensors
+            for t, v in zip(self._state_tensors(), self._ckpt_tensors(ckpt), strict=True):
+                t.copy_(v)
+        opt_state = ckpt["optimizer"]
+        if self.use_graph:  # lr and step stay device tensors, filled in place
+            for group, saved in zip(self.optimizer.param_groups, opt_state["param_groups"], strict=True):
+                group["lr"].fill_(float(saved["lr"]))
+            by_index = dict(enumerate(p for g in self.optimizer.param_groups for p in g["params"]))
+            for idx, saved in opt_state["state"].items():
+                state = self.optimizer.state[by_index[int(idx)]]
+                if not state:
+                    self.optimizer.load_state_dict(opt_state)
+                    break
+                for k, v in saved.items():
+                    state[k].copy_(v)
+        else:
+            self.optimizer.load_state_dict(opt_state)
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        random.setstate((3, tuple(ckpt["rng"]["python"]), None))
+
+    def _ckpt_tensors(self, ckpt: dict) -> list[torch.Tensor]:
+        sd = ckpt["model"]
+        names = [n for n, _ in self.model.named_parameters()] + [n for n, _ in self.model.named_buffers()]
+        missing = [n for n in names if n not in sd and n.split(".")[-1] != "pos"]
+        if missing:
+            raise VitbenchError(f"checkpoint does not match the model: missing {missing[:3]}")
+        live = dict(self.model.named_buffers())
+        return [sd[n] if n in sd else live[n] for n in names]
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Atomic: written beside, then renamed over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise VitbenchError(f"could not load checkpoint {path}: {e}") from None
+
+
+def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
+    loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" else "dataloader")
+    if loader == "gpu":
+        train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
+                             train=True, seed=cfg.seed)
+        evaluation = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, cfg.eval_batch_size,
+                                  device, train=False)
+    else:
+        train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers)
+        evaluation = TorchLoader(splits, cfg.eval_batch_size, device, False, cfg.seed, cfg.num_workers)
+    if len(train) == 0:
+        raise VitbenchError(f"batch size {cfg.batch_size} is larger than the training set ({len(splits.train_labels)})")
+    return loader, train, evaluation
+
+
+EpochCallback = Callable[[int, dict], None]
+
+
+class DeferredSignals:
+    """SIGINT / SIGTERM set a flag that ``check`` turns into KeyboardInterrupt at a safe point, so a
+    checkpoint never holds a half-applied optimizer step. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {self.received}")
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
+          checkpoint_path: Path | None = None, resume: dict | None = None,
+          on_epoch: list[EpochCallback] | None = None, progress=None,
+          log: Callable[[str], None] = print, check_every: int = 50) -> TrainResult:
+    """Train and evaluate every epoch. ``resume`` is a checkpoint to continue from.
+
+    Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the epoch-end
+    checkpoint is kept on any other exception.
+    """
+    device = resolve_device(cfg.device)
+    loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
+    steps_per_epoch = len(train_loader)
+    trainer = Trainer(cfg, model_cfg, steps_per_epoch, log)
+    result = TrainResult(param_count=count_params(trainer.model))
+    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"]
+    if cfg.compile:
+        fast.append("compile")
+    fast.append("cuda_graph" if trainer.use_graph else "eager")
+    if not trainer.use_graph and cfg.cuda_graph:
+        log(f"note: CUDA graph not used: {trainer.graph_reason}")
+    result.fast_path = ", ".join(fast)
+
+    # Warm-up / compile / capture on the first batch of the run, outside train_seconds.
+    first_x, first_y = next(iter(train_loader.batches(0)))
+    reset_peak_memory(device)
+    result.warmup_seconds = trainer.warm_up(first_x, first_y)
+    del first_x, first_y
+
+    pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
+           "best_val_acc": 0.0}
+    if resume is not None:
+        trainer.load_state_dict(resume)
+        pos.update(resume["position"])
+        result.history = list(pos["history"])
+        log(f"resumed at epoch {pos['epoch'] + 1}, batch {pos['batch']}, step {pos['global_step']}")
+
+    def checkpoint() -> None:
+        if checkpoint_path is not None:
+            save_checkpoint(trainer.state_dict(dict(pos, history=result.history)), checkpoint_path)
+
+    stop, preds = None, None
+    signals = DeferredSignals()
+    try:
+        while pos["epoch"] < cfg.epochs and stop is None:
+            epoch = pos["epoch"]
+            trainer.stats.zero_()
+            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch,
+                                     completed=pos["batch"], stats="") if progress else None
+            synchronize(device)
+            t0 = time.perf_counter()
+            steps_before = pos["batch"]
+            for x, y in train_loader.batches(epoch, start=pos["batch"]):
+                trainer.run_step(x, y)
+                pos["batch"] += 1
+                pos["global_step"] += 1
+                signals.check()  # Ctrl-C / SIGTERM take effect between steps, never inside one
+                if pos["global_step"] % check_every == 0 or pos["batch"] == steps_per_epoch:
+                    loss, acc, n, bad = trainer.read_stats()
+                    if bad >= 0:
+                        raise NonFiniteLoss(bad + 1, cfg.lr)
+                    if task is not None:
+                        rate = n / max(time.perf_counter() - t0, 1e-9)
+                        progress.update(task, completed=pos["batch"],
+                                        stats=f"loss {loss:.3f} acc {acc:.3f} {rate:,.0f} img/s")
+                if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
+                    stop = "max_steps"
+                elif cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget:
+                    stop = "time_budget"
+                if stop:
+                    break
+            synchronize(device)
+            seconds = time.perf_counter() - t0
+            pos["train_seconds"] += seconds
+            loss, acc, n, bad = trainer.read_stats()
+            if bad >= 0:
+                raise NonFiniteLoss(bad + 1, cfg.lr)
+            t_eval = time.perf_counter()
+            val_loss, val_acc, preds = trainer.evaluate(eval_loader, splits.eval_labels)
+            metrics = {
+                "train_loss": loss, "train_acc": acc, "val_loss": val_loss, "val_acc": val_acc,
+                "lr": float(trainer.optimizer.param_groups[0]["lr"]),  # for the next step
+                "epoch_seconds": seconds + time.perf_counter() - t_eval,
+                "train_images_per_sec": (pos["batch"] - steps_before) * cfg.batch_size / max(seconds, 1e-9),
+            }
+            result.history.append({"epoch": epoch + 1, "train_seconds_cum": pos["train_seconds"], **metrics})
+            pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
+            if pos["batch"] >= steps_per_epoch:
+                pos["epoch"], pos["batch"] = epoch + 1, 0
+            if task is not None:
+                progress.update(task, stats=f"loss {loss:.3f} acc {acc:.3f} val {val_acc:.4f}")
+            log(f"epoch {epoch + 1}: train_loss {loss:.4f} train_acc {acc:.4f} val_loss {val_loss:.4f} "
+                f"val_acc {val_acc:.4f} ({metrics['train_images_per_sec']:,.0f} img/s)")
+            checkpoint()
+            for callback in on_epoch or []:
+                callback(epoch + 1, metrics)
+            signals.check()
+    except KeyboardInterrupt:
+        synchronize(device)
+        checkpoint()  # the exact position: --resume continues from here
+        raise
+    finally:
+        signals.restore()
+    result.stopped_by = stop or "epochs"
+    result.steps = pos["global_step"]
+    result.train_seconds = pos["train_seconds"]
+    result.best_val_acc = pos["best_val_acc"]
+    result.final_val_acc = result.history[-1]["val_acc"] if result.history else 0.0
+    result.peak_memory_mb, result.peak_memory_source = peak_memory_mb(device)
+    result.predictions = preds if result.history else None
+    result.labels = splits.eval_labels
+    x_inf = next(iter(eval_loader.batches()))[0][: cfg.batch_size]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
+    result.model = trainer.model  # type: ignore[attr-defined]
+    return result
