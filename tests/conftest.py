@@ -28,15 +28,16 @@ def write_idx(path: Path, tensor: torch.Tensor) -> None:
 
 
 def learnable_images(n: int, seed: int, shape=(1, 28, 28), classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images whose class is written as a bright block at a class-specific place, plus noise."""
+    """Noisy images whose class sets their brightness (every patch sees it) and lights one block."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, classes, (n,), generator=g)
     c, h, w = shape
-    images = torch.randint(0, 60, (n, c, h, w), generator=g)
+    level = (labels * (200 // classes)).view(n, 1, 1, 1)
+    images = level + torch.randint(0, 40, (n, c, h, w), generator=g)
     for i, y in enumerate(labels.tolist()):
         r, col = divmod(y % 16, 4)
         images[i, :, r * (h // 4):(r + 1) * (h // 4), col * (w // 4):(col + 1) * (w // 4)] = 255
-    return images.to(torch.uint8), labels
+    return images.clamp(0, 255).to(torch.uint8), labels
 
 
 def write_tiny_mnist(root: Path, folder: str = "MNIST", n_train: int = 512, n_test: int = 256) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import shlex
@@ -46,6 +47,8 @@ def connect(uri: str | None = None) -> str:
     """Point MLflow at the store, checking first that it can be written (one-line errors)."""
     import mlflow
 
+    for name in ("mlflow", "alembic"):  # schema-migration chatter is not news to a user
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = resolve_tracking_uri(uri)
     db = _sqlite_path(uri)
     if db is not None:

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from tests.conftest import gz, learnable_images, write_tiny_mnist
+from vitbench import VitbenchError
+from vitbench.data import (
+    DATASETS,
+    DeviceLoader,
+    TorchLoader,
+    data_root,
+    epoch_order,
+    load_splits,
+    random_crop_flip,
+)
+
+
+def write_cifar(root: Path, name: str, n_per_batch: int = 20, monkeypatch=None) -> Path:
+    """Small files in CIFAR's own pickle-batch format, registered with torchvision's MD5 lists."""
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    classes = 10 if name == "cifar10" else 100
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def dump(fname: str, obj) -> list[str]:
+        (folder / fname).write_bytes(pickle.dumps(obj))
+        return [fname, hashlib.md5((folder / fname).read_bytes()).hexdigest()]
+
+    lists = {"train_list": [], "test_list": []}
+    for key in lists:
+        for i, (fname, _) in enumerate(getattr(cls, key)):
+            x, y = learnable_images(n_per_batch, seed=i, shape=(3, 32, 32), classes=classes)
+            lists[key].append(dump(fname, {"data": x.reshape(n_per_batch, -1).numpy(), label_key: y.tolist()}))
+    meta_name = cls.meta["filename"]
+    meta_md5 = dump(meta_name, {cls.meta["key"]: [f"class{i}" for i in range(classes)]})[1]
+    monkeypatch.setattr(cls, "train_list", lists["train_list"])
+    monkeypatch.setattr(cls, "test_list", lists["test_list"])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": meta_md5})
+    return root
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_loader_reads_cifar_pickle_batches(name, tmp_path, monkeypatch):
+    root = write_cifar(tmp_path, name, monkeypatch=monkeypatch)
+    splits = load_splits(name, str(root))
+    n_train = 20 * len(torchvision.datasets.CIFAR10.train_list if name == "cifar10" else [0])  # 5 batches / 1 file
+    assert splits.train_images.shape == (n_train, 3, 32, 32) and splits.train_images.dtype == torch.uint8
+    assert splits.eval_images.shape == (20, 3, 32, 32) and splits.eval_set == "test"
+    assert int(splits.train_labels.max()) < DATASETS[name].num_classes
+    # Both loaders see the same images in the same (shuffled) order; augmentation off to compare.
+    dev = DeviceLoader(splits.train_images, splits.train_labels, splits.info, 16, torch.device("cpu"), True, seed=3)
+    dev.augment = False
+    tl = TorchLoader(splits, 16, torch.device("cpu"), train=True, seed=3)
+    tl.loader.dataset.transform = torchvision.transforms.Compose(tl.loader.dataset.transform.transforms[2:])
+    for (a, ya), (b, yb) in zip(dev.batches(1), tl.batches(1), strict=True):
+        torch.testing.assert_close(a, b)
+        assert torch.equal(ya, yb)
+
+
+def test_mnist_gz_files_are_decompressed_and_read(tmp_path):
+    root = write_tiny_mnist(tmp_path)
+    for f in (root / "MNIST" / "raw").iterdir():
+        gz(f)
+    splits = load_splits("mnist", str(root))
+    assert splits.train_images.shape == (512, 1, 28, 28) and splits.eval_labels.shape == (256,)
+
+
+def test_fashion_mnist_reads_its_own_folder(tmp_path):
+    root = write_tiny_mnist(tmp_path, folder="FashionMNIST")
+    assert load_splits("fashion-mnist", str(root)).info.num_classes == 10
+
+
+def test_missing_data_names_files_folder_and_remedy(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens
+    with pytest.raises(VitbenchError) as e:
+        load_splits("mnist", str(tmp_path / "nowhere"))
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte" in msg and str(tmp_path / "nowhere" / "MNIST" / "raw") in msg
+    assert "--data-dir" in msg and "\n" not in msg
+
+
+def test_missing_cifar_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
+    with pytest.raises(VitbenchError, match="data_batch_1.*cifar-10-python.tar.gz"):
+        load_splits("cifar10", str(tmp_path))
+
+
+def test_truncated_file_is_reported_as_corrupt(tmp_path):
+    root = write_tiny_mnist(tmp_path)
+    f = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:5000])
+    with pytest.raises(VitbenchError, match="truncated or corrupt"):
+        load_splits("mnist", str(root))
+
+
+def test_corrupt_cifar_pickle_is_reported(tmp_path, monkeypatch):
+    root = write_cifar(tmp_path, "cifar10", monkeypatch=monkeypatch)
+    (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not a pickle")
+    with pytest.raises(VitbenchError, match="corrupt"):
+        load_splits("cifar10", str(root))
+
+
+def test_data_root_precedence(monkeypatch):
+    monkeypatch.setenv("VITBENCH_DATA", "/env/data")
+    assert data_root("/cli") == Path("/cli") and data_root() == Path("/env/data")
+    monkeypatch.delenv("VITBENCH_DATA")
+    assert data_root() == Path("data")
+
+
+def test_val_split_holds_out_part_of_training_set(tmp_path):
+    root = write_tiny_mnist(tmp_path)
+    s = load_splits("mnist", str(root), val_split=0.25, seed=5)
+    assert (len(s.train_labels), len(s.eval_labels), s.eval_set) == (384, 128, "val:0.25")
+    assert not set(s.train_index.tolist()) & set(s.eval_index.tolist())
+    assert torch.equal(load_splits("mnist", str(root), val_split=0.25, seed=5).eval_index, s.eval_index)
+
+
+def test_one_seed_gives_one_order():
+    assert torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 2))
+    assert not torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 3))
+    assert sorted(epoch_order(100, 1, 2).tolist()) == list(range(100))
+
+
+def test_gpu_augmentation_crops_and_flips_deterministically():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
+    g = torch.Generator()
+    a = random_crop_flip(x, g.manual_seed(0), pad=2)
+    b = random_crop_flip(x, g.manual_seed(0), pad=2)
+    assert a.shape == x.shape and torch.equal(a, b)
+    # every output row is a shifted (maybe flipped) window of the padded input: values come from x or 0
+    assert set(a.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+    seeds = [random_crop_flip(x, g.manual_seed(s), pad=2) for s in range(8)]
+    assert any(not torch.equal(other, a) for other in seeds[1:]), "augmentation ignores its seed"
+    # with no padding a crop is the identity, so the output is x or its mirror image
+    for img, src in zip(random_crop_flip(x, g.manual_seed(0), pad=0), x, strict=True):
+        assert torch.equal(img, src) or torch.equal(img, src.flip(2))

@@ -1,0 +1,213 @@
+"""`vitbench run` end to end on the CPU: what lands in MLflow, resume, interrupts, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from vitbench.cli import app
+
+TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
+PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
+          "train.label_smoothing", "train.precision", "train.seed", "train.loader", "train.max_steps",
+          "model.attention", "model.patchify", "model.pos_embed", "model.pool", "model.dim", "model.depth",
+          "model.heads", "model.patch_size", "data.eval_set"]
+EPOCH_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_images_per_sec"]
+FINAL_METRICS = ["best_val_acc", "final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb",
+                 "param_count"]
+TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.pos_embed", "part.pool", "gpu",
+        "torch_version", "cuda_version", "driver_version", "vitbench_version", "git_commit", "command", "eval_set"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def runs(experiment: str = "vitbench-mnist", uri: str | None = None):
+    mlflow.set_tracking_uri(uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name(experiment)
+    return [] if exp is None else MlflowClient().search_runs([exp.experiment_id])
+
+
+def test_run_on_real_mnist_records_everything(workdir, real_mnist):
+    res = invoke("run", "--variant", "vectorized-msa", "--dataset", "mnist", "--epochs", "1", "--max-steps", "20",
+                 "--device", "cpu", "--data-dir", str(real_mnist))
+    assert res.exit_code == 0, res.output
+    assert "done: vectorized-msa on mnist" in res.output
+    (run,) = runs()
+    assert run.info.status == "FINISHED"
+    for p in PARAMS:
+        assert p in run.data.params, p
+    assert run.data.params["model.attention"] == "vectorized" and run.data.params["data.eval_set"] == "test"
+    for m in EPOCH_METRICS + FINAL_METRICS:
+        assert m in run.data.metrics and run.data.metrics[m] == run.data.metrics[m], m  # present, not NaN
+    assert run.data.metrics["param_count"] == 137930
+    assert run.data.metrics["train_seconds"] > 0 and run.data.metrics["peak_memory_mb"] > 0
+    for t in TAGS:
+        assert t in run.data.tags, t
+    assert run.data.tags["peak_memory_source"] == "process_peak_rss"
+    client = MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [h.step for h in history] == [1]
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts |= {a.path for d in ("plots", "checkpoint") for a in client.list_artifacts(run.info.run_id, d)}
+    for a in ("config.json", "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/predictions.png",
+              "checkpoint/last.pt"):
+        assert a in arts, a
+    ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "train_config", "model_config", "position"} <= set(ckpt)
+    assert ckpt["position"]["global_step"] == 20
+
+
+def test_training_learns_and_both_loaders_agree(workdir, tiny_mnist):
+    accs = {}
+    for loader in ("gpu", "dataloader"):
+        res = invoke("run", "--variant", "sdpa", "--epochs", "4", "--batch-size", "32", "--lr", "5e-3",
+                     "--warmup-epochs", "0.5", "--loader", loader, *TINY)
+        assert res.exit_code == 0, res.output
+    for run in runs():
+        accs[run.data.params["train.loader"]] = run.data.metrics["final_val_acc"]
+    assert accs["gpu"] > 0.3, accs  # chance is 0.1
+    assert accs["gpu"] == pytest.approx(accs["dataloader"], abs=1e-6)  # same data, same order, same numbers
+
+
+def test_resume_gives_identical_weights(workdir, tiny_mnist):
+    common = ["run", "--variant", "sdpa", "--epochs", "2", "--batch-size", "64", "--dropout", "0.1", *TINY]
+    assert invoke(*common, "--run-name", "straight").exit_code == 0
+    res = invoke(*common, "--run-name", "halves", "--max-steps", "8")  # 512 / 64 = 8 steps = 1 epoch
+    assert res.exit_code == 0, res.output
+    by_name = {r.info.run_name: r for r in runs()}
+    half = by_name["halves"].info.run_id
+    assert by_name["halves"].data.tags["stopped_by"] == "max_steps"
+    res = invoke("run", "--resume", half)
+    assert res.exit_code == 0, res.output
+    a = torch.load(workdir / "checkpoints" / by_name["straight"].info.run_id / "last.pt", weights_only=True)
+    b = torch.load(workdir / "checkpoints" / half / "last.pt", weights_only=True)
+    assert b["position"]["global_step"] == 16 and b["position"]["epoch"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    resumed = MlflowClient().get_run(half)
+    assert resumed.info.status == "FINISHED" and len(runs()) == 2
+    assert [m.step for m in MlflowClient().get_metric_history(half, "val_acc")] == [1, 2]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_run_killed_with_checkpoint(workdir, tiny_mnist, sig):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vitbench", "run", "--variant", "sdpa", "--epochs", "1000",
+                             "--batch-size", "16", *TINY], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is training
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("epoch 1:"):
+            break
+    else:
+        proc.kill()
+        pytest.fail("run never started: " + "".join(lines))
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + out
+    assert "Traceback" not in out
+    (run,) = runs()
+    assert run.info.status == "KILLED"
+    ckpt = workdir / "checkpoints" / run.info.run_id / "last.pt"
+    assert ckpt.exists() and torch.load(ckpt, weights_only=True)["position"]["global_step"] >= 32
+
+
+def _bad(*args: str, needle: str):
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert needle in err, err
+    assert "Traceback" not in res.output
+    return err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--variant", "vit-9000"], "valid: naive-msa, sdpa, simple-vit, torch-mha, vectorized-msa"),
+    (["--dataset", "imagenet"], "valid: mnist, fashion-mnist, cifar10, cifar100"),
+    (["--patch-size", "5"], "patch size 5 does not divide image size 28"),
+    (["--heads", "3"], "dim 64 is not divisible by heads 3"),
+    (["--precision", "fp8"], "valid: fp32, bf16"),
+])
+def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, needle):
+    _bad("run", "--device", "cpu", *args, needle=needle)
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "checkpoints").exists()
+
+
+def test_missing_data_offline(workdir, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    _bad("run", "--device", "cpu", "--data-dir", str(workdir / "empty"),
+         needle="expected train-images-idx3-ubyte")
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_corrupt_data(workdir, tiny_mnist):
+    f = tiny_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    f.write_bytes(f.read_bytes()[:20])
+    _bad("run", "--device", "cpu", needle="truncated or corrupt")
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_unwritable_tracking_location(workdir, tiny_mnist):
+    _bad("run", *TINY, "--tracking-uri", "sqlite:////proc/vitbench/mlflow.db", needle="/proc/vitbench")
+    ro = workdir / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.access(ro, os.W_OK):  # root ignores permissions: use a path under a file instead
+        (workdir / "file").write_text("")
+        _bad("run", *TINY, "--tracking-uri", f"sqlite:///{workdir / 'file' / 'mlflow.db'}", needle="file")
+    else:
+        _bad("run", *TINY, "--tracking-uri", f"sqlite:///{ro / 'mlflow.db'}", needle="not writable")
+
+
+def test_nan_loss_fails_the_run_and_names_the_step(workdir, tiny_mnist):
+    err = _bad("run", "--variant", "sdpa", "--lr", "1e30", "--warmup-epochs", "0", *TINY, needle="NaN")
+    assert "at step" in err and "lower --lr" in err
+    (run,) = runs()
+    assert run.info.status == "FAILED" and "NaN" in run.data.tags["error"]
+
+
+def test_no_run_is_left_running(workdir, tiny_mnist):
+    """After every path above a run ends; here, an exception inside training ends it FAILED."""
+    import vitbench.train as train_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    orig = train_mod.Trainer.evaluate
+    train_mod.Trainer.evaluate = boom
+    try:
+        res = invoke("run", "--epochs", "1", *TINY)
+    finally:
+        train_mod.Trainer.evaluate = orig
+    assert res.exit_code != 0
+    (run,) = runs()
+    assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["error"]
+
+
+def test_variants_command_lists_every_variant():
+    res = invoke("variants")
+    assert res.exit_code == 0
+    from vitbench import list_variants
+
+    for v in list_variants():
+        assert v in res.output
