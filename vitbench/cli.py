@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,43 +45,43 @@ def split_list(value: str | None) -> list[str] | None:
 # of TrainConfig and of the variant's preset.
 Variant = Annotated[str, typer.Option("--variant", "-v", help="variant name (see `vitbench variants`)")]
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="mnist | fashion-mnist | cifar10 | cifar100")]
-DataDir = Annotated[Optional[str], typer.Option(help="dataset root (else $VITBENCH_DATA, else ./data)")]
-Epochs = Annotated[Optional[int], typer.Option(help="epochs [5]")]
-BatchSize = Annotated[Optional[int], typer.Option(help="training batch size [128]")]
-Lr = Annotated[Optional[float], typer.Option(help="peak learning rate [1e-3]")]
-WeightDecay = Annotated[Optional[float], typer.Option(help="AdamW weight decay [0.05]")]
-WarmupEpochs = Annotated[Optional[float], typer.Option(help="linear LR warm-up, epochs [1]")]
-LabelSmoothing = Annotated[Optional[float], typer.Option(help="label smoothing [0.1]")]
-Optimizer = Annotated[Optional[str], typer.Option(help="adamw | adam [adamw]")]
-Scheduler = Annotated[Optional[str], typer.Option(help="cosine | step | constant [cosine]")]
-Precision = Annotated[Optional[str], typer.Option(help="fp32 | bf16 (autocast) [fp32]")]
-Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")]
-CudaGraph = Annotated[Optional[bool], typer.Option("--cuda-graph/--no-cuda-graph",
+DataDir = Annotated[str | None, typer.Option(help="dataset root (else $VITBENCH_DATA, else ./data)")]
+Epochs = Annotated[int | None, typer.Option(help="epochs [5]")]
+BatchSize = Annotated[int | None, typer.Option(help="training batch size [128]")]
+Lr = Annotated[float | None, typer.Option(help="peak learning rate [1e-3]")]
+WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay [0.05]")]
+WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epochs [1]")]
+LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.1]")]
+Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
+Scheduler = Annotated[str | None, typer.Option(help="cosine | step | constant [cosine]")]
+Precision = Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast) [fp32]")]
+Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model")]
+CudaGraph = Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph",
                                                    help="capture the whole training step in a CUDA graph "
                                                         "[on where it applies: CUDA, not the naive parts]")]
-Seed = Annotated[Optional[int], typer.Option(help="seed: weights, data order, augmentation [0]")]
-Device = Annotated[Optional[str], typer.Option(help="auto | cuda | cpu [auto]")]
-Loader = Annotated[Optional[str], typer.Option(help="gpu (device-resident) | dataloader [gpu on CUDA]")]
-ValSplit = Annotated[Optional[float], typer.Option(help="evaluate on this fraction held out of the training "
+Seed = Annotated[int | None, typer.Option(help="seed: weights, data order, augmentation [0]")]
+Device = Annotated[str | None, typer.Option(help="auto | cuda | cpu [auto]")]
+Loader = Annotated[str | None, typer.Option(help="gpu (device-resident) | dataloader [gpu on CUDA]")]
+ValSplit = Annotated[float | None, typer.Option(help="evaluate on this fraction held out of the training "
                                                         "set instead of the official test set")]
-MaxSteps = Annotated[Optional[int], typer.Option(help="stop after N optimizer steps")]
-TimeBudget = Annotated[Optional[float], typer.Option(help="stop after this many seconds of training")]
-NumWorkers = Annotated[Optional[int], typer.Option(help="DataLoader workers [0]")]
-Preset = Annotated[Optional[str], typer.Option(help="size preset: mnist | cifar10 [the dataset's]")]
-Attention = Annotated[Optional[str], typer.Option(help="naive | vectorized | torch-mha | sdpa")]
-Patchify = Annotated[Optional[str], typer.Option(help="conv | loop | unfold")]
-PosEmbed = Annotated[Optional[str], typer.Option(help="learned | sinusoidal | sincos2d | none")]
-Pool = Annotated[Optional[str], typer.Option(help="cls | mean")]
-Norm = Annotated[Optional[str], typer.Option(help="pre | post")]
-Dim = Annotated[Optional[int], typer.Option(help="token width")]
-Depth = Annotated[Optional[int], typer.Option(help="transformer blocks")]
-Heads = Annotated[Optional[int], typer.Option(help="attention heads")]
-MlpDim = Annotated[Optional[int], typer.Option(help="MLP hidden width")]
-PatchSize = Annotated[Optional[int], typer.Option(help="patch size in pixels")]
-Dropout = Annotated[Optional[float], typer.Option(help="dropout")]
-TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
+MaxSteps = Annotated[int | None, typer.Option(help="stop after N optimizer steps")]
+TimeBudget = Annotated[float | None, typer.Option(help="stop after this many seconds of training")]
+NumWorkers = Annotated[int | None, typer.Option(help="DataLoader workers [0]")]
+Preset = Annotated[str | None, typer.Option(help="size preset: mnist | cifar10 [the dataset's]")]
+Attention = Annotated[str | None, typer.Option(help="naive | vectorized | torch-mha | sdpa")]
+Patchify = Annotated[str | None, typer.Option(help="conv | loop | unfold")]
+PosEmbed = Annotated[str | None, typer.Option(help="learned | sinusoidal | sincos2d | none")]
+Pool = Annotated[str | None, typer.Option(help="cls | mean")]
+Norm = Annotated[str | None, typer.Option(help="pre | post")]
+Dim = Annotated[int | None, typer.Option(help="token width")]
+Depth = Annotated[int | None, typer.Option(help="transformer blocks")]
+Heads = Annotated[int | None, typer.Option(help="attention heads")]
+MlpDim = Annotated[int | None, typer.Option(help="MLP hidden width")]
+PatchSize = Annotated[int | None, typer.Option(help="patch size in pixels")]
+Dropout = Annotated[float | None, typer.Option(help="dropout")]
+TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
                                                          "else sqlite:///mlflow.db)")]
-Experiment = Annotated[Optional[str], typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
+Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "optimizer",
               "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
@@ -96,7 +96,7 @@ def pick(values: dict, keys: tuple[str, ...]) -> dict:
 
 @app.command()
 @cli_errors
-def variants(preset: Annotated[Optional[str], typer.Option(help="size preset for the parameter count")] = None) -> None:
+def variants(preset: Annotated[str | None, typer.Option(help="size preset for the parameter count")] = None) -> None:
     """List the registered variants, their parts and parameter counts."""
     from rich.console import Console
     from rich.table import Table
@@ -129,8 +129,8 @@ def run(
     pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
     heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
     tracking_uri: TrackingUri = None, experiment: Experiment = None,
-    run_name: Annotated[Optional[str], typer.Option(help="MLflow run name")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
+    resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
 ) -> None:
