@@ -157,6 +157,65 @@ def run(
     )
 
 
+@app.command()
+@cli_errors
+def bench(
+    variants: Annotated[str, typer.Option(help="comma-separated variants, or all")] = "all",
+    preset: Annotated[str, typer.Option(help="size preset: mnist | cifar10")] = "mnist",
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "64,256,1024",
+    image_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated image sizes")] = None,
+    patch_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated patch sizes")] = None,
+    mode: Annotated[str, typer.Option(help="train | infer | both")] = "both",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    compile: Annotated[bool, typer.Option(help="torch.compile every model (peers too)")] = False,
+    cuda_graph: CudaGraph = None,
+    warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
+    repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
+    max_seconds: Annotated[float, typer.Option(help="time bound per cell and mode (the naive parts)")] = 30.0,
+    device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
+    peers: Annotated[str | None, typer.Option(help="also measure peer libraries' ViT: timm")] = None,
+    attention: Attention = None, patchify: Patchify = None, pos_embed: PosEmbed = None, pool: Pool = None,
+    dim: Dim = None, depth: Depth = None, heads: Heads = None, mlp_dim: MlpDim = None,
+    patch_size: PatchSize = None, seed: Annotated[int, typer.Option(help="seed of weights and inputs")] = 0,
+    tracking_uri: TrackingUri = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "vitbench-bench",
+) -> None:
+    """Step time (median, p10, p90), images/s, peak memory and TFLOP/s of every implementation."""
+    from rich.console import Console
+
+    from vitbench.bench import BenchOptions, log_to_mlflow, plan, rich_table, run_bench, write_rows
+    from vitbench.models import list_variants
+
+    names = list_variants() if variants == "all" else split_list(variants) or []
+    modes = ("train", "infer") if mode == "both" else (mode,)
+    try:
+        sizes = [int(s) for s in split_list(image_sizes) or []] or None
+        patches = [int(s) for s in split_list(patch_sizes) or []] or None
+        batches = [int(b) for b in split_list(batch_sizes) or []]
+    except ValueError as e:
+        raise VitbenchError(f"sizes must be comma-separated integers: {e}") from None
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise VitbenchError(f"--out must end in .csv or .json, got {out}")
+    overrides = dict(attention=attention, patchify=patchify, pos_embed=pos_embed, pool=pool, dim=dim, depth=depth,
+                     heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
+    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides)
+    opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
+                        repeats=repeats, max_seconds=max_seconds, device=device, seed=seed)
+    from vitbench.tracking import connect
+
+    connect(tracking_uri)  # fail on an unusable store before measuring anything
+    rows = run_bench(entries, batches, opts, log=typer.echo)
+    if out is not None:
+        write_rows(rows, out)
+        typer.echo(f"wrote {out}")
+    run_id = log_to_mlflow(rows, opts, out, tracking_uri, experiment,
+                           {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
+                            "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
+    Console(width=200).print(rich_table(rows, f"vitbench bench ({precision}, {rows[0]['device'] if rows else device})"))
+    typer.echo(f"mlflow run {run_id}")
+
+
 def main() -> None:
     app(prog_name="vitbench")
 

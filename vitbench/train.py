@@ -140,12 +140,13 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 class Trainer:
     """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
 
-    def __init__(self, cfg: TrainConfig, model_cfg: ViTConfig, steps_per_epoch: int,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: TrainConfig, model_cfg: ViTConfig | None, steps_per_epoch: int,
+                 log: Callable[[str], None] = print, model: nn.Module | None = None) -> None:
+        """``model`` (a peer such as timm's ViT) replaces the ViT that ``model_cfg`` would build."""
         self.cfg, self.model_cfg, self.log = cfg, model_cfg, log
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.model = ViT(model_cfg).to(self.device)
+        self.model = (model if model is not None else ViT(model_cfg)).to(self.device)
         self.graph_reason = self._graph_reason()
         self.use_graph = self.graph_reason == ""
         on_cuda = self.device.type == "cuda"
@@ -177,7 +178,7 @@ class Trainer:
             return "off (--no-cuda-graph)"
         if self.device.type != "cuda":
             return "needs CUDA"
-        if m.attention == "naive" or m.patchify == "loop":
+        if m is not None and (m.attention == "naive" or m.patchify == "loop"):
             return "off for the naive loop implementations (they stay the eager baseline)"
         return ""
 

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import csv
+import math
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from vitbench.bench import BenchOptions, Entry, decay_batch, measure_cell, plan, run_bench
+from vitbench.cli import app
+from vitbench.models import resolve_config
+
+TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu",
+        "--warmup", "1", "--repeats", "3"]
+TIMM_KEYS = ["model", "param_count", "train_samples_per_sec", "train_step_time", "train_batch_size",
+             "infer_samples_per_sec", "infer_step_time", "infer_batch_size"]
+OURS = ["train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb", "infer_peak_memory_mb",
+        "train_tflops", "infer_tflops", "gflops_per_image_fwd", "train_requested_batch_size", "tokens"]
+
+
+def test_bench_csv_and_mlflow_run(workdir):
+    out = workdir / "bench.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa,vectorized-msa", "--batch-sizes", "2,4",
+                                   "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and {r["model"] for r in rows} == {"sdpa", "vectorized-msa"}
+    for r in rows:
+        for k in TIMM_KEYS + OURS:
+            assert k in r, k
+        for k in ("train_samples_per_sec", "train_step_time", "train_step_time_p10", "train_step_time_p90",
+                  "infer_samples_per_sec", "train_peak_memory_mb", "train_tflops", "gflops_per_image_fwd",
+                  "param_count"):
+            v = float(r[k])
+            assert v > 0 and math.isfinite(v), (k, v)
+        assert float(r["train_step_time_p10"]) <= float(r["train_step_time"]) <= float(r["train_step_time_p90"])
+        assert r["train_error"] == "" and r["train_batch_size"] == r["train_requested_batch_size"]
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("vitbench-bench").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "bench"
+    assert "sdpa/img28/p7/b4/fp32/train_samples_per_sec" in run.data.metrics
+    arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"bench.csv", "bench.json"} <= arts
+
+
+def test_decay_batch_follows_timm_steps():
+    seq, b = [], 1024
+    while b:
+        seq.append(b)
+        b = decay_batch(b)
+    assert seq[:7] == [1024, 768, 512, 384, 256, 192, 128] and seq[-1] == 1
+
+
+def _entry() -> Entry:
+    return Entry("sdpa", resolve_config("sdpa", depth=1, dim=32, heads=2, mlp_dim=64))
+
+
+def test_oom_retries_at_smaller_batch():
+    seen = []
+
+    def fake(entry, model, mode, batch, opts, device):
+        seen.append(batch)
+        if batch > 6:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "peak_memory_mb": 10.0,
+                "memory_source": "test"}
+
+    cell = measure_cell(_entry(), "train", 16, BenchOptions(device="cpu"), torch.device("cpu"),
+                        log=lambda s: None, measure=fake)
+    assert seen == [16, 12, 8, 6]
+    assert (cell["batch_size"], cell["requested_batch_size"]) == (6, 16)
+    assert cell["error"] == "OOM at batch 16"
+
+
+def test_illegal_memory_access_ends_only_that_cell():
+    calls = []
+
+    def fake(entry, model, mode, batch, opts, device):
+        calls.append((mode, batch))
+        if batch == 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "peak_memory_mb": 10.0,
+                "memory_source": "test"}
+
+    rows = run_bench([_entry()], [2, 4], BenchOptions(device="cpu"), log=lambda s: None, measure=fake)
+    assert "illegal memory access" in rows[0]["train_error"] and "train_samples_per_sec" not in rows[0]
+    assert rows[1]["train_samples_per_sec"] == pytest.approx(400.0)
+
+
+def test_max_seconds_bounds_a_cell():
+    opts = BenchOptions(device="cpu", modes=("train",), warmup=1, repeats=1000, max_seconds=0.5)
+    entry = Entry("naive-msa", resolve_config("naive-msa", depth=1, dim=32, heads=2, mlp_dim=64))
+    (row,) = run_bench([entry], [4], opts, log=lambda s: None)
+    assert 1 <= row["train_repeats"] < 1000
+
+
+def test_token_scaling_and_timm_peer_rows():
+    entries = plan(["sdpa"], "mnist", ["timm"], [28, 56], None, {"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64})
+    rows = run_bench(entries, [2], BenchOptions(device="cpu", warmup=1, repeats=2), log=lambda s: None)
+    assert [(r["model"], r["tokens"]) for r in rows] == [("sdpa", 17), ("timm-vit", 17), ("sdpa", 65),
+                                                         ("timm-vit", 65)]
+    for a, b in zip(rows[::2], rows[1::2], strict=True):  # same dimensions: same parameters and FLOPs
+        assert a["param_count"] == b["param_count"]
+        assert a["gflops_per_image_fwd"] == pytest.approx(b["gflops_per_image_fwd"])
+    assert rows[2]["gflops_per_image_fwd"] > 3 * rows[0]["gflops_per_image_fwd"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--variants", "sdpa,nope"], "valid: naive-msa"),
+    (["--out", "x.txt"], "must end in .csv or .json"),
+    (["--image-sizes", "28", "--patch-sizes", "7"], "not both"),
+    (["--image-sizes", "30"], "patch size 7 does not divide image size 30"),
+    (["--peers", "keras"], "valid: timm"),
+    (["--batch-sizes", "a,b"], "comma-separated integers"),
+])
+def test_bench_bad_input(workdir, args, needle):
+    res = CliRunner().invoke(app, ["bench", *TINY, *args])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().startswith("error:") and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -1,0 +1,343 @@
+"""`vitbench bench`: speed and memory of every implementation, with spread.
+
+Modelled on timm's benchmark.py (warm-up, synchronised timing, OOM batch decay, CSV with
+``*_samples_per_sec`` / ``*_step_time`` keys) plus what it lacks: peak memory, p10/p90 of the step
+time, FLOPs and achieved TFLOP/s, and token scaling. Inputs are synthetic: no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vitbench.errors import VitbenchError
+from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
+from vitbench.models.registry import PRESETS
+from vitbench.timing import peak_memory_mb, reset_peak_memory, resolve_device, summarize, synchronize, time_steps
+from vitbench.train import Trainer, TrainConfig
+
+MODES = ("train", "infer")
+PEERS = ("timm",)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model to measure: a vitbench variant or a peer library's ViT of the same dimensions."""
+
+    name: str
+    cfg: ViTConfig
+    peer: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    modes: tuple[str, ...] = MODES
+    precision: str = "fp32"
+    compile: bool = False
+    cuda_graph: bool | None = None  # vitbench variants' training step; None: where it applies
+    warmup: int = 5
+    repeats: int = 20
+    max_seconds: float | None = 30.0  # per cell and mode
+    device: str = "auto"
+    seed: int = 0
+
+
+def decay_batch(batch_size: int) -> int:
+    """Next smaller batch after an OOM, timm-style: powers of two with one step between
+    (1024, 768, 512, 384, 256, ...); 0 when there is nothing smaller."""
+    if batch_size <= 1:
+        return 0
+    base = 2 ** int(math.log2(batch_size - 1))
+    step = max(base // 2, 1)
+    return base + ((batch_size - base - 1) // step) * step
+
+
+def build_model(entry: Entry) -> nn.Module:
+    if entry.peer is None:
+        from vitbench.models import ViT
+
+        return ViT(entry.cfg)
+    if entry.peer == "timm":
+        try:
+            from timm.models.vision_transformer import VisionTransformer
+        except ImportError:
+            raise VitbenchError("--peers timm needs timm: pip install 'vitbench[peers]'") from None
+        c = entry.cfg
+        return VisionTransformer(
+            img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,
+            embed_dim=c.dim, depth=c.depth, num_heads=c.heads, mlp_ratio=c.mlp_dim / c.dim, qkv_bias=c.qkv_bias,
+            class_token=c.pool == "cls", global_pool="token" if c.pool == "cls" else "avg",
+        )
+    raise VitbenchError(f"unknown peer {entry.peer!r}; valid: {', '.join(PEERS)}")
+
+
+def flops_per_image(model: nn.Module, cfg: ViTConfig, device: torch.device) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs for one image, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
+    model.train()
+    with FlopCounterMode(display=False) as fwd:
+        out = model(x)
+    with FlopCounterMode(display=False) as bwd:
+        out.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    f = fwd.get_total_flops() / 2
+    return f, f + bwd.get_total_flops() / 2
+
+
+def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchOptions,
+             device: torch.device) -> dict:
+    """Time one (model, mode, batch) cell; raises torch.OutOfMemoryError when it does not fit."""
+    c = entry.cfg
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    x = torch.randn(batch, c.in_chans, c.image_size, c.image_size, device=device, generator=gen)
+    y = torch.randint(0, c.num_classes, (batch,), device=device, generator=gen)
+    reset_peak_memory(device)
+    extra = {}
+    if mode == "train":
+        tcfg = TrainConfig(variant=entry.name, batch_size=batch, precision=opts.precision, compile=opts.compile,
+                           cuda_graph=False if entry.peer else opts.cuda_graph, device=str(device),
+                           seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
+        trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
+        t0 = time.perf_counter()
+        trainer.warm_up(x, y, steps=max(1, min(opts.warmup, 3)))  # compile / capture, outside the timing
+        extra["warmup_seconds"] = time.perf_counter() - t0
+        extra["cuda_graph"] = trainer.graph is not None
+
+        def fn() -> None:
+            trainer.run_step(x, y)
+    else:
+        run_model = torch.compile(model) if opts.compile else model
+        model.eval()
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
+
+        @torch.inference_mode()
+        def fn() -> None:
+            with autocast:
+                run_model(x)
+
+        extra["cuda_graph"] = False
+    times = time_steps(fn, device, warmup=opts.warmup, repeats=opts.repeats, max_seconds=opts.max_seconds)
+    synchronize(device)
+    mem, source = peak_memory_mb(device)
+    model.train()
+    return {**summarize(times), "peak_memory_mb": mem, "memory_source": source, **extra}
+
+
+def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device: torch.device,
+                 log: Callable[[str], None] = print,
+                 measure: Callable[..., dict] | None = None) -> dict:
+    """One cell with timm-style OOM handling: on CUDA OOM, free memory and retry at a smaller batch.
+    An illegal memory access (or any other error) ends this cell only, with the error recorded."""
+    measure = measure or _measure
+    requested, error = batch, ""
+    while batch > 0:
+        oom = False
+        torch.manual_seed(opts.seed)
+        model = build_model(entry).to(device)
+        try:
+            result = measure(entry, model, mode, batch, opts, device)
+            return {**result, "batch_size": batch, "requested_batch_size": requested, "error": error}
+        except torch.OutOfMemoryError:
+            oom = True  # handled below, outside the except block, so the traceback's frames are freed
+        except Exception as e:  # illegal memory access, compile failures, ...
+            text = str(e).strip().splitlines()
+            return {"batch_size": batch, "requested_batch_size": requested,
+                    "error": f"{type(e).__name__}: {text[0] if text else ''}"[:300]}
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if oom:
+            smaller = decay_batch(batch)
+            log(f"  {entry.name} {mode}: out of memory at batch {batch}, retrying at {smaller}")
+            error = f"OOM at batch {batch}" if not error else error
+            batch = smaller
+    return {"batch_size": 0, "requested_batch_size": requested, "error": error or "OOM at every batch size"}
+
+
+def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[int] | None,
+         patch_sizes: list[int] | None, overrides: dict) -> list[Entry]:
+    """Every (variant | peer) x (image size | patch size) to measure, all at the same dimensions."""
+    unknown = [v for v in variants if v not in list_variants()]
+    if unknown:
+        raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")
+    for p in peers:
+        if p not in PEERS:
+            raise VitbenchError(f"unknown peer {p!r}; valid: {', '.join(PEERS)}")
+    if preset not in PRESETS:
+        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if image_sizes and patch_sizes:
+        raise VitbenchError("give --image-sizes or --patch-sizes, not both")
+    shapes = ([{"image_size": s} for s in image_sizes] if image_sizes else
+              [{"patch_size": p} for p in patch_sizes] if patch_sizes else [{}])
+    entries = []
+    for shape in shapes:
+        base = None
+        for v in variants:
+            cfg = resolve_config(v, preset, **{**overrides, **shape})  # raises on impossible shapes
+            base = base or cfg
+            entries.append(Entry(v, cfg))
+        for p in peers:
+            ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
+            entries.append(Entry(f"{p}-vit", replace(ref, attention="sdpa", patchify="conv", pos_embed="learned"),
+                                 peer=p))
+    return entries
+
+
+def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
+              log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None) -> list[dict]:
+    """Rows with timm-compatible keys (``train_samples_per_sec``, ``infer_step_time`` in ms, ...)
+    plus spread, memory and FLOPs columns; one row per (model, shape, batch size)."""
+    device = resolve_device(opts.device)
+    for m in opts.modes:
+        if m not in MODES:
+            raise VitbenchError(f"unknown mode {m!r}; valid: train, infer, both")
+    if opts.precision not in ("fp32", "bf16"):
+        raise VitbenchError(f"unknown precision {opts.precision!r}; valid: fp32, bf16")
+    if any(b < 1 for b in batch_sizes):
+        raise VitbenchError(f"batch sizes must be >= 1, got {batch_sizes}")
+    flops_cache: dict[tuple, tuple[float, float]] = {}
+    rows = []
+    for entry in entries:
+        c = entry.cfg
+        key = (entry.peer, c)
+        if key not in flops_cache:
+            torch.manual_seed(opts.seed)
+            flops_cache[key] = flops_per_image(build_model(entry).to(device), c, device)
+        fwd, fwd_bwd = flops_cache[key]
+        params = count_params(build_model(entry))
+        for batch in batch_sizes:
+            row = {
+                "model": entry.name, "peer": entry.peer or "", "attention": "" if entry.peer else c.attention,
+                "patchify": "" if entry.peer else c.patchify, "pos_embed": c.pos_embed, "pool": c.pool,
+                "img_size": c.image_size, "patch_size": c.patch_size, "tokens": c.num_patches + (c.pool == "cls"),
+                "dim": c.dim, "depth": c.depth, "heads": c.heads, "mlp_dim": c.mlp_dim,
+                "param_count": params, "precision": opts.precision,
+                "compile": opts.compile, "device": str(device), "gflops_per_image_fwd": fwd / 1e9,
+                "gflops_per_image_train": fwd_bwd / 1e9,
+            }
+            for mode in opts.modes:
+                cell = measure_cell(entry, mode, batch, opts, device, log, measure)
+                flops = fwd if mode == "infer" else fwd_bwd
+                row[f"{mode}_requested_batch_size"] = cell["requested_batch_size"]
+                row[f"{mode}_batch_size"] = cell["batch_size"]
+                row[f"{mode}_error"] = cell["error"]
+                if "median" in cell:
+                    med = cell["median"]
+                    row.update({
+                        f"{mode}_samples_per_sec": cell["batch_size"] / med,
+                        f"{mode}_step_time": med * 1e3,
+                        f"{mode}_step_time_p10": cell["p10"] * 1e3,
+                        f"{mode}_step_time_p90": cell["p90"] * 1e3,
+                        f"{mode}_repeats": int(cell["n"]),
+                        f"{mode}_peak_memory_mb": cell["peak_memory_mb"],
+                        f"{mode}_memory_source": cell["memory_source"],
+                        f"{mode}_tflops": flops * cell["batch_size"] / med / 1e12,
+                        f"{mode}_cuda_graph": cell.get("cuda_graph", False),
+                    })
+                log(_progress_line(row, mode))
+            rows.append(row)
+    return rows
+
+
+def _progress_line(row: dict, mode: str) -> str:
+    if f"{mode}_samples_per_sec" not in row:
+        return f"  {row['model']} img {row['img_size']} b{row[f'{mode}_requested_batch_size']} {mode}: {row[f'{mode}_error']}"
+    return (f"  {row['model']} img {row['img_size']} ({row['tokens']} tokens) b{row[f'{mode}_batch_size']} {mode}: "
+            f"{row[f'{mode}_samples_per_sec']:,.0f} img/s, {row[f'{mode}_step_time']:.2f} ms "
+            f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
+            f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB")
+
+
+def columns(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1))
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns(rows))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        raise VitbenchError(f"--out must end in .csv or .json, got {path}")
+    return path
+
+
+def cell_key(row: dict) -> str:
+    return f"{row['model']}/img{row['img_size']}/p{row['patch_size']}/b{row.get('train_requested_batch_size') or row.get('infer_requested_batch_size')}/{row['precision']}"
+
+
+def metrics_for_mlflow(rows: list[dict]) -> dict[str, float]:
+    out = {}
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (
+                k.startswith(("train_", "infer_")) or k in ("gflops_per_image_fwd", "param_count")):
+                out[f"{cell_key(r)}/{k}"] = float(v)
+    return out
+
+
+def rich_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("model", "img", "tokens", "batch", "train img/s", "train ms [p10-p90]", "train MiB",
+                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+
+    def fmt(r: dict, mode: str) -> list[str]:
+        if f"{mode}_samples_per_sec" not in r:
+            return [r.get(f"{mode}_error", "") or "-", "", ""]
+        return [f"{r[f'{mode}_samples_per_sec']:,.0f}",
+                f"{r[f'{mode}_step_time']:.2f} [{r[f'{mode}_step_time_p10']:.2f}-{r[f'{mode}_step_time_p90']:.2f}]",
+                f"{r[f'{mode}_peak_memory_mb']:,.0f}"]
+
+    for r in rows:
+        batch = r.get("train_batch_size", r.get("infer_batch_size"))
+        tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
+        t.add_row(r["model"], str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"), *fmt(r, "infer"), tf)
+    return t
+
+
+def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracking_uri: str | None,
+                  experiment: str, params: dict) -> str:
+    import tempfile
+
+    import mlflow
+
+    from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
+
+    uri = connect(tracking_uri)
+    exp_id = get_experiment_id(experiment, uri)
+    tags = {"kind": "bench", **environment_tags(resolve_device(opts.device))}
+    with tracked_run(exp_id, f"bench-{len(rows)}-cells", tags=tags) as run_id:
+        mlflow.log_params(flatten({**params, "precision": opts.precision, "compile": opts.compile,
+                                   "warmup": opts.warmup, "repeats": opts.repeats,
+                                   "max_seconds": opts.max_seconds, "modes": ",".join(opts.modes)}))
+        metrics = metrics_for_mlflow(rows)
+        for i in range(0, len(metrics), 500):
+            mlflow.log_metrics(dict(list(metrics.items())[i:i + 500]))
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.csv")))
+            mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.json")))
+        if out is not None:
+            mlflow.log_artifact(str(out))
+    return run_id
