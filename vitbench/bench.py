@@ -22,8 +22,15 @@ from torch import nn
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.registry import PRESETS
-from vitbench.timing import peak_memory_mb, reset_peak_memory, resolve_device, summarize, synchronize, time_steps
-from vitbench.train import Trainer, TrainConfig
+from vitbench.timing import (
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    summarize,
+    synchronize,
+    time_steps,
+)
+from vitbench.train import TrainConfig, Trainer
 
 MODES = ("train", "infer")
 PEERS = ("timm",)
@@ -110,7 +117,8 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
                            seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
         trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
         t0 = time.perf_counter()
-        trainer.warm_up(x, y, steps=max(1, min(opts.warmup, 3)))  # compile / capture, outside the timing
+        slow = entry.peer is None and (c.attention == "naive" or c.patchify == "loop")
+        trainer.warm_up(x, y, steps=1 if slow else max(1, min(opts.warmup, 3)))  # compile / capture, untimed
         extra["warmup_seconds"] = time.perf_counter() - t0
         extra["cuda_graph"] = trainer.graph is not None
 
@@ -181,13 +189,21 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
         raise VitbenchError("give --image-sizes or --patch-sizes, not both")
     shapes = ([{"image_size": s} for s in image_sizes] if image_sizes else
               [{"patch_size": p} for p in patch_sizes] if patch_sizes else [{}])
+    # --attention / --patchify may list several implementations: every combination is measured.
+    attentions = overrides.pop("attention", None) or [None]
+    patchifies = overrides.pop("patchify", None) or [None]
+    attentions = [attentions] if isinstance(attentions, str) else attentions
+    patchifies = [patchifies] if isinstance(patchifies, str) else patchifies
     entries = []
     for shape in shapes:
         base = None
         for v in variants:
-            cfg = resolve_config(v, preset, **{**overrides, **shape})  # raises on impossible shapes
-            base = base or cfg
-            entries.append(Entry(v, cfg))
+            for att in attentions:
+                for pat in patchifies:
+                    cfg = resolve_config(v, preset, **{**overrides, **shape}, attention=att, patchify=pat)
+                    base = base or cfg
+                    name = v if att is None and pat is None else f"{v}[{cfg.attention},{cfg.patchify}]"
+                    entries.append(Entry(name, cfg))
         for p in peers:
             ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
             entries.append(Entry(f"{p}-vit", replace(ref, attention="sdpa", patchify="conv", pos_embed="learned"),

@@ -175,7 +175,9 @@ def bench(
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
     peers: Annotated[str | None, typer.Option(help="also measure peer libraries' ViT: timm")] = None,
-    attention: Attention = None, patchify: Patchify = None, pos_embed: PosEmbed = None, pool: Pool = None,
+    attention: Annotated[str | None, typer.Option(help="attention implementations, comma-separated")] = None,
+    patchify: Annotated[str | None, typer.Option(help="patchify implementations, comma-separated")] = None,
+    pos_embed: PosEmbed = None, pool: Pool = None,
     dim: Dim = None, depth: Depth = None, heads: Heads = None, mlp_dim: MlpDim = None,
     patch_size: PatchSize = None, seed: Annotated[int, typer.Option(help="seed of weights and inputs")] = 0,
     tracking_uri: TrackingUri = None,
@@ -197,7 +199,8 @@ def bench(
         raise VitbenchError(f"sizes must be comma-separated integers: {e}") from None
     if out is not None and out.suffix not in (".csv", ".json"):
         raise VitbenchError(f"--out must end in .csv or .json, got {out}")
-    overrides = dict(attention=attention, patchify=patchify, pos_embed=pos_embed, pool=pool, dim=dim, depth=depth,
+    overrides = dict(attention=split_list(attention), patchify=split_list(patchify), pos_embed=pos_embed, pool=pool,
+                     dim=dim, depth=depth,
                      heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
     entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides)
     opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
