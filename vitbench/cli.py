@@ -219,6 +219,64 @@ def bench(
     typer.echo(f"mlflow run {run_id}")
 
 
+@app.command()
+@cli_errors
+def sweep(
+    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    n_trials: Annotated[int, typer.Option(help="total trials of the study (a re-run resumes to it)")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="stop starting trials after this many seconds")] = None,
+    space: Annotated[Path | None, typer.Option(help="search space YAML [experiments/spaces/default.yaml]")] = None,
+    objective: Annotated[str, typer.Option(help="val_acc, or val_acc,train_images_per_sec for a Pareto front "
+                                                "(multi-objective studies cannot be pruned)")] = "val_acc",
+    pruner: Annotated[str, typer.Option(help="median | hyperband | none (on per-epoch val_acc)")] = "median",
+    storage: Annotated[str, typer.Option(help="Optuna storage URL, e.g. postgresql+psycopg://user:pw@host/db "
+                                              "for several workers")] = "sqlite:///optuna.db",
+    study_name: Annotated[str | None, typer.Option(help="[<variant>-<dataset>-<objective>]")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes on this machine (one GPU each)")] = 1,
+    heartbeat: Annotated[int, typer.Option(help="seconds between trial heartbeats; a worker silent for 3 of "
+                                                "them is declared dead and its trial retried")] = 10,
+    worker: Annotated[bool, typer.Option(hidden=True)] = False,
+    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, optimizer: Optimizer = None,
+    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
+    cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
+    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
+    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
+    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
+    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
+    tracking_uri: TrackingUri = None, experiment: Experiment = None,
+) -> None:
+    """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""
+    from vitbench.data import get_dataset_info
+    from vitbench.models.registry import get_variant
+    from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep, work
+    from vitbench.train import TrainConfig
+
+    values = locals()
+    get_variant(variant)
+    get_dataset_info(dataset)
+    objectives = check_objectives(objective)
+    spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
+                     space_path=str(space or "experiments/spaces/default.yaml"), objectives=objectives,
+                     pruner=pruner, storage=storage, study_name=study_name or default_study_name(variant, dataset, objectives),
+                     timeout=timeout, heartbeat=heartbeat, preset=preset, seed=seed or 0)
+    base = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
+    model_overrides = pick(values, MODEL_KEYS)
+    experiment = experiment or f"vitbench-sweep-{dataset}"
+    if worker:  # started by a coordinator: it owns the parent run
+        from vitbench.sweep import open_study
+        from vitbench.tracking import connect
+
+        uri = connect(tracking_uri)
+        parent = open_study(spec, base.epochs, typer.echo).user_attrs.get("mlflow_parent_run_id")
+        if not parent:
+            raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
+        work(spec, base, model_overrides, uri, experiment, parent, typer.echo)
+        return
+    run_sweep(spec, base, model_overrides, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
+              argv=sys.argv[1:], log=typer.echo)
+
+
 def main() -> None:
     app(prog_name="vitbench")
 

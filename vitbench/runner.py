@@ -63,10 +63,12 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                    checkpoint_dir: str | Path = "checkpoints", system_metrics: bool = False,
                    parent_run_id: str | None = None, tags: dict | None = None,
                    on_epoch: list[EpochCallback] | None = None, splits: Splits | None = None,
-                   log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None) -> RunOutcome:
+                   log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None,
+                   pruned_exceptions: tuple[type[BaseException], ...] = ()) -> RunOutcome:
     """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
 
     Every input is checked before the run is created, so bad input leaves nothing half-written.
+    ``pruned_exceptions`` (Optuna's TrialPruned) end the run FINISHED with a ``stopped_early`` tag.
     """
     device = resolve_device(cfg.device)
     info = get_dataset_info(cfg.dataset)
@@ -88,7 +90,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     import mlflow
 
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags, parent_run_id=parent_run_id,
-                     system_metrics=system_metrics) as run_id:
+                     system_metrics=system_metrics, finished_on=pruned_exceptions) as run_id:
         if on_start is not None:
             on_start(run_id)
         if resume is None:

@@ -139,7 +139,8 @@ def error_line(exc: BaseException) -> str:
 @contextlib.contextmanager
 def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
                 tags: dict | None = None, parent_run_id: str | None = None,
-                system_metrics: bool = False) -> Iterator[str]:
+                system_metrics: bool = False,
+                finished_on: tuple[type[BaseException], ...] = ()) -> Iterator[str]:
     """Start (or, with ``run_id``, continue) a run; yield its id; end it FINISHED, KILLED or FAILED.
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the engine maps it) ends the run KILLED; any other
@@ -157,6 +158,10 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
     except KeyboardInterrupt:
         mlflow.set_tag("error", "interrupted (Ctrl-C or SIGTERM)")
         mlflow.end_run("KILLED")
+        raise
+    except finished_on as e:  # a deliberate early stop (a pruned Optuna trial): not a failure
+        mlflow.set_tag("stopped_early", error_line(e))
+        mlflow.end_run("FINISHED")
         raise
     except BaseException as e:
         with contextlib.suppress(Exception):

@@ -1,0 +1,416 @@
+"""`vitbench sweep`: Optuna studies whose trials are nested MLflow runs under one parent run.
+
+The study lives in real Optuna storage (SQLite by default, PostgreSQL for many workers). ``n_trials``
+is the study's total: re-running resumes to it. Workers that die are detected by the RDB heartbeat;
+their trials are failed, their MLflow runs ended FAILED, and the same parameters retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from vitbench.errors import VitbenchError
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
+TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "epochs", "optimizer",
+                "scheduler", "precision")
+MODEL_PARAMS = ("dropout", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
+                "attention", "patchify")
+OBJECTIVES = ("val_acc", "train_images_per_sec")
+
+
+# -- the search space ----------------------------------------------------------------------------
+def load_space(path: str | Path | None) -> dict[str, dict]:
+    """Read and check a YAML space: ``name: {type: float|int|categorical, low, high, log, step, choices}``."""
+    path = Path(path) if path else DEFAULT_SPACE
+    try:
+        space = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise VitbenchError(f"cannot read search space {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise VitbenchError(f"search space {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(space, dict) or not space:
+        raise VitbenchError(f"search space {path} must map parameter names to distributions")
+    for name, spec in space.items():
+        where = f"search space {path}: {name}"
+        if name not in TRAIN_PARAMS + MODEL_PARAMS:
+            raise VitbenchError(f"{where}: not a searchable option; valid: {', '.join(TRAIN_PARAMS + MODEL_PARAMS)}")
+        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+            raise VitbenchError(f"{where}: needs type float, int or categorical")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise VitbenchError(f"{where}: categorical needs a non-empty list of choices")
+        else:
+            for k in ("low", "high", "step"):  # YAML 1.1 reads 1e-4 as a string: accept it as a number
+                if isinstance(spec.get(k), str):
+                    with contextlib.suppress(ValueError):
+                        spec[k] = float(spec[k])
+            if not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high")):
+                raise VitbenchError(f"{where}: {spec['type']} needs numeric low and high")
+            if spec["low"] > spec["high"] or (spec.get("log") and spec["low"] <= 0):
+                raise VitbenchError(f"{where}: needs 0 < low <= high for log, low <= high otherwise")
+    return space
+
+
+def suggest(trial, space: dict[str, dict]) -> dict:
+    params = {}
+    for name, s in space.items():
+        if s["type"] == "float":
+            params[name] = trial.suggest_float(name, s["low"], s["high"], log=bool(s.get("log")), step=s.get("step"))
+        elif s["type"] == "int":
+            params[name] = trial.suggest_int(name, int(s["low"]), int(s["high"]), log=bool(s.get("log")),
+                                             step=int(s.get("step", 1)))
+        else:
+            params[name] = trial.suggest_categorical(name, s["choices"])
+    return params
+
+
+# -- storage, study, parent run -----------------------------------------------------------------------
+def redact(url: str) -> str:
+    """A storage URL without its password, fit for logs and MLflow params."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
+    import optuna
+
+    # Heartbeats and the matplotlib plots are marked experimental; they are what we rely on.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from optuna.storages import RDBStorage
+
+    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat}
+    if on_stale is not None:
+        kwargs["heartbeat_stale_trial_callback"] = on_stale
+    try:
+        return RDBStorage(url, **kwargs)
+    except TypeError:  # Optuna 4.x names the callback failed_trial_callback
+        kwargs["failed_trial_callback"] = kwargs.pop("heartbeat_stale_trial_callback", None)
+        return RDBStorage(url, **kwargs)
+    except (ImportError, ModuleNotFoundError) as e:
+        raise VitbenchError(f"storage {redact(url)} needs a driver: {e}; for PostgreSQL: pip install 'vitbench[postgres]'") from None
+    except Exception as e:
+        raise VitbenchError(f"cannot open Optuna storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    variant: str
+    dataset: str
+    n_trials: int
+    space: dict
+    space_path: str
+    objectives: tuple[str, ...] = ("val_acc",)
+    pruner: str = "median"
+    storage: str = "sqlite:///optuna.db"
+    study_name: str = ""
+    timeout: float | None = None
+    heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
+    preset: str | None = None
+    seed: int = 0
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] * len(self.objectives)
+
+
+def check_objectives(text: str) -> tuple[str, ...]:
+    objs = tuple(o.strip() for o in text.split(",") if o.strip())
+    if not objs or any(o not in OBJECTIVES for o in objs) or len(set(objs)) != len(objs):
+        raise VitbenchError(f"unknown objective {text!r}; valid: val_acc or val_acc,train_images_per_sec")
+    return objs
+
+
+def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None]):
+    import optuna
+
+    if name not in ("median", "hyperband", "none"):
+        raise VitbenchError(f"unknown pruner {name!r}; valid: median, hyperband, none")
+    if multi and name != "none":
+        log("note: Optuna cannot prune multi-objective studies; pruning is off")
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    return optuna.pruners.NopPruner()
+
+
+COUNTED = ("COMPLETE", "PRUNED")
+
+
+def counts(study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+class ExcessTrial(Exception):
+    """Started after the study already had its n_trials (a race between workers); not run."""
+
+
+# -- one worker -----------------------------------------------------------------------------------
+def on_stale_trial(study, trial) -> None:
+    """A worker died mid-trial: end its MLflow run FAILED and retry the same parameters."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    from vitbench.tracking import end_orphaned
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        with contextlib.suppress(Exception):
+            end_orphaned(run_id, "FAILED", "worker died: its Optuna heartbeat stopped")
+    RetryFailedTrialCallback(max_retry=3)(study, trial)
+
+
+def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
+    import optuna
+
+    storage = make_storage(spec.storage, spec.heartbeat, on_stale_trial)
+    pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log)
+    sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    try:
+        return optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
+                                   pruner=pruner, sampler=sampler, load_if_exists=True)
+    except ValueError as e:  # e.g. directions differ from the stored study's
+        raise VitbenchError(f"study {spec.study_name!r}: {e}") from None
+
+
+def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
+         parent_run_id: str, log: Callable[[str], None] = print) -> None:
+    """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``)."""
+    import optuna
+    import torch
+
+    from vitbench.data import load_splits
+    from vitbench.runner import model_config_for, run_experiment
+    from vitbench.train import NonFiniteLoss
+
+    study = open_study(spec, base_cfg.epochs, log)
+    splits = load_splits(base_cfg.dataset, base_cfg.data_dir, base_cfg.val_split, base_cfg.seed)
+    multi = len(spec.objectives) > 1
+    deadline = time.time() + spec.timeout if spec.timeout else None
+
+    def objective(trial: optuna.Trial):
+        earlier = [t for t in study.get_trials(deepcopy=False)
+                   if t.number < trial.number and t.state.name in (*COUNTED, "RUNNING")]
+        if len(earlier) >= spec.n_trials:
+            raise ExcessTrial(f"study already has {spec.n_trials} trials")
+        params = suggest(trial, spec.space)
+        train_p = {k: v for k, v in params.items() if k in TRAIN_PARAMS}
+        model_p = {**model_overrides, **{k: v for k, v in params.items() if k in MODEL_PARAMS}}
+        try:
+            cfg = replace(base_cfg, **train_p)
+            model_cfg = model_config_for(spec.variant, spec.dataset, spec.preset, **model_p)
+        except VitbenchError as e:  # e.g. dim not divisible by heads: an impossible corner of the space
+            trial.set_user_attr("prune_reason", f"invalid configuration: {e}")
+            raise optuna.TrialPruned(str(e)) from None
+
+        def report(epoch: int, metrics: dict) -> None:
+            if not multi:
+                trial.report(metrics["val_acc"], epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("prune_reason", f"pruned at epoch {epoch} (val_acc {metrics['val_acc']:.4f})")
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
+        try:
+            outcome = run_experiment(
+                cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id,
+                run_name=f"trial-{trial.number}", tags=tags, on_epoch=[report], splits=splits, log=lambda s: None,
+                on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
+                pruned_exceptions=(optuna.TrialPruned,))
+        except (torch.OutOfMemoryError, NonFiniteLoss) as e:
+            reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
+            trial.set_user_attr("prune_reason", reason[:300])
+            raise optuna.TrialPruned(reason) from None
+        r = outcome.result
+        values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.steps * cfg.batch_size / max(r.train_seconds, 1e-9)}
+        log(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
+        return tuple(values[o] for o in spec.objectives) if multi else values["val_acc"]
+
+    while deadline is None or time.time() < deadline:
+        with contextlib.suppress(Exception):
+            optuna.storages.fail_stale_trials(study)
+        c = counts(study)
+        done = sum(c.get(s, 0) for s in COUNTED)
+        if done >= spec.n_trials:
+            break
+        if done + c.get("RUNNING", 0) >= spec.n_trials and not c.get("WAITING"):
+            time.sleep(min(spec.heartbeat, 5))  # others hold the last trials; take over if they die
+            continue
+        study.optimize(objective, n_trials=1, catch=(ExcessTrial,), gc_after_trial=True)
+
+
+# -- the coordinator ------------------------------------------------------------------------------
+def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
+    """The study's parent MLflow run: created once, found again through the study's user attrs."""
+    from mlflow.tracking import MlflowClient
+
+    from vitbench.tracking import environment_tags
+
+    client = MlflowClient()
+    rid = study.user_attrs.get("mlflow_parent_run_id")
+    if rid:
+        with contextlib.suppress(Exception):
+            client.update_run(rid, status="RUNNING")
+            return rid
+    tags = {"kind": "sweep", "optuna.study": spec.study_name, "optuna.storage": redact(spec.storage),
+            **environment_tags()}
+    run = client.create_run(experiment_id, run_name=f"sweep-{spec.study_name}", tags=tags)
+    rid = run.info.run_id
+    for k, v in params.items():
+        client.log_param(rid, k, str(v)[:6000])
+    client.log_dict(rid, spec.space, "space.yaml")
+    study.set_user_attr("mlflow_parent_run_id", rid)
+    return rid
+
+
+def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -> dict:
+    """Best trial(s), plots and the Pareto table on the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ov
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    c = counts(study)
+    summary = {"complete": c.get("COMPLETE", 0), "pruned": c.get("PRUNED", 0), "failed": c.get("FAIL", 0)}
+    for k, v in summary.items():
+        client.log_metric(parent_id, f"trials_{k}", v)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        log("no trial completed")
+        return summary
+    multi = len(spec.objectives) > 1
+    plots: dict[str, Callable] = {"optimization_history": ov.plot_optimization_history,
+                                  "param_importances": ov.plot_param_importances,
+                                  "parallel_coordinate": ov.plot_parallel_coordinate}
+    with tempfile.TemporaryDirectory() as tmp:
+        if multi:
+            best = study.best_trials
+            rows = [{"trial": t.number, **dict(zip(spec.objectives, t.values, strict=True)), **t.params} for t in best]
+            pd.DataFrame(rows).to_csv(Path(tmp) / "pareto_front.csv", index=False)
+            plots = {"pareto_front": lambda s: ov.plot_pareto_front(s, target_names=list(spec.objectives)),
+                     "parallel_coordinate": lambda s: ov.plot_parallel_coordinate(s, target=lambda t: t.values[0],
+                                                                                   target_name="val_acc")}
+            summary["pareto_trials"] = [t.number for t in best]
+            log(f"Pareto front: trials {summary['pareto_trials']}")
+        else:
+            best = study.best_trial
+            summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
+            client.log_metric(parent_id, "best_val_acc", best.value)
+            for k, v in best.params.items():
+                client.log_param(parent_id, f"best.{k}", v)
+            client.set_tag(parent_id, "best_trial", str(best.number))
+            log(f"best trial {best.number}: val_acc {best.value:.4f} with {best.params}")
+        for name, fn in plots.items():
+            try:
+                with contextlib.redirect_stderr(open(os.devnull, "w")):
+                    ax = fn(study)
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                fig.set_size_inches(9, 5)
+                fig.tight_layout()
+                fig.savefig(Path(tmp) / f"{name}.png", dpi=110)
+                plt.close(fig)
+            except Exception as e:  # e.g. importances need >= 2 complete trials with varying params
+                log(f"note: no {name} plot ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})")
+        for f in sorted(Path(tmp).iterdir()):
+            client.log_artifact(parent_id, str(f), "sweep")
+    return summary
+
+
+def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri: str | None, experiment: str | None,
+              workers: int = 1, argv: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Create or resume the study and its parent run, run ``workers`` processes (or work in-process
+    with one), then log the best trial and Optuna's plots on the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from vitbench.tracking import connect, get_experiment_id
+
+    if spec.n_trials < 1:
+        raise VitbenchError(f"--n-trials must be >= 1, got {spec.n_trials}")
+    if workers > 1 and spec.storage.startswith("sqlite"):
+        raise VitbenchError("several workers need a database server: --storage postgresql+psycopg://user:pw@host/db")
+    uri = connect(tracking_uri)
+    experiment = experiment or f"vitbench-sweep-{spec.dataset}"
+    exp_id = get_experiment_id(experiment, uri)
+    study = open_study(spec, base_cfg.epochs, log)
+    params = {"study_name": spec.study_name, "storage": redact(spec.storage), "space": spec.space_path,
+              "n_trials": spec.n_trials, "objective": ",".join(spec.objectives), "pruner": spec.pruner,
+              "variant": spec.variant, "dataset": spec.dataset, "epochs": base_cfg.epochs}
+    parent_id = parent_run(spec, study, exp_id, params)
+    c = counts(study)
+    log(f"study {spec.study_name!r} in {redact(spec.storage)}: {sum(c.get(s, 0) for s in COUNTED)} of "
+        f"{spec.n_trials} trials done; parent run {parent_id}")
+    status = "FAILED"
+    procs: list[subprocess.Popen] = []
+    try:
+        if workers <= 1:
+            work(spec, base_cfg, model_overrides, uri, experiment, parent_id, log)
+        else:
+            procs = spawn_workers(workers, argv or [], uri)
+            for p in procs:
+                p.wait()
+            bad = [p.returncode for p in procs if p.returncode]
+            if bad:
+                log(f"note: {len(bad)} worker(s) exited with {bad}")
+        summary = finish(spec, open_study(spec, base_cfg.epochs, lambda s: None), parent_id, log)
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=60)
+        raise
+    finally:
+        MlflowClient().set_terminated(parent_id, status)
+
+
+def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess.Popen]:
+    """K processes of the same command with --workers 1; one GPU each when there are GPUs."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    args = [a for a in argv]
+    if "--workers" in args:
+        i = args.index("--workers")
+        del args[i:i + 2]
+    procs = []
+    for i in range(k):
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker"],
+                                      env=env))
+    return procs
+
+
+def default_study_name(variant: str, dataset: str, objectives: tuple[str, ...]) -> str:
+    return f"{variant}-{dataset}-{'-'.join(objectives)}"
