@@ -43,6 +43,7 @@ class Entry:
     name: str
     cfg: ViTConfig
     peer: str | None = None
+    peer_graph: bool = False  # run the peer through vitbench's CUDA-graph step too (same trick, same gain)
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,13 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     extra = {}
     if mode == "train":
         tcfg = TrainConfig(variant=entry.name, batch_size=batch, precision=opts.precision, compile=opts.compile,
-                           cuda_graph=False if entry.peer else opts.cuda_graph, device=str(device),
+                           cuda_graph=opts.cuda_graph if entry.peer is None or entry.peer_graph else False,
+                           device=str(device),
                            seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
         trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
         t0 = time.perf_counter()
-        slow = entry.peer is None and (c.attention == "naive" or c.patchify == "loop")
-        trainer.warm_up(x, y, steps=1 if slow else max(1, min(opts.warmup, 3)))  # compile / capture, untimed
+        if trainer.use_graph or opts.compile:  # capture / compile, untimed; eager cells warm up in time_steps
+            trainer.warm_up(x, y, steps=max(1, min(opts.warmup, 3)))
         extra["warmup_seconds"] = time.perf_counter() - t0
         extra["cuda_graph"] = trainer.graph is not None
 
@@ -175,8 +177,9 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
 
 
 def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[int] | None,
-         patch_sizes: list[int] | None, overrides: dict) -> list[Entry]:
-    """Every (variant | peer) x (image size | patch size) to measure, all at the same dimensions."""
+         patch_sizes: list[int] | None, overrides: dict, with_graph: bool = False) -> list[Entry]:
+    """Every (variant | peer) x (image size | patch size) to measure, all at the same dimensions.
+    ``with_graph`` adds each peer once more, run through the same CUDA-graph step as vitbench."""
     unknown = [v for v in variants if v not in list_variants()]
     if unknown:
         raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")
@@ -206,8 +209,10 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
                     entries.append(Entry(name, cfg))
         for p in peers:
             ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
-            entries.append(Entry(f"{p}-vit", replace(ref, attention="sdpa", patchify="conv", pos_embed="learned"),
-                                 peer=p))
+            ref = replace(ref, attention="sdpa", patchify="conv", pos_embed="learned")
+            entries.append(Entry(f"{p}-vit", ref, peer=p))  # as its users run it: eager
+            if with_graph:
+                entries.append(Entry(f"{p}-vit+graph", ref, peer=p, peer_graph=True))
     return entries
 
 

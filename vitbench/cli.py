@@ -202,7 +202,10 @@ def bench(
     overrides = dict(attention=split_list(attention), patchify=split_list(patchify), pos_embed=pos_embed, pool=pool,
                      dim=dim, depth=depth,
                      heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
-    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides)
+    from vitbench.timing import resolve_device
+
+    graphs = resolve_device(device).type == "cuda" and cuda_graph is not False
+    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs)
     opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
                         repeats=repeats, max_seconds=max_seconds, device=device, seed=seed)
     from vitbench.tracking import connect
