@@ -11,6 +11,7 @@ import csv
 import gc
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -153,10 +154,15 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
     requested, error = batch, ""
     while batch > 0:
         oom = False
+        free_memory(device)  # what earlier cells left (graph pools, caches) must not count here
+        baseline = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
         torch.manual_seed(opts.seed)
         model = build_model(entry).to(device)
         try:
             result = measure(entry, model, mode, batch, opts, device)
+            result["peak_memory_mb"] -= baseline  # this cell's model, optimizer state and activations
+            del model
+            free_memory(device)
             return {**result, "batch_size": batch, "requested_batch_size": requested, "error": error}
         except torch.OutOfMemoryError:
             oom = True  # handled below, outside the except block, so the traceback's frames are freed
@@ -165,15 +171,19 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
             return {"batch_size": batch, "requested_batch_size": requested,
                     "error": f"{type(e).__name__}: {text[0] if text else ''}"[:300]}
         del model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(device)
         if oom:
             smaller = decay_batch(batch)
             log(f"  {entry.name} {mode}: out of memory at batch {batch}, retrying at {smaller}")
             error = f"OOM at batch {batch}" if not error else error
             batch = smaller
     return {"batch_size": 0, "requested_batch_size": requested, "error": error or "OOM at every batch size"}
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[int] | None,
@@ -303,7 +313,9 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 
 def cell_key(row: dict) -> str:
-    return f"{row['model']}/img{row['img_size']}/p{row['patch_size']}/b{row.get('train_requested_batch_size') or row.get('infer_requested_batch_size')}/{row['precision']}"
+    """An MLflow-safe metric prefix: MLflow allows letters, digits and _ - . space : / only."""
+    model = re.sub(r"[^\w\-. :/]", "_", row["model"]).strip("_")
+    return f"{model}/img{row['img_size']}/p{row['patch_size']}/b{row.get('train_requested_batch_size') or row.get('infer_requested_batch_size')}/{row['precision']}"
 
 
 def metrics_for_mlflow(rows: list[dict]) -> dict[str, float]:
