@@ -329,6 +329,7 @@ def metrics_for_mlflow(rows: list[dict]) -> dict[str, float]:
 
 
 def rich_table(rows: list[dict], title: str):
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title)
@@ -346,7 +347,7 @@ def rich_table(rows: list[dict], title: str):
     for r in rows:
         batch = r.get("train_batch_size", r.get("infer_batch_size"))
         tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
-        t.add_row(r["model"], str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"), *fmt(r, "infer"), tf)
+        t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"), *fmt(r, "infer"), tf)
     return t
 
 

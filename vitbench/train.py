@@ -33,12 +33,14 @@ from vitbench.timing import peak_memory_mb, reset_peak_memory, resolve_device, s
 class TrainConfig:
     variant: str = "sdpa"
     dataset: str = "mnist"
+    # Defaults: best of a 24-trial sweep of sdpa on MNIST, 5 epochs, scored on a held-out 10% of the
+    # training set (results/sweep-mnist/), rounded. Never tuned on the test set.
     epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3  # peak learning rate, reached after the warm-up
-    weight_decay: float = 0.05  # decoupled (AdamW); not applied to biases, norms, positions, CLS
-    warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs
-    label_smoothing: float = 0.1
+    batch_size: int = 64
+    lr: float = 2.1e-3  # peak learning rate, reached after the warm-up
+    weight_decay: float = 0.06  # decoupled (AdamW); not applied to biases, norms, positions, CLS
+    warmup_epochs: float = 0.6  # linear warm-up from 0, in epochs
+    label_smoothing: float = 0.14
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     optimizer: str = "adamw"  # adamw | adam
     scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant
