@@ -280,6 +280,55 @@ def sweep(
               argv=sys.argv[1:], log=typer.echo)
 
 
+@app.command()
+@cli_errors
+def suite(
+    path: Annotated[Path, typer.Argument(help="suite YAML, e.g. experiments/attention.yaml")],
+    repeats: Annotated[int | None, typer.Option(help="repeats per cell (each its own seed) [the suite's]")] = None,
+    device: Device = None, data_dir: DataDir = None, tracking_uri: TrackingUri = None,
+    force: Annotated[bool, typer.Option(help="re-run cells that already FINISHED")] = False,
+    cells: Annotated[str | None, typer.Option(help="only these cells, comma-separated")] = None,
+) -> None:
+    """Run every cell of a declared grid into one MLflow experiment named after the suite."""
+    from vitbench.suite import load_suite, run_suite
+
+    s = load_suite(path)
+    made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
+                     data_dir=data_dir, only=split_list(cells))
+    typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
+
+
+@app.command()
+@cli_errors
+def report(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment(s), comma-separated (a suite's name, "
+                                                 "vitbench-bench, ...)")],
+    filter: Annotated[str | None, typer.Option(help="MLflow search filter, e.g. \"params.`train.epochs` = '5'\"")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder [results/<experiment>]")] = None,
+    target: Annotated[float, typer.Option(help="accuracy for the time-to-target column")] = 0.98,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Markdown report with seaborn plots from the runs of an experiment."""
+    from vitbench.report import build_report
+
+    build_report(experiment, out, filter, tracking_uri, target, log=typer.echo)
+
+
+@app.command()
+@cli_errors
+def inspect(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a training run")],
+    out: Annotated[Path | None, typer.Option(help="output folder [results/inspect/<run id>]")] = None,
+    images: Annotated[int, typer.Option(help="test images to show attention for")] = 6,
+    data_dir: DataDir = None, tracking_uri: TrackingUri = None,
+    checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are")] = Path("checkpoints"),
+) -> None:
+    """Attention maps (per head and rollout), prediction grid and confusion matrix of a trained run."""
+    from vitbench.inspect_run import inspect_run
+
+    inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
+
+
 def main() -> None:
     app(prog_name="vitbench")
 

@@ -472,7 +472,8 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
                 "epoch_seconds": seconds + time.perf_counter() - t_eval,
                 "train_images_per_sec": (pos["batch"] - steps_before) * cfg.batch_size / max(seconds, 1e-9),
             }
-            result.history.append({"epoch": epoch + 1, "train_seconds_cum": pos["train_seconds"], **metrics})
+            metrics["train_seconds_cum"] = pos["train_seconds"]  # training time so far: x-axis of time-to-accuracy
+            result.history.append({"epoch": epoch + 1, **metrics})
             pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
             if pos["batch"] >= steps_per_epoch:
                 pos["epoch"], pos["batch"] = epoch + 1, 0

@@ -1,0 +1,123 @@
+"""Suites, reports and inspect on the CPU: the report's numbers must be the runs' numbers."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from vitbench.cli import app
+from vitbench.suite import load_suite
+
+QUICK = REPO / "experiments" / "quick.yaml"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "quick"])
+def test_shipped_suites_load(name):
+    suite = load_suite(REPO / "experiments" / f"{name}.yaml")
+    assert suite.cells and suite.repeats >= 1
+
+
+def test_suite_then_report(workdir, tiny_mnist):
+    res = invoke("suite", QUICK, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "4 run(s) made" in res.output
+    res = invoke("suite", QUICK, "--device", "cpu")  # everything FINISHED: nothing to do
+    assert res.exit_code == 0 and "0 run(s) made" in res.output and "skip" in res.output
+    res = invoke("report", "--experiment", "quick", "--out", workdir / "rep", "--target", "0.2")
+    assert res.exit_code == 0, res.output
+    report = (workdir / "rep" / "REPORT.md").read_text()
+    pngs = sorted((workdir / "rep").glob("*.png"))
+    assert len(pngs) >= 4
+    for p in pngs:
+        assert f"]({p.name})" in report
+    assert "## Conditions" in report and "torch" in report
+    # The table's numbers are the runs' numbers.
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["quick"])
+    summary = pd.read_csv(workdir / "rep" / "summary.csv", index_col=0)
+    for cell, g in runs.groupby("tags.suite.cell"):
+        row = summary.loc[cell]
+        assert row["n"] == len(g) == 2
+        assert row["val_acc_mean"] == pytest.approx(g["metrics.final_val_acc"].mean(), rel=1e-12)
+        assert row["val_acc_std"] == pytest.approx(g["metrics.final_val_acc"].std(ddof=1), rel=1e-9, abs=1e-15)
+        assert row["infer_img_per_s"] == pytest.approx(g["metrics.infer_images_per_sec"].mean(), rel=1e-12)
+        assert row["params"] == g["metrics.param_count"].mean()
+        assert f"{row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}" in report
+        for rid in g["run_id"]:
+            assert rid in report
+    # Seeds differ between repeats.
+    assert sorted(runs["params.train.seed"].unique()) == ["0", "1"]
+
+
+def test_report_with_bench_runs_shows_token_scaling(workdir):
+    res = invoke("bench", "--variants", "sdpa", "--image-sizes", "28,56", "--batch-sizes", "2", "--depth", "1",
+                 "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--repeats", "2", "--warmup", "1")
+    assert res.exit_code == 0, res.output
+    res = invoke("report", "--experiment", "vitbench-bench", "--out", workdir / "b")
+    assert res.exit_code == 0, res.output
+    assert (workdir / "b" / "token_scaling.png").exists()
+    assert "## Bench" in (workdir / "b" / "REPORT.md").read_text()
+
+
+def test_report_errors_are_one_line(workdir, tiny_mnist):
+    res = invoke("report", "--experiment", "nothing-here")
+    assert res.exit_code == 2 and "no experiment named" in res.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.create_experiment("empty", artifact_location=(workdir / "mlruns").as_uri())
+    res = invoke("report", "--experiment", "empty")
+    assert res.exit_code == 2 and "has no runs" in res.stderr
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("empty").experiment_id):
+        mlflow.log_metric("something_else", 1.0)
+    res = invoke("report", "--experiment", "empty")
+    assert res.exit_code == 2 and "none FINISHED with the metrics" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_suite_file(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text("grid: {attention: [sdpa, flash9]}\n")
+    res = invoke("suite", bad)
+    assert res.exit_code == 2 and "valid: naive, vectorized" in res.stderr
+    bad.write_text("grid: {learning_rate: [1]}\n")
+    assert "unknown option 'learning_rate'" in invoke("suite", bad).stderr
+
+
+def test_inspect_writes_attention_maps(workdir, tiny_mnist):
+    res = invoke("run", "--variant", "simple-vit", "--epochs", "1", "--depth", "2", "--dim", "32", "--heads", "2",
+                 "--mlp-dim", "64", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("vitbench-mnist").experiment_id])
+    res = invoke("inspect", run.info.run_id, "--out", workdir / "insp", "--images", "3")
+    assert res.exit_code == 0, res.output
+    for f in ("attention_maps.png", "predictions.png", "confusion_matrix.png"):
+        assert (workdir / "insp" / f).stat().st_size > 1000
+    arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "inspect")}
+    assert "inspect/attention_maps.png" in arts
+
+
+def test_rollout_rows_are_distributions():
+    import torch
+
+    from vitbench import create_model
+    from vitbench.inspect_run import attention_maps, rollout
+
+    for variant in ("sdpa", "naive-msa"):
+        model = create_model(variant, depth=2)
+        maps = attention_maps(model, torch.randn(2, 1, 28, 28))
+        assert len(maps) == 2 and maps[0].shape == (2, 4, 17, 17)
+        r = rollout(maps)
+        torch.testing.assert_close(r.sum(-1), torch.ones(2, 17))
+    # every attention implementation sees the same maps
+    a, b = (create_model("sdpa", attention=i, depth=1) for i in ("sdpa", "naive"))
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 1, 28, 28)
+    torch.testing.assert_close(attention_maps(a, x)[0], attention_maps(b, x)[0])

@@ -1,0 +1,165 @@
+"""Declared experiment suites: a YAML grid of cells x repeats, run into one MLflow experiment.
+
+    name: attention                   # the MLflow experiment (default: the file's stem)
+    dataset: mnist
+    repeats: 3                        # each repeat has its own seed: seed, seed+1, ...
+    train: {epochs: 5}                # shared training options
+    model: {}                         # shared model options
+    variant: sdpa
+    grid: {attention: [naive, vectorized, torch-mha, sdpa]}   # every combination is a cell
+    cells: [{name: classic, variant: torch-mha, lr: 1.0e-3}]   # and/or explicit cells
+    when: [{match: {attention: naive}, set: {time_budget: 60}}] # options for matching cells
+
+A cell already FINISHED for a repeat is skipped on a re-run (``force`` redoes it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from vitbench.errors import VitbenchError
+from vitbench.models.registry import MODEL_FIELDS
+from vitbench.train import TrainConfig
+
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
+CELL_KEYS = ("variant", "dataset", "preset", *TRAIN_FIELDS, *MODEL_FIELDS)
+
+
+@dataclass
+class Cell:
+    name: str
+    options: dict = field(default_factory=dict)  # variant, dataset, preset, train and model fields
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    repeats: int
+    cells: list[Cell]
+    description: str = ""
+
+
+def _check_keys(d: dict, where: str) -> None:
+    bad = [k for k in d if k not in CELL_KEYS]
+    if bad:
+        raise VitbenchError(f"{where}: unknown option {bad[0]!r}; valid: variant, dataset, preset, training and "
+                            f"model options ({', '.join(CELL_KEYS[3:12])}, ...)")
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise VitbenchError(f"cannot read suite {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise VitbenchError(f"suite {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(spec, dict):
+        raise VitbenchError(f"suite {path} must be a mapping (name, grid, cells, ...)")
+    known = {"name", "description", "dataset", "variant", "preset", "repeats", "train", "model", "grid", "cells", "when"}
+    extra = set(spec) - known
+    if extra:
+        raise VitbenchError(f"suite {path}: unknown key {sorted(extra)[0]!r}; valid: {', '.join(sorted(known))}")
+    shared = {k: spec[k] for k in ("dataset", "variant", "preset") if k in spec}
+    shared |= spec.get("train") or {}
+    shared |= spec.get("model") or {}
+    _check_keys(shared, f"suite {path}")
+    cells: list[Cell] = []
+    grid = spec.get("grid") or {}
+    if grid:
+        _check_keys(grid, f"suite {path}: grid")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            cells.append(Cell(",".join(f"{k}={v}" for k, v in values.items()), {**shared, **values}))
+    for i, c in enumerate(spec.get("cells") or []):
+        if not isinstance(c, dict):
+            raise VitbenchError(f"suite {path}: cells[{i}] must be a mapping")
+        c = dict(c)
+        name = str(c.pop("name", f"cell{i}"))
+        _check_keys(c, f"suite {path}: cell {name}")
+        cells.append(Cell(name, {**shared, **c}))
+    if not cells:
+        raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
+    for rule in spec.get("when") or []:
+        match, setting = rule.get("match") or {}, rule.get("set") or {}
+        _check_keys(setting, f"suite {path}: when.set")
+        for cell in cells:
+            if all(cell.options.get(k) == v for k, v in match.items()):
+                cell.options.update(setting)
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise VitbenchError(f"suite {path}: cell names repeat: {names}")
+    repeats = int(spec.get("repeats", 1))
+    for cell in cells:  # fail on impossible cells before anything runs
+        configs(cell, seed_offset=0)
+    return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")))
+
+
+def configs(cell: Cell, seed_offset: int, device: str | None = None):
+    from vitbench.runner import model_config_for
+
+    o = dict(cell.options)
+    variant, dataset, preset = o.pop("variant", "sdpa"), o.pop("dataset", "mnist"), o.pop("preset", None)
+    train = {k: v for k, v in o.items() if k in TRAIN_FIELDS}
+    model = {k: v for k, v in o.items() if k in MODEL_FIELDS}
+    train["seed"] = train.get("seed", 0) + seed_offset
+    if device:
+        train["device"] = device
+    cfg = TrainConfig(variant=variant, dataset=dataset, **train)
+    return cfg, model_config_for(variant, dataset, preset, **model)
+
+
+def finished_cells(experiment: str) -> set[tuple[str, str]]:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return set()
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              output_format="list")
+    return {(r.data.tags.get("suite.cell", ""), r.data.tags.get("suite.repeat", "")) for r in runs}
+
+
+def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
+              force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
+              only: list[str] | None = None) -> list[str]:
+    """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made."""
+    from vitbench.runner import run_experiment
+    from vitbench.tracking import connect
+
+    connect(tracking_uri)
+    repeats = repeats or suite.repeats
+    done = set() if force else finished_cells(suite.name)
+    made = []
+    unknown = set(only or []) - {c.name for c in suite.cells}
+    if unknown:
+        raise VitbenchError(f"suite {suite.name} has no cell {sorted(unknown)[0]!r}; cells: "
+                            f"{', '.join(c.name for c in suite.cells)}")
+    for cell in suite.cells:
+        if only and cell.name not in only:
+            continue
+        for r in range(repeats):
+            if (cell.name, str(r)) in done:
+                log(f"skip {cell.name} repeat {r}: already FINISHED (--force to redo)")
+                continue
+            cfg, model_cfg = configs(cell, r, device)
+            if data_dir:
+                from dataclasses import replace
+
+                cfg = replace(cfg, data_dir=data_dir)
+            log(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
+            tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run"}
+            out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
+                                 run_name=f"{cell.name}#{r}", tags=tags, log=lambda s: None)
+            res = out.result
+            log(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
+                f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
+            made.append(out.run_id)
+    return made
