@@ -4,6 +4,7 @@ stderr and exit code 2."""
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -329,7 +330,13 @@ def inspect(
     inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    # SIGTERM (kill, timeout, a scheduler) ends runs KILLED like Ctrl-C, wherever it lands.
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="vitbench")
 
 
