@@ -137,7 +137,8 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     connect(tracking_uri)
     repeats = repeats or suite.repeats
     done = set() if force else finished_cells(suite.name)
-    made = []
+    made: list[str] = []
+    failed: list[str] = []
     unknown = set(only or []) - {c.name for c in suite.cells}
     if unknown:
         raise VitbenchError(f"suite {suite.name} has no cell {sorted(unknown)[0]!r}; cells: "
@@ -156,10 +157,18 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
                 cfg = replace(cfg, data_dir=data_dir)
             log(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
             tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run"}
-            out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
-                                 run_name=f"{cell.name}#{r}", tags=tags, log=lambda s: None)
+            try:
+                out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
+                                     run_name=f"{cell.name}#{r}", tags=tags, log=lambda s: None)
+            except Exception as e:  # the run is already ended FAILED with the error as a tag
+                failed.append(f"{cell.name}#{r}")
+                log(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+                continue
             res = out.result
             log(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
                 f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
             made.append(out.run_id)
+    if failed:
+        raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
+                            f"{len(made)} made; re-run to retry them")
     return made

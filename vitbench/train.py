@@ -228,7 +228,8 @@ class Trainer:
             self.static_x, self.static_y = x.clone(), y.clone()
             self.graph = torch.cuda.CUDAGraph()
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self.graph):
+            # thread_local: a DataLoader's pin-memory thread may touch CUDA meanwhile; that is not ours
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.step(self.static_x, self.static_y)
         with torch.no_grad():
             for t, t0_ in zip(self._state_tensors(), initial, strict=True):
@@ -411,7 +412,9 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     result.fast_path = ", ".join(fast)
 
     # Warm-up / compile / capture on the first batch of the run, outside train_seconds.
-    first_x, first_y = next(iter(train_loader.batches(0)))
+    first = train_loader.batches(0)
+    first_x, first_y = next(first)
+    first.close()
     reset_peak_memory(device)
     result.warmup_seconds = trainer.warm_up(first_x, first_y)
     del first_x, first_y
