@@ -307,12 +307,13 @@ def report(
     filter: Annotated[str | None, typer.Option(help="MLflow search filter, e.g. \"params.`train.epochs` = '5'\"")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder [results/<experiment>]")] = None,
     target: Annotated[float, typer.Option(help="accuracy for the time-to-target column")] = 0.98,
+    note: Annotated[str | None, typer.Option(help="a Notes section (caveats, context) for the report")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Markdown report with seaborn plots from the runs of an experiment."""
     from vitbench.report import build_report
 
-    build_report(experiment, out, filter, tracking_uri, target, log=typer.echo)
+    build_report(experiment, out, filter, tracking_uri, target, log=typer.echo, note=note)
 
 
 @app.command()

@@ -115,13 +115,13 @@ def make_plots(t: pd.DataFrame, table: pd.DataFrame, hist: pd.DataFrame, out: Pa
     plt, sns = plots.plt, plots.sns
     made = []
     # accuracy vs throughput with the Pareto front
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     sns.scatterplot(data=t, x="train_images_per_sec", y="metrics.final_val_acc", hue="label", s=70, ax=ax)
     front = pareto(table.reset_index(), "train_img_per_s", "val_acc_mean")
     ax.plot(front["train_img_per_s"], front["val_acc_mean"], "k--", lw=1, label="Pareto front (means)")
     ax.set(xscale="log", xlabel="training throughput (images/s, log scale)", ylabel="final accuracy (fraction)",
-           title=f"{title}: accuracy vs throughput")
-    ax.legend(fontsize=8)
+           title=f"{title.replace(',', ' + ')}: accuracy vs throughput")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     made.append(plots.save(fig, out / "accuracy_vs_throughput.png"))
     # throughput and memory bars with error bars (sd over repeats)
     for metric, unit, name in (("train_images_per_sec", "images/s", "train_throughput"),
@@ -135,8 +135,9 @@ def make_plots(t: pd.DataFrame, table: pd.DataFrame, hist: pd.DataFrame, out: Pa
         made.append(plots.save(fig, out / f"{name}.png"))
     # learning curves: against epoch and against training seconds
     if not hist.empty:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, axes = plt.subplots(1, 2, figsize=(14, 6))
         sns.lineplot(data=hist, x="epoch", y="val_acc", hue="label", errorbar="sd", marker="o", ax=axes[0])
+        axes[0].legend(fontsize=6, loc="lower right")
         axes[0].set(xlabel="epoch", ylabel="accuracy (fraction)", title="accuracy by epoch (mean ± sd)")
         if "train_seconds_cum" in hist:
             sns.lineplot(data=hist, x="train_seconds_cum", y="val_acc", hue="label", units="run_id",
@@ -218,7 +219,7 @@ def _fmt_table(table: pd.DataFrame) -> str:
 
 def build_report(experiment: str, out: str | Path | None = None, filter_string: str | None = None,
                  tracking_uri: str | None = None, target: float = 0.98,
-                 log: Callable[[str], None] = print) -> Path:
+                 log: Callable[[str], None] = print, note: str | None = None) -> Path:
     from vitbench.tracking import connect
 
     connect(tracking_uri)
@@ -254,6 +255,8 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
         cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec", "train_step_time",
                             "train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb") if c in bench_df]
         lines += ["## Bench", "", bench_df[cols].round(2).to_markdown(index=False), ""]
+    if note:
+        lines += ["## Notes", "", note, ""]
     lines += ["## Conditions", "", conditions(runs).to_markdown(index=False), ""]
     report = out / "REPORT.md"
     report.write_text("\n".join(lines))

@@ -7,6 +7,7 @@ steps only: compilation / graph capture / warm-up and evaluation are timed separ
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -399,6 +400,12 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     checkpoint is kept on any other exception.
     """
     device = resolve_device(cfg.device)
+    gc.collect()  # graph pools of an earlier run in this process must not count as this run's memory
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs.
+    baseline_mb = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    reset_peak_memory(device)
     loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
     steps_per_epoch = len(train_loader)
     trainer = Trainer(cfg, model_cfg, steps_per_epoch, log)
@@ -415,7 +422,6 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     first = train_loader.batches(0)
     first_x, first_y = next(first)
     first.close()
-    reset_peak_memory(device)
     result.warmup_seconds = trainer.warm_up(first_x, first_y)
     del first_x, first_y
 
@@ -500,6 +506,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     result.best_val_acc = pos["best_val_acc"]
     result.final_val_acc = result.history[-1]["val_acc"] if result.history else 0.0
     result.peak_memory_mb, result.peak_memory_source = peak_memory_mb(device)
+    result.peak_memory_mb -= baseline_mb
     result.predictions = preds if result.history else None
     result.labels = splits.eval_labels
     x_inf = next(iter(eval_loader.batches()))[0][: cfg.batch_size]
