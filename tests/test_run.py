@@ -211,3 +211,15 @@ def test_variants_command_lists_every_variant():
 
     for v in list_variants():
         assert v in res.output
+
+
+def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
+    res = invoke("run", "--recipe", "mnist-fast", "--batch-size", "32", "--max-steps", "3", "--epochs", "1",
+                 "--precision", "fp32", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    p = run.data.params
+    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.008", "vectorized", "unfold")
+    assert (p["train.batch_size"], p["train.precision"]) == ("32", "fp32")  # explicit flags win
+    assert run.data.tags["recipe"] == "mnist-fast"
+    _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-fast")

@@ -134,12 +134,15 @@ def run(
     resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
+    recipe: Annotated[str | None, typer.Option(help="a named set of options, e.g. mnist-fast (see README); "
+                                                    "options given explicitly win")] = None,
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
-    from vitbench.train import TrainConfig
+    from vitbench.train import TrainConfig, recipe_options
 
-    values = locals()
+    given = dict(locals())
+    values = {**recipe_options(recipe), **{k: v for k, v in given.items() if v is not None}}
     if resume:
         changes = {k: values[k] for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
         cfg, model_cfg = resume_configs(find_checkpoint(resume, checkpoint_dir, tracking_uri), **changes)
@@ -148,7 +151,8 @@ def run(
         model_cfg = model_config_for(variant, dataset, preset, **pick(values, MODEL_KEYS))
     outcome = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
                              resume_run_id=resume, checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
-                             on_start=lambda rid: typer.echo(f"mlflow run {rid}"))
+                             on_start=lambda rid: typer.echo(f"mlflow run {rid}"),
+                             tags={"recipe": recipe} if recipe else None)
     r = outcome.result
     typer.echo(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "

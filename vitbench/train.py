@@ -82,6 +82,24 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# Named recipes: what one flag (`--recipe NAME`) sets; options given explicitly still win. Each says how
+# it was chosen and what it measured (results/speed.md).
+RECIPES: dict[str, dict] = {
+    # bf16, batch 512, the fastest implementations of the default parts (same function as sdpa + conv);
+    # lr 8e-3 chosen among 3e-3 / 5e-3 / 8e-3 on a held-out 10% of the training set.
+    "mnist-fast": dict(batch_size=512, precision="bf16", lr=8e-3, warmup_epochs=0.5, epochs=5,
+                       attention="vectorized", patchify="unfold"),
+}
+
+
+def recipe_options(name: str | None) -> dict:
+    if name is None:
+        return {}
+    if name not in RECIPES:
+        raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
+    return dict(RECIPES[name])
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
