@@ -79,6 +79,10 @@ def get_experiment_id(name: str, uri: str | None = None) -> str:
 
 @lru_cache(maxsize=1)
 def _git_commit() -> str:
+    """The checkout's commit (-dirty with local changes); $VITBENCH_GIT_COMMIT where there is no .git
+    (a copied tree, a container)."""
+    if os.environ.get("VITBENCH_GIT_COMMIT"):
+        return os.environ["VITBENCH_GIT_COMMIT"]
     here = Path(__file__).resolve().parent.parent
     for cwd in (here, Path.cwd()):
         try:
