@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from vitbench.errors import VitbenchError
 from vitbench.models.registry import MODEL_FIELDS
 from vitbench.train import TrainConfig
+from vitbench.yamlfile import read_yaml
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 CELL_KEYS = ("variant", "dataset", "preset", *TRAIN_FIELDS, *MODEL_FIELDS)
@@ -54,12 +53,7 @@ def _check_keys(d: dict, where: str) -> None:
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise VitbenchError(f"cannot read suite {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise VitbenchError(f"suite {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    spec = read_yaml(path, "suite")
     if not isinstance(spec, dict):
         raise VitbenchError(f"suite {path} must be a mapping (name, grid, cells, ...)")
     known = {"name", "description", "dataset", "variant", "preset", "repeats", "train", "model", "grid", "cells", "when"}

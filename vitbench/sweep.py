@@ -20,9 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
 from vitbench.errors import VitbenchError
+from vitbench.yamlfile import read_yaml
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
 TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "epochs", "optimizer",
@@ -36,12 +35,7 @@ OBJECTIVES = ("val_acc", "train_images_per_sec")
 def load_space(path: str | Path | None) -> dict[str, dict]:
     """Read and check a YAML space: ``name: {type: float|int|categorical, low, high, log, step, choices}``."""
     path = Path(path) if path else DEFAULT_SPACE
-    try:
-        space = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise VitbenchError(f"cannot read search space {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise VitbenchError(f"search space {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    space = read_yaml(path, "search space")
     if not isinstance(space, dict) or not space:
         raise VitbenchError(f"search space {path} must map parameter names to distributions")
     for name, spec in space.items():
