@@ -144,7 +144,7 @@ def run(
     given = dict(locals())
     values = {**recipe_options(recipe), **{k: v for k, v in given.items() if v is not None}}
     if resume:
-        changes = {k: values[k] for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
+        changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
         cfg, model_cfg = resume_configs(find_checkpoint(resume, checkpoint_dir, tracking_uri), **changes)
     else:
         cfg = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
