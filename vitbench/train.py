@@ -116,6 +116,7 @@ class TrainResult:
     fast_path: str = ""  # what the step ran as: eager / cuda_graph / compile, and why not
     predictions: torch.Tensor | None = None  # (N_eval,) predicted classes of the final evaluation
     labels: torch.Tensor | None = None
+    model: nn.Module | None = None  # the trained model
 
     def final_metrics(self) -> dict[str, float]:
         return {
@@ -531,5 +532,5 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
-    result.model = trainer.model  # type: ignore[attr-defined]
+    result.model = trainer.model
     return result
