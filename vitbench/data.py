@@ -98,9 +98,7 @@ def open_dataset(name: str, root: Path, train: bool, transform=None, download: b
     try:
         return cls(str(root), train=train, transform=transform, download=download and not present)
     except Exception as e:  # torchvision raises RuntimeError, URLError, ValueError, pickle errors...
-        if len(present) < len(info.files) and not (download and not present):
-            pass  # some files missing: the message below lists them
-        elif present:
+        if len(present) == len(info.files):  # every file is there, yet unreadable
             raise VitbenchError(
                 f"could not read {name} from {folder} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                 f"a file may be truncated or corrupt: delete it and download again"

@@ -392,7 +392,7 @@ def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess
     import torch
 
     gpus = torch.cuda.device_count()
-    args = [a for a in argv]
+    args = list(argv)
     if "--workers" in args:
         i = args.index("--workers")
         del args[i:i + 2]

@@ -36,11 +36,7 @@ def _sqlite_path(uri: str) -> Path | None:
 def default_artifact_root(uri: str) -> str | None:
     """Local stores keep artifacts in ./mlruns beside the database; servers choose their own."""
     db = _sqlite_path(uri)
-    if db is not None:
-        return (db.parent.resolve() / "mlruns").as_uri()
-    if uri.startswith("file:") or "://" not in uri:
-        return None
-    return None
+    return (db.parent.resolve() / "mlruns").as_uri() if db is not None else None
 
 
 def connect(uri: str | None = None) -> str:

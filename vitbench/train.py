@@ -325,12 +325,10 @@ class Trainer:
         if self.use_graph:  # lr and step stay device tensors, filled in place
             for group, saved in zip(self.optimizer.param_groups, opt_state["param_groups"], strict=True):
                 group["lr"].fill_(float(saved["lr"]))
+            # warm_up ran first, so every parameter's state exists and the graph points at it
             by_index = dict(enumerate(p for g in self.optimizer.param_groups for p in g["params"]))
             for idx, saved in opt_state["state"].items():
                 state = self.optimizer.state[by_index[int(idx)]]
-                if not state:
-                    self.optimizer.load_state_dict(opt_state)
-                    break
                 for k, v in saved.items():
                     state[k].copy_(v)
         else:
