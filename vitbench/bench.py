@@ -8,7 +8,6 @@ time, FLOPs and achieved TFLOP/s, and token scaling. Inputs are synthetic: no da
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.registry import PRESETS
 from vitbench.timing import (
+    free_memory,
     peak_memory_mb,
     reset_peak_memory,
     resolve_device,
@@ -154,8 +154,7 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
     requested, error = batch, ""
     while batch > 0:
         oom = False
-        free_memory(device)  # what earlier cells left (graph pools, caches) must not count here
-        baseline = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        baseline = free_memory(device)  # what earlier cells left (graph pools, caches) must not count here
         torch.manual_seed(opts.seed)
         model = build_model(entry).to(device)
         try:
@@ -178,12 +177,6 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
             error = f"OOM at batch {batch}" if not error else error
             batch = smaller
     return {"batch_size": 0, "requested_batch_size": requested, "error": error or "OOM at every batch size"}
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[int] | None,

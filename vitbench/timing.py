@@ -3,6 +3,7 @@ CUDA events (or a synchronised host clock on CPU), every sample kept for medians
 
 from __future__ import annotations
 
+import gc
 import resource
 import statistics
 import time
@@ -68,6 +69,16 @@ def quantile(xs: list[float], q: float) -> float:
 def summarize(times: list[float]) -> dict[str, float]:
     return {"median": statistics.median(times), "p10": quantile(times, 0.10), "p90": quantile(times, 0.90),
             "n": float(len(times))}
+
+
+def free_memory(device: torch.device) -> float:
+    """Collect garbage (CUDA-graph pools of finished runs, caches) and return the MiB still allocated:
+    the baseline a new measurement subtracts, so what came before it does not count."""
+    gc.collect()
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_allocated(device) / 2**20
 
 
 def reset_peak_memory(device: torch.device) -> None:

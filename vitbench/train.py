@@ -7,7 +7,6 @@ steps only: compilation / graph capture / warm-up and evaluation are timed separ
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import random
@@ -27,7 +26,14 @@ from torch import nn
 from vitbench.data import DeviceLoader, Splits, TorchLoader
 from vitbench.errors import VitbenchError
 from vitbench.models import ViT, ViTConfig, count_params
-from vitbench.timing import peak_memory_mb, reset_peak_memory, resolve_device, synchronize, time_steps
+from vitbench.timing import (
+    free_memory,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+    time_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -417,11 +423,9 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     checkpoint is kept on any other exception.
     """
     device = resolve_device(cfg.device)
-    gc.collect()  # graph pools of an earlier run in this process must not count as this run's memory
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs.
-    baseline_mb = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs;
+    # not what an earlier run in this process left.
+    baseline_mb = free_memory(device)
     reset_peak_memory(device)
     loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
     steps_per_epoch = len(train_loader)
