@@ -139,18 +139,21 @@ def run(
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
-    from vitbench.train import TrainConfig, recipe_options
+    from vitbench.train import TrainConfig, load_checkpoint, recipe_options
 
     given = dict(locals())
     values = {**recipe_options(recipe), **{k: v for k, v in given.items() if v is not None}}
+    checkpoint = None
     if resume:
         changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
-        cfg, model_cfg = resume_configs(find_checkpoint(resume, checkpoint_dir, tracking_uri), **changes)
+        checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
+        cfg, model_cfg = resume_configs(checkpoint, **changes)
     else:
         cfg = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
         model_cfg = model_config_for(variant, dataset, preset, **pick(values, MODEL_KEYS))
     outcome = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
-                             resume_run_id=resume, checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
+                             resume_run_id=resume, resume_checkpoint=checkpoint,
+                             checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
                              on_start=lambda rid: typer.echo(f"mlflow run {rid}"),
                              tags={"recipe": recipe} if recipe else None)
     r = outcome.result

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
 from vitbench import plots
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.errors import VitbenchError
@@ -64,19 +62,21 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                    parent_run_id: str | None = None, tags: dict | None = None,
                    on_epoch: list[EpochCallback] | None = None, splits: Splits | None = None,
                    log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None,
-                   pruned_exceptions: tuple[type[BaseException], ...] = ()) -> RunOutcome:
+                   pruned_exceptions: tuple[type[BaseException], ...] = (),
+                   resume_checkpoint: dict | None = None) -> RunOutcome:
     """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
 
     Every input is checked before the run is created, so bad input leaves nothing half-written.
     ``pruned_exceptions`` (Optuna's TrialPruned) end the run FINISHED with a ``stopped_early`` tag.
+    ``resume_checkpoint``: the checkpoint of ``resume_run_id`` when the caller already loaded it.
     """
     device = resolve_device(cfg.device)
     info = get_dataset_info(cfg.dataset)
     if (model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size) != info.image_shape:
         raise VitbenchError(f"model input {(model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size)} "
                             f"does not match {cfg.dataset} images {info.image_shape}")
-    resume = None
-    if resume_run_id:
+    resume = resume_checkpoint
+    if resume_run_id and resume is None:
         resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking_uri))
     splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed)
     uri = connect(tracking_uri)
@@ -156,9 +156,8 @@ def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str |
     return Path(path)
 
 
-def resume_configs(ckpt_path: Path, **changes) -> tuple[TrainConfig, ViTConfig]:
+def resume_configs(ckpt: dict, **changes) -> tuple[TrainConfig, ViTConfig]:
     """The configuration saved in a checkpoint, with the options a resume may change."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(ckpt["train_config"])
     cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None or k in ("max_steps", "time_budget")})
     return cfg, ViTConfig(**ckpt["model_config"])
