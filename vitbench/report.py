@@ -36,6 +36,12 @@ def load_runs(experiment: str, filter_string: str | None = None) -> tuple[str, p
     return ",".join(ids), runs
 
 
+def of_kind(runs: pd.DataFrame, *kinds: str) -> pd.DataFrame:
+    """Runs whose ``kind`` tag is one of ``kinds`` ("" = untagged: a plain `vitbench run`)."""
+    kind = runs["tags.kind"].fillna("") if "tags.kind" in runs else pd.Series("", index=runs.index)
+    return runs[kind.isin(kinds)]
+
+
 def label_of(row: pd.Series) -> str:
     for col in ("tags.suite.cell", "tags.variant"):
         v = row.get(col)
@@ -48,9 +54,7 @@ def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
     have = [c for c in (f"metrics.{m}" for m in NEEDED) if c in runs]
     if len(have) < len(NEEDED):
         return runs.iloc[0:0]
-    t = runs[(runs["status"] == "FINISHED")].dropna(subset=have).copy()
-    if "tags.kind" in t:
-        t = t[t["tags.kind"].fillna("").isin(["", "suite-run", "sweep-trial"])]
+    t = of_kind(runs[runs["status"] == "FINISHED"].dropna(subset=have), "", "suite-run", "sweep-trial").copy()
     t["label"] = t.apply(label_of, axis=1)
     t["train_images_per_sec"] = t.get("metrics.train_images_per_sec")
     return t
@@ -155,9 +159,8 @@ def bench_plots(runs: pd.DataFrame, out: Path, title: str) -> tuple[list[Path], 
 
     from vitbench import plots
 
-    bench = runs[runs.get("tags.kind", pd.Series(dtype=str)).fillna("") == "bench"] if "tags.kind" in runs else runs.iloc[0:0]
     frames = []
-    for rid in bench["run_id"]:
+    for rid in of_kind(runs, "bench")["run_id"]:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="bench.csv")
         except Exception:
@@ -187,10 +190,8 @@ def bench_plots(runs: pd.DataFrame, out: Path, title: str) -> tuple[list[Path], 
 def sweep_artifacts(runs: pd.DataFrame, out: Path) -> list[Path]:
     import mlflow
 
-    if "tags.kind" not in runs:
-        return []
     made = []
-    for rid in runs[runs["tags.kind"].fillna("") == "sweep"]["run_id"]:
+    for rid in of_kind(runs, "sweep")["run_id"]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="sweep", dst_path=tmp))
