@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.nn import functional as F
 
 from tests.conftest import gz, learnable_images, write_tiny_mnist
 from vitbench import VitbenchError
@@ -18,6 +19,7 @@ from vitbench.data import (
     epoch_order,
     load_splits,
     random_crop_flip,
+    resolve_augment,
 )
 
 
@@ -56,7 +58,7 @@ def test_cifar_loader_reads_cifar_pickle_batches(name, tmp_path, monkeypatch):
     assert int(splits.train_labels.max()) < DATASETS[name].num_classes
     # Both loaders see the same images in the same (shuffled) order; augmentation off to compare.
     dev = DeviceLoader(splits.train_images, splits.train_labels, splits.info, 16, torch.device("cpu"), True, seed=3)
-    dev.augment = False
+    dev.augment = "none"
     tl = TorchLoader(splits, 16, torch.device("cpu"), train=True, seed=3)
     tl.loader.dataset.transform = torchvision.transforms.Compose(tl.loader.dataset.transform.transforms[2:])
     for (a, ya), (b, yb) in zip(dev.batches(1), tl.batches(1), strict=True):
@@ -141,3 +143,34 @@ def test_gpu_augmentation_crops_and_flips_deterministically():
     # with no padding a crop is the identity, so the output is x or its mirror image
     for img, src in zip(random_crop_flip(x, g.manual_seed(0), pad=0), x, strict=True):
         assert torch.equal(img, src) or torch.equal(img, src.flip(2))
+
+
+def test_augment_policy_per_dataset_and_option(tmp_path):
+    splits = load_splits("mnist", str(write_tiny_mnist(tmp_path)))
+    cpu = torch.device("cpu")
+
+    def first(augment, seed=0):
+        loader = DeviceLoader(splits.train_images, splits.train_labels, splits.info, 32, cpu, True, seed, augment)
+        return loader.augment, next(loader.batches(0))
+
+    # digits are not flipped by default: auto is "none" for MNIST, crop-flip for CIFAR
+    assert resolve_augment("auto", DATASETS["mnist"]) == "none"
+    assert resolve_augment(None, DATASETS["cifar10"]) == "crop-flip"
+    kind, (plain, y0) = first("auto")
+    assert kind == "none"
+    kind, (crop, y1) = first("crop")
+    assert kind == "crop" and torch.equal(y0, y1), "augmentation must not change the sample order"
+    assert crop.shape == plain.shape and not torch.equal(crop, plain)
+    # a crop only shifts: with MNIST's 2-pixel padding no image moves more than 2 pixels either way
+    info = DATASETS["mnist"]
+    background = (0.0 - info.mean[0]) / info.std[0]  # a black pixel, normalized: padding is black
+    for a, b in zip(crop, plain, strict=True):
+        shifts = [torch.allclose(a, torch.roll(F.pad(b, (2, 2, 2, 2), value=background), (dy, dx), (1, 2))[:, 2:-2, 2:-2])
+                  for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(shifts)
+    assert torch.equal(first("crop")[1][0], crop), "the same seed gives the same crops"
+    # evaluation batches are never augmented
+    ev = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, 32, cpu, False, 0, "crop-flip")
+    assert ev.augment == "none"
+    with pytest.raises(VitbenchError, match="valid: auto, none, crop, crop-flip"):
+        first("cutmix")

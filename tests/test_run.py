@@ -145,6 +145,7 @@ def _bad(*args: str, needle: str):
     (["--patch-size", "5"], "patch size 5 does not divide image size 28"),
     (["--heads", "3"], "dim 64 is not divisible by heads 3"),
     (["--precision", "fp8"], "valid: fp32, bf16"),
+    (["--augment", "mixup"], "valid: auto, none, crop, crop-flip"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, needle):
     _bad("run", "--device", "cpu", *args, needle=needle)

@@ -45,13 +45,14 @@ class Entry:
     cfg: ViTConfig
     peer: str | None = None
     peer_graph: bool = False  # run the peer through vitbench's CUDA-graph step too (same trick, same gain)
+    compile: bool = False  # torch.compile the model (inside the CUDA graph where there is one)
 
 
 @dataclass(frozen=True)
 class BenchOptions:
     modes: tuple[str, ...] = MODES
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool = False  # recorded with the run; each Entry says whether it is compiled
     cuda_graph: bool | None = None  # vitbench variants' training step; None: where it applies
     warmup: int = 5
     repeats: int = 20
@@ -114,13 +115,13 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     reset_peak_memory(device)
     extra = {}
     if mode == "train":
-        tcfg = TrainConfig(variant=entry.name, batch_size=batch, precision=opts.precision, compile=opts.compile,
+        tcfg = TrainConfig(variant=entry.name, batch_size=batch, precision=opts.precision, compile=entry.compile,
                            cuda_graph=opts.cuda_graph if entry.peer is None or entry.peer_graph else False,
                            device=str(device),
                            seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
         trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
         t0 = time.perf_counter()
-        if trainer.use_graph or opts.compile:  # capture / compile, untimed; eager cells warm up in time_steps
+        if trainer.use_graph or entry.compile:  # capture / compile, untimed; eager cells warm up in time_steps
             trainer.warm_up(x, y, steps=max(1, min(opts.warmup, 3)))
         extra["warmup_seconds"] = time.perf_counter() - t0
         extra["cuda_graph"] = trainer.graph is not None
@@ -128,7 +129,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
         def fn() -> None:
             trainer.run_step(x, y)
     else:
-        run_model = torch.compile(model) if opts.compile else model
+        run_model = torch.compile(model) if entry.compile else model
         model.eval()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
 
@@ -180,9 +181,14 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
 
 
 def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[int] | None,
-         patch_sizes: list[int] | None, overrides: dict, with_graph: bool = False) -> list[Entry]:
+         patch_sizes: list[int] | None, overrides: dict, with_graph: bool = False,
+         compile: bool = False) -> list[Entry]:
     """Every (variant | peer) x (image size | patch size) to measure, all at the same dimensions.
-    ``with_graph`` adds each peer once more, run through the same CUDA-graph step as vitbench."""
+
+    A peer always gets a row as its users run it (eager, not compiled). ``with_graph`` adds it run
+    through the same CUDA-graph step as vitbench; ``compile`` compiles the vitbench variants and adds
+    the peer compiled too (eagerly stepped, and in the graph step): every trick vitbench uses is
+    also measured on the peer, so the table separates model code from step engineering."""
     unknown = [v for v in variants if v not in list_variants()]
     if unknown:
         raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")
@@ -209,13 +215,16 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
                     cfg = resolve_config(v, preset, **{**overrides, **shape}, attention=att, patchify=pat)
                     base = base or cfg
                     name = v if att is None and pat is None else f"{v}[{cfg.attention},{cfg.patchify}]"
-                    entries.append(Entry(name, cfg))
+                    entries.append(Entry(name, cfg, compile=compile))
         for p in peers:
             ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
             ref = replace(ref, attention="sdpa", patchify="conv", pos_embed="learned")
             entries.append(Entry(f"{p}-vit", ref, peer=p))  # as its users run it: eager
+            if compile:
+                entries.append(Entry(f"{p}-vit+compile", ref, peer=p, compile=True))
             if with_graph:
-                entries.append(Entry(f"{p}-vit+graph", ref, peer=p, peer_graph=True))
+                suffix = "+compile+graph" if compile else "+graph"
+                entries.append(Entry(f"{p}-vit{suffix}", ref, peer=p, peer_graph=True, compile=compile))
     return entries
 
 
@@ -248,7 +257,7 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
                 "img_size": c.image_size, "patch_size": c.patch_size, "tokens": c.num_patches + (c.pool == "cls"),
                 "dim": c.dim, "depth": c.depth, "heads": c.heads, "mlp_dim": c.mlp_dim,
                 "param_count": params, "precision": opts.precision,
-                "compile": opts.compile, "device": str(device), "gflops_per_image_fwd": fwd / 1e9,
+                "compile": entry.compile, "device": str(device), "gflops_per_image_fwd": fwd / 1e9,
                 "gflops_per_image_train": fwd_bwd / 1e9,
             }
             for mode in opts.modes:

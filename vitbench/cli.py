@@ -53,6 +53,8 @@ Lr = Annotated[float | None, typer.Option(help="peak learning rate [2.1e-3]")]
 WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay [0.06]")]
 WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epochs [0.6]")]
 LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.14]")]
+Augment = Annotated[str | None, typer.Option(help="training augmentation: none | crop | crop-flip "
+                                                   "[crop-flip for CIFAR, none for the digits]")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
 Scheduler = Annotated[str | None, typer.Option(help="cosine | step | constant [cosine]")]
 Precision = Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast) [fp32]")]
@@ -84,8 +86,8 @@ TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else
                                                          "else sqlite:///mlflow.db)")]
 Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
 
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "optimizer",
-              "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "augment",
+              "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
               "max_steps", "time_budget", "num_workers", "data_dir")
 MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "depth", "heads", "mlp_dim",
               "patch_size", "dropout")
@@ -122,7 +124,8 @@ def variants(preset: Annotated[str | None, typer.Option(help="size preset for th
 def run(
     variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, optimizer: Optimizer = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
+    optimizer: Optimizer = None,
     scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
     cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
     val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
@@ -175,7 +178,7 @@ def bench(
     patch_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated patch sizes")] = None,
     mode: Annotated[str, typer.Option(help="train | infer | both")] = "both",
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
-    compile: Annotated[bool, typer.Option(help="torch.compile every model (peers too)")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the variants; peers get a compiled row too")] = False,
     cuda_graph: CudaGraph = None,
     warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
     repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
@@ -213,7 +216,8 @@ def bench(
     from vitbench.timing import resolve_device
 
     graphs = resolve_device(device).type == "cuda" and cuda_graph is not False
-    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs)
+    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs,
+                   compile=compile)
     opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
                         repeats=repeats, max_seconds=max_seconds, device=device, seed=seed)
     from vitbench.tracking import connect
@@ -226,7 +230,8 @@ def bench(
     run_id = log_to_mlflow(rows, opts, out, tracking_uri, experiment,
                            {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
                             "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
-    Console(width=200).print(rich_table(rows, f"vitbench bench ({precision}, {rows[0]['device'] if rows else device})"))
+    where = rows[0]["device"] if rows else device
+    Console(width=200).print(rich_table(rows, f"vitbench bench ({precision}, {where}{', compile' if compile else ''})"))
     typer.echo(f"mlflow run {run_id}")
 
 
@@ -248,7 +253,8 @@ def sweep(
                                                 "them is declared dead and its trial retried")] = 10,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, optimizer: Optimizer = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
+    optimizer: Optimizer = None,
     scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
     cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
     val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,

@@ -29,7 +29,8 @@ class DatasetInfo:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: bool  # random crop (padding 4) + horizontal flip while training
+    augment: str  # training augmentation by default: none | crop | crop-flip
+    crop_padding: int  # zero padding of the random crop, pixels per side
     folder: str  # where torchvision looks, under the data root
     files: tuple[str, ...]
 
@@ -41,14 +42,14 @@ class DatasetInfo:
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte")
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", "mnist", 10, (0.1307,), (0.3081,), False, "MNIST/raw", _IDX),
-    "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST", "mnist", 10, (0.2860,), (0.3530,), False,
+    "mnist": DatasetInfo("mnist", "MNIST", "mnist", 10, (0.1307,), (0.3081,), "none", 2, "MNIST/raw", _IDX),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST", "mnist", 10, (0.2860,), (0.3530,), "none", 2,
                                  "FashionMNIST/raw", _IDX),
     "cifar10": DatasetInfo("cifar10", "CIFAR10", "cifar10", 10, (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), True, "cifar-10-batches-py",
+                           (0.2470, 0.2435, 0.2616), "crop-flip", 4, "cifar-10-batches-py",
                            tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
     "cifar100": DatasetInfo("cifar100", "CIFAR100", "cifar10", 100, (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762), True, "cifar-100-python", ("train", "test", "meta")),
+                            (0.2673, 0.2564, 0.2762), "crop-flip", 4, "cifar-100-python", ("train", "test", "meta")),
 }
 
 _HOWTO = {
@@ -167,16 +168,27 @@ def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return (images_u8.float() / 255.0 - mean) / std  # (B, C, H, W) float32
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch and random horizontal flip, on x's device."""
+AUGMENTS = ("none", "crop", "crop-flip")
+
+
+def resolve_augment(augment: str | None, info: DatasetInfo) -> str:
+    """``None`` / "auto": the dataset's default (crop-flip for CIFAR, none for the digits)."""
+    augment = info.augment if augment in (None, "auto") else augment
+    if augment not in AUGMENTS:
+        raise VitbenchError(f"unknown augment {augment!r}; valid: auto, {', '.join(AUGMENTS)}")
+    return augment
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch and (``flip``) random horizontal flip, on x's device."""
     B, C, H, W = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zero = black as in torchvision
-    oy, ox, flip = torch.randint(0, 2 * pad + 1, (3, B), device=x.device, generator=generator)
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zero-filled
+    oy, ox, flips = torch.randint(0, 2 * pad + 1, (3, B), device=x.device, generator=generator)
     rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
     cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     out = padded[torch.arange(B, device=x.device)[:, None, None, None],
                  torch.arange(C, device=x.device)[None, :, None, None], rows, cols]  # (B, C, H, W)
-    return torch.where((flip % 2 == 1)[:, None, None, None], out.flip(3), out)
+    return torch.where((flips % 2 == 1)[:, None, None, None], out.flip(3), out) if flip else out
 
 
 class DeviceLoader:
@@ -187,11 +199,12 @@ class DeviceLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, batch_size: int,
-                 device: torch.device, train: bool, seed: int = 0) -> None:
+                 device: torch.device, train: bool, seed: int = 0, augment: str | None = None) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
-        self.augment = train and info.augment
+        self.augment = resolve_augment(augment, info) if train else "none"
+        self.pad = info.crop_padding
         self.mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
         self.generator = torch.Generator(device=device)
@@ -206,11 +219,11 @@ class DeviceLoader:
         for step in range(start, len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
             idx = order[sl] if order is not None else sl
-            x = normalize(self.images[idx], self.mean, self.std)
-            if self.augment:
+            x = self.images[idx]
+            if self.augment != "none":  # on the uint8 pixels, so the padding is black as in torchvision
                 self.generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step)
-                x = random_crop_flip(x, self.generator)
-            yield x, self.labels[idx]
+                x = random_crop_flip(x, self.generator, self.pad, flip=self.augment == "crop-flip")
+            yield normalize(x, self.mean, self.std), self.labels[idx]
 
 
 class EpochSampler(Sampler[int]):
@@ -233,13 +246,16 @@ class TorchLoader:
     """The tutorials' pipeline: torchvision dataset, per-image transforms, torch DataLoader."""
 
     def __init__(self, splits: Splits, batch_size: int, device: torch.device, train: bool, seed: int = 0,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, augment: str | None = None) -> None:
         import torchvision.transforms as T
 
         info = splits.info
+        augment = resolve_augment(augment, info) if train else "none"
         steps = [T.ToTensor(), T.Normalize(info.mean, info.std)]
-        if train and info.augment:
-            steps = [T.RandomCrop(info.image_shape[1], padding=4), T.RandomHorizontalFlip(), *steps]
+        if augment == "crop-flip":
+            steps.insert(0, T.RandomHorizontalFlip())
+        if augment != "none":
+            steps.insert(0, T.RandomCrop(info.image_shape[1], padding=info.crop_padding))
         official_train = train or splits.eval_set != "test"
         ds = open_dataset(info.name, splits.root, official_train, transform=T.Compose(steps))
         index = splits.train_index if train else splits.eval_index

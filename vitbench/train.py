@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitbench.data import DeviceLoader, Splits, TorchLoader
+from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.errors import VitbenchError
 from vitbench.models import ViT, ViTConfig, count_params
 from vitbench.timing import (
@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.06  # decoupled (AdamW); not applied to biases, norms, positions, CLS
     warmup_epochs: float = 0.6  # linear warm-up from 0, in epochs
     label_smoothing: float = 0.14
+    augment: str = "auto"  # none | crop | crop-flip; auto: the dataset's (crop-flip for CIFAR, none for digits)
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     optimizer: str = "adamw"  # adamw | adam
     scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant
@@ -70,6 +71,7 @@ class TrainConfig:
             "scheduler": (self.scheduler, ("cosine", "step", "constant")),
             "precision": (self.precision, ("fp32", "bf16")),
             "loader": (self.loader, ("auto", "gpu", "dataloader")),
+            "augment": (self.augment, ("auto", *AUGMENTS)),
         }
         for name, (value, valid) in checks.items():
             if value not in valid:
@@ -374,11 +376,11 @@ def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
     loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" else "dataloader")
     if loader == "gpu":
         train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
-                             train=True, seed=cfg.seed)
+                             train=True, seed=cfg.seed, augment=cfg.augment)
         evaluation = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, cfg.eval_batch_size,
                                   device, train=False)
     else:
-        train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers)
+        train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers, cfg.augment)
         evaluation = TorchLoader(splits, cfg.eval_batch_size, device, False, cfg.seed, cfg.num_workers)
     if len(train) == 0:
         raise VitbenchError(f"batch size {cfg.batch_size} is larger than the training set ({len(splits.train_labels)})")
