@@ -108,6 +108,29 @@ def test_token_scaling_and_timm_peer_rows():
     assert rows[2]["gflops_per_image_fwd"] > 3 * rows[0]["gflops_per_image_fwd"]
 
 
+def test_plan_gives_peers_every_trick_and_keeps_their_eager_row():
+    options = {"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64, "attention": ["sdpa", "vectorized"]}
+    entries = plan(["sdpa"], "mnist", ["timm"], None, None, options, with_graph=True, compile=True)
+    assert [(e.name, e.compile, e.peer_graph) for e in entries] == [
+        ("sdpa[sdpa,conv]", True, False), ("sdpa[vectorized,conv]", True, False),
+        ("timm-vit", False, False), ("timm-vit+compile", True, False), ("timm-vit+compile+graph", True, True)]
+    assert options["attention"] == ["sdpa", "vectorized"], "plan must not consume the caller's options"
+    plain = plan(["sdpa"], "mnist", ["timm"], None, None, {}, with_graph=True)
+    assert [(e.name, e.compile, e.peer_graph) for e in plain] == [
+        ("sdpa", False, False), ("timm-vit", False, False), ("timm-vit+graph", False, True)]
+
+
+def test_one_invocation_covers_several_presets_compiled(workdir):
+    out = workdir / "bench.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--preset", "mnist,cifar10", "--compile",
+                                   "--mode", "train", "--batch-sizes", "2", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["img_size"], r["tokens"], r["compile"]) for r in rows] == [("28", "17", "True"), ("32", "65", "True")]
+    assert all(float(r["train_samples_per_sec"]) > 0 and r["train_error"] == "" for r in rows)
+    assert "compile)" in res.output  # the table's title says so
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--variants", "sdpa,nope"], "valid: naive-msa"),
     (["--out", "x.txt"], "must end in .csv or .json"),

@@ -216,11 +216,35 @@ def test_variants_command_lists_every_variant():
 
 def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
     res = invoke("run", "--recipe", "mnist-fast", "--batch-size", "32", "--max-steps", "3", "--epochs", "1",
-                 "--precision", "fp32", *TINY)
+                 "--precision", "fp32", "--no-compile", *TINY)
     assert res.exit_code == 0, res.output
     (run,) = runs()
     p = run.data.params
-    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.008", "vectorized", "unfold")
-    assert (p["train.batch_size"], p["train.precision"]) == ("32", "fp32")  # explicit flags win
+    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.006", "vectorized", "unfold")
+    # explicit flags win, model flags included (TINY sets dim 32 over the recipe's preset)
+    assert (p["train.batch_size"], p["train.precision"], p["train.compile"], p["model.dim"]) == ("32", "fp32", "False", "32")
     assert run.data.tags["recipe"] == "mnist-fast"
-    _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-fast")
+    _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-fast, mnist-strong")
+
+
+def test_strong_recipe_sets_model_and_augmentation(workdir, tiny_mnist):
+    res = invoke("run", "--recipe", "mnist-strong", "--max-steps", "2", "--epochs", "1", "--batch-size", "32",
+                 "--no-compile", "--precision", "fp32", "--depth", "1", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    p = run.data.params
+    assert (p["model.patch_size"], p["model.dim"], p["model.depth"], p["train.augment"]) == ("4", "128", "1", "crop")
+    assert run.data.metrics["param_count"] > 100_000  # dim 128 at patch 4, not the mnist preset
+
+
+def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
+    """The fast path's step function, compiled (on CUDA it is also captured in a graph), runs on the CPU
+    and computes what the eager step computes."""
+    for flag in ("--no-compile", "--compile"):
+        res = invoke("run", flag, "--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--lr", "3e-3", *TINY)
+        assert res.exit_code == 0, res.output
+    by = {r.data.params["train.compile"]: r for r in runs()}
+    assert "compile" in by["True"].data.tags["fast_path"] and "compile" not in by["False"].data.tags["fast_path"]
+    eager, compiled = by["False"].data.metrics, by["True"].data.metrics
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)

@@ -189,6 +189,7 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
     through the same CUDA-graph step as vitbench; ``compile`` compiles the vitbench variants and adds
     the peer compiled too (eagerly stepped, and in the graph step): every trick vitbench uses is
     also measured on the peer, so the table separates model code from step engineering."""
+    overrides = dict(overrides)
     unknown = [v for v in variants if v not in list_variants()]
     if unknown:
         raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")

@@ -172,7 +172,7 @@ def run(
 @cli_errors
 def bench(
     variants: Annotated[str, typer.Option(help="comma-separated variants, or all")] = "all",
-    preset: Annotated[str, typer.Option(help="size preset: mnist | cifar10")] = "mnist",
+    preset: Annotated[str, typer.Option(help="size presets, comma-separated: mnist, cifar10")] = "mnist",
     batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "64,256,1024",
     image_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated image sizes")] = None,
     patch_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated patch sizes")] = None,
@@ -216,8 +216,9 @@ def bench(
     from vitbench.timing import resolve_device
 
     graphs = resolve_device(device).type == "cuda" and cuda_graph is not False
-    entries = plan(names, preset, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs,
-                   compile=compile)
+    entries = [e for p in split_list(preset) or ["mnist"]
+               for e in plan(names, p, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs,
+                             compile=compile)]
     opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
                         repeats=repeats, max_seconds=max_seconds, device=device, seed=seed)
     from vitbench.tracking import connect
