@@ -57,6 +57,19 @@ def test_suite_then_report(workdir, tiny_mnist):
     assert sorted(runs["params.train.seed"].unique()) == ["0", "1"]
 
 
+def test_report_averages_only_repeats_of_one_configuration(workdir, tiny_mnist):
+    common = ["run", "--epochs", "1", "--max-steps", "2", "--batch-size", "32", "--depth", "1", "--heads", "2",
+              "--mlp-dim", "64", "--device", "cpu", "--experiment", "mixed"]
+    for dim, seed in ((32, 0), (32, 1), (16, 0)):
+        assert invoke(*common, "--dim", dim, "--seed", seed).exit_code == 0
+    res = invoke("report", "--experiment", "mixed", "--out", workdir / "m")
+    assert res.exit_code == 0, res.output
+    table = (workdir / "m" / "summary.csv").read_text()
+    assert "sdpa (dim=32)" in table and "sdpa (dim=16)" in table, table
+    summary = {line.split(",")[0]: line for line in table.splitlines()[1:]}
+    assert summary["sdpa (dim=32)"].split(",")[1] == "2" and summary["sdpa (dim=16)"].split(",")[1] == "1", table
+
+
 def test_report_with_bench_runs_shows_token_scaling(workdir):
     res = invoke("bench", "--variants", "sdpa", "--image-sizes", "28,56", "--batch-sizes", "2", "--depth", "1",
                  "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--repeats", "2", "--warmup", "1")

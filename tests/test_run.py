@@ -248,3 +248,12 @@ def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
     eager, compiled = by["False"].data.metrics, by["True"].data.metrics
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)
+
+
+def test_naive_parts_are_never_compiled_and_say_so_once(workdir, tiny_mnist):
+    res = invoke("run", "--variant", "naive-msa", "--compile", "--epochs", "1", "--max-steps", "2",
+                 "--batch-size", "8", *TINY)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("note: torch.compile not used: off for the naive loop implementations") == 1
+    (run,) = runs()
+    assert "compile" not in run.data.tags["fast_path"] and run.data.params["train.compile"] == "True"

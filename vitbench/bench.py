@@ -31,7 +31,7 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-from vitbench.train import TrainConfig, Trainer
+from vitbench.train import TrainConfig, Trainer, naive_parts
 
 MODES = ("train", "infer")
 PEERS = ("timm",)
@@ -121,15 +121,17 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
                            seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
         trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
         t0 = time.perf_counter()
-        if trainer.use_graph or entry.compile:  # capture / compile, untimed; eager cells warm up in time_steps
+        if trainer.use_graph or trainer.use_compile:  # capture / compile, untimed; eager cells warm up in time_steps
             trainer.warm_up(x, y, steps=max(1, min(opts.warmup, 3)))
         extra["warmup_seconds"] = time.perf_counter() - t0
         extra["cuda_graph"] = trainer.graph is not None
+        extra["compiled"] = trainer.use_compile
 
         def fn() -> None:
             trainer.run_step(x, y)
     else:
-        run_model = torch.compile(model) if entry.compile else model
+        compiled = entry.compile and not naive_parts(None if entry.peer else c)
+        run_model = torch.compile(model) if compiled else model
         model.eval()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
 
@@ -138,7 +140,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
             with autocast:
                 run_model(x)
 
-        extra["cuda_graph"] = False
+        extra["cuda_graph"], extra["compiled"] = False, compiled
     times = time_steps(fn, device, warmup=opts.warmup, repeats=opts.repeats, max_seconds=opts.max_seconds)
     synchronize(device)
     mem, source = peak_memory_mb(device)
@@ -279,6 +281,7 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
                         f"{mode}_memory_source": cell["memory_source"],
                         f"{mode}_tflops": flops * cell["batch_size"] / med / 1e12,
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
+                        f"{mode}_compiled": cell.get("compiled", False),
                     })
                 log(_progress_line(row, mode))
             rows.append(row)

@@ -43,11 +43,33 @@ def of_kind(runs: pd.DataFrame, *kinds: str) -> pd.DataFrame:
 
 
 def label_of(row: pd.Series) -> str:
-    for col in ("tags.suite.cell", "tags.variant"):
-        v = row.get(col)
-        if isinstance(v, str) and v:
-            return v
+    v = row.get("tags.suite.cell")
+    if isinstance(v, str) and v:
+        return v
+    v, recipe = row.get("tags.variant"), row.get("tags.recipe")
+    if isinstance(v, str) and v:
+        return f"{v} [{recipe}]" if isinstance(recipe, str) and recipe else v
     return str(row.get("tags.mlflow.runName", row["run_id"]))
+
+
+# Options that do not change what is measured: runs differing only in these are repeats of one cell.
+NOT_CONFIG = {"seed", "device", "data_dir", "num_workers", "max_steps", "time_budget"}
+
+
+def config_labels(t: pd.DataFrame) -> pd.Series:
+    """``label_of``, plus the options that differ where runs sharing a label were configured differently,
+    so that only repeats (other seeds) are averaged together."""
+    base = t.apply(label_of, axis=1)
+    cols = [c for c in t.columns if c.startswith(("params.train.", "params.model."))
+            and c.split(".")[-1] not in NOT_CONFIG]
+    labels = base.copy()
+    for _, idx in base.groupby(base).groups.items():
+        sub = t.loc[idx, cols].astype(str)
+        differing = [c for c in cols if sub[c].nunique() > 1]
+        if differing:
+            extra = [", ".join(f"{c.split('.')[-1]}={r[c]}" for c in differing) for _, r in sub.iterrows()]
+            labels[idx] = base[idx] + " (" + pd.Series(extra, index=idx) + ")"
+    return labels
 
 
 def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +77,7 @@ def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if len(have) < len(NEEDED):
         return runs.iloc[0:0]
     t = of_kind(runs[runs["status"] == "FINISHED"].dropna(subset=have), "", "suite-run", "sweep-trial").copy()
-    t["label"] = t.apply(label_of, axis=1)
+    t["label"] = config_labels(t) if len(t) else t.apply(label_of, axis=1)
     t["train_images_per_sec"] = t.get("metrics.train_images_per_sec")
     return t
 

@@ -174,6 +174,15 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+NAIVE_REASON = "off for the naive loop implementations (they stay the eager baseline)"
+
+
+def naive_parts(model_cfg: ViTConfig | None) -> bool:
+    """The from-scratch loop implementations: never captured or compiled (compiling would unroll their
+    Python loops over samples and heads), so they stay what they are, the eager baseline."""
+    return model_cfg is not None and (model_cfg.attention == "naive" or model_cfg.patchify == "loop")
+
+
 class Trainer:
     """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
 
@@ -199,7 +208,8 @@ class Trainer:
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.use_compile = cfg.compile and not naive_parts(model_cfg)
+        self.forward = torch.compile(self.model) if self.use_compile else self.model
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
@@ -215,8 +225,8 @@ class Trainer:
             return "off (--no-cuda-graph)"
         if self.device.type != "cuda":
             return "needs CUDA"
-        if m is not None and (m.attention == "naive" or m.patchify == "loop"):
-            return "off for the naive loop implementations (they stay the eager baseline)"
+        if naive_parts(m):
+            return NAIVE_REASON
         return ""
 
     # -- the step ---------------------------------------------------------------------------------
@@ -441,8 +451,10 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     trainer = Trainer(cfg, model_cfg, steps_per_epoch, log)
     result = TrainResult(param_count=count_params(trainer.model))
     fast = [f"loader={loader_kind}", f"precision={cfg.precision}"]
-    if cfg.compile:
+    if trainer.use_compile:
         fast.append("compile")
+    elif cfg.compile:
+        log(f"note: torch.compile not used: {NAIVE_REASON}")
     fast.append("cuda_graph" if trainer.use_graph else "eager")
     if not trainer.use_graph and cfg.cuda_graph:
         log(f"note: CUDA graph not used: {trainer.graph_reason}")
