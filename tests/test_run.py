@@ -243,6 +243,7 @@ def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
     for flag in ("--no-compile", "--compile"):
         res = invoke("run", flag, "--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--lr", "3e-3", *TINY)
         assert res.exit_code == 0, res.output
+        assert ("compiling (torch.compile" in res.output) == (flag == "--compile")
     by = {r.data.params["train.compile"]: r for r in runs()}
     assert "compile" in by["True"].data.tags["fast_path"] and "compile" not in by["False"].data.tags["fast_path"]
     eager, compiled = by["False"].data.metrics, by["True"].data.metrics

@@ -461,6 +461,8 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
     result.fast_path = ", ".join(fast)
 
     # Warm-up / compile / capture on the first batch of the run, outside train_seconds.
+    if trainer.use_compile:
+        log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")
     first = train_loader.batches(0)
     first_x, first_y = next(first)
     first.close()
