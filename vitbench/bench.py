@@ -31,7 +31,7 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-from vitbench.train import TrainConfig, Trainer, naive_parts
+from vitbench.train import TrainConfig, Trainer, compiles
 
 MODES = ("train", "infer")
 PEERS = ("timm",)
@@ -130,7 +130,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
         def fn() -> None:
             trainer.run_step(x, y)
     else:
-        compiled = entry.compile and not naive_parts(None if entry.peer else c)
+        compiled = compiles(entry.compile, None if entry.peer else c)
         run_model = torch.compile(model) if compiled else model
         model.eval()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")

@@ -183,6 +183,11 @@ def naive_parts(model_cfg: ViTConfig | None) -> bool:
     return model_cfg is not None and (model_cfg.attention == "naive" or model_cfg.patchify == "loop")
 
 
+def compiles(requested: bool, model_cfg: ViTConfig | None) -> bool:
+    """Whether ``--compile`` applies: everywhere but the naive parts (``model_cfg`` None: a peer's model)."""
+    return requested and not naive_parts(model_cfg)
+
+
 class Trainer:
     """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
 
@@ -208,7 +213,7 @@ class Trainer:
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
-        self.use_compile = cfg.compile and not naive_parts(model_cfg)
+        self.use_compile = compiles(cfg.compile, model_cfg)
         self.forward = torch.compile(self.model) if self.use_compile else self.model
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
