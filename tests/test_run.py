@@ -25,7 +25,7 @@ PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", 
           "model.heads", "model.patch_size", "data.eval_set"]
 EPOCH_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_images_per_sec"]
 FINAL_METRICS = ["best_val_acc", "final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb",
-                 "param_count"]
+                 "param_count", "steps", "images_seen", "train_images_per_sec_mean"]
 TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.pos_embed", "part.pool", "gpu",
         "torch_version", "cuda_version", "driver_version", "vitbench_version", "git_commit", "command", "eval_set"]
 
@@ -126,7 +126,14 @@ def test_interrupt_leaves_run_killed_with_checkpoint(workdir, tiny_mnist, sig):
     (run,) = runs()
     assert run.info.status == "KILLED"
     ckpt = workdir / "checkpoints" / run.info.run_id / "last.pt"
-    assert ckpt.exists() and torch.load(ckpt, weights_only=True)["position"]["global_step"] >= 32
+    steps = torch.load(ckpt, weights_only=True)["position"]["global_step"]
+    assert ckpt.exists() and steps >= 32
+    # what it did up to the stop is kept: time, steps, images, throughput, and a quick validation pass
+    m, tags = run.data.metrics, run.data.tags
+    assert m["steps"] == steps and m["images_seen"] == steps * 16 and m["train_seconds"] > 0
+    assert m["train_images_per_sec_mean"] == pytest.approx(m["images_seen"] / m["train_seconds"])
+    assert 0 <= m["final_val_acc"] <= 1 and m["final_val_images"] == 256  # the tiny test set fits in 5 s
+    assert tags["stopped_by"] == "interrupt" and tags["final_eval"] == "test: all 256 images"
 
 
 def _bad(*args: str, needle: str):

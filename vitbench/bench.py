@@ -22,6 +22,7 @@ from torch import nn
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.registry import PRESETS
+from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
     free_memory,
     peak_memory_mb,
@@ -232,7 +233,8 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
 
 
 def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
-              log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None) -> list[dict]:
+              log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None,
+              display: Display | None = None) -> list[dict]:
     """Rows with timm-compatible keys (``train_samples_per_sec``, ``infer_step_time`` in ms, ...)
     plus spread, memory and FLOPs columns; one row per (model, shape, batch size)."""
     device = resolve_device(opts.device)
@@ -243,8 +245,19 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
         raise VitbenchError(f"unknown precision {opts.precision!r}; valid: fp32, bf16")
     if any(b < 1 for b in batch_sizes):
         raise VitbenchError(f"batch sizes must be >= 1, got {batch_sizes}")
+    display = display or Display("off", log=log)
+    with display:
+        task = display.task("bench", len(entries) * len(batch_sizes) * len(opts.modes), unit="cell")
+        rows = bench_entries(entries, batch_sizes, opts, device, display, task, measure)
+        task.close()
+    return rows
+
+
+def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions, device: torch.device,
+                  display: Display, task: Task, measure: Callable[..., dict] | None) -> list[dict]:
     flops_cache: dict[tuple, tuple[float, float]] = {}
     rows = []
+    started, cells = time.perf_counter(), 0
     for entry in entries:
         c = entry.cfg
         key = (entry.peer, c)
@@ -264,7 +277,7 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
                 "gflops_per_image_train": fwd_bwd / 1e9,
             }
             for mode in opts.modes:
-                cell = measure_cell(entry, mode, batch, opts, device, log, measure)
+                cell = measure_cell(entry, mode, batch, opts, device, display.note, measure)
                 flops = fwd if mode == "infer" else fwd_bwd
                 row[f"{mode}_requested_batch_size"] = cell["requested_batch_size"]
                 row[f"{mode}_batch_size"] = cell["batch_size"]
@@ -283,7 +296,10 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
                     })
-                log(_progress_line(row, mode))
+                display.note(_progress_line(row, mode))
+                cells += 1
+                left = (time.perf_counter() - started) / cells * (task.total - cells)
+                task.update(cells, fields={"": f"{entry.name} b{batch} {mode}", "ETA": duration(left)})
             rows.append(row)
     return rows
 

@@ -85,6 +85,19 @@ Dropout = Annotated[float | None, typer.Option(help="dropout")]
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
                                                          "else sqlite:///mlflow.db)")]
 Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no periodic progress lines")]
+ProgressInterval = Annotated[float, typer.Option(help="seconds between progress lines when output is not a "
+                                                      "terminal (a log file, CI, nohup)")]
+LiveEvery = Annotated[str, typer.Option(help="step-level metrics to MLflow (live/train_loss, live/train_acc, "
+                                             "live/train_images_per_sec): every '10s', every '200' steps, or 'off'")]
+
+
+def display(quiet: bool, interval: float):
+    from vitbench.progress import Display
+
+    if interval <= 0:
+        raise VitbenchError(f"--progress-interval must be positive, got {interval:g}")
+    return Display("off" if quiet else "auto", interval, log=typer.echo)
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "augment",
               "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
@@ -139,12 +152,15 @@ def run(
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
     recipe: Annotated[str | None, typer.Option(help="a named set of options, e.g. mnist-fast (see README); "
                                                     "options given explicitly win")] = None,
+    quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
+    from vitbench.loop import Every
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
     from vitbench.train import TrainConfig, load_checkpoint, recipe_options
 
     given = dict(locals())
+    live, shown = Every.parse(live_every), display(quiet, progress_interval)
     values = {**recipe_options(recipe), **{k: v for k, v in given.items() if v is not None}}
     checkpoint = None
     if resume:
@@ -158,7 +174,7 @@ def run(
                              resume_run_id=resume, resume_checkpoint=checkpoint,
                              checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
                              on_start=lambda rid: typer.echo(f"mlflow run {rid}"),
-                             tags={"recipe": recipe} if recipe else None)
+                             tags={"recipe": recipe} if recipe else None, display=shown, live=live)
     r = outcome.result
     typer.echo(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
@@ -193,6 +209,7 @@ def bench(
     patch_size: PatchSize = None, seed: Annotated[int, typer.Option(help="seed of weights and inputs")] = 0,
     tracking_uri: TrackingUri = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "vitbench-bench",
+    quiet: Quiet = False, progress_interval: ProgressInterval = 30.0,
 ) -> None:
     """Step time (median, p10, p90), images/s, peak memory and TFLOP/s of every implementation."""
     from rich.console import Console
@@ -224,7 +241,7 @@ def bench(
     from vitbench.tracking import connect
 
     connect(tracking_uri)  # fail on an unusable store before measuring anything
-    rows = run_bench(entries, batches, opts, log=typer.echo)
+    rows = run_bench(entries, batches, opts, log=typer.echo, display=display(quiet, progress_interval))
     if out is not None:
         write_rows(rows, out)
         typer.echo(f"wrote {out}")
@@ -263,14 +280,17 @@ def sweep(
     pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
     heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
     tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""
     from vitbench.data import get_dataset_info
+    from vitbench.loop import Every
     from vitbench.models.registry import get_variant
     from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep, work
     from vitbench.train import TrainConfig
 
     values = locals()
+    live, shown = Every.parse(live_every), display(quiet, progress_interval)
     get_variant(variant)
     get_dataset_info(dataset)
     objectives = check_objectives(objective)
@@ -289,10 +309,10 @@ def sweep(
         parent = open_study(spec, base.epochs, typer.echo).user_attrs.get("mlflow_parent_run_id")
         if not parent:
             raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
-        work(spec, base, model_overrides, uri, experiment, parent, typer.echo)
+        work(spec, base, model_overrides, uri, experiment, parent, typer.echo, shown, live)
         return
     run_sweep(spec, base, model_overrides, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
-              argv=sys.argv[1:], log=typer.echo)
+              argv=sys.argv[1:], log=typer.echo, display=shown, live=live)
 
 
 @app.command()
@@ -303,13 +323,16 @@ def suite(
     device: Device = None, data_dir: DataDir = None, tracking_uri: TrackingUri = None,
     force: Annotated[bool, typer.Option(help="re-run cells that already FINISHED")] = False,
     cells: Annotated[str | None, typer.Option(help="only these cells, comma-separated")] = None,
+    quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Run every cell of a declared grid into one MLflow experiment named after the suite."""
+    from vitbench.loop import Every
     from vitbench.suite import load_suite, run_suite
 
+    live, shown = Every.parse(live_every), display(quiet, progress_interval)
     s = load_suite(path)
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
-                     data_dir=data_dir, only=split_list(cells))
+                     data_dir=data_dir, only=split_list(cells), display=shown, live=live)
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -12,11 +11,13 @@ from pathlib import Path
 from vitbench import plots
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.errors import VitbenchError
+from vitbench.loop import EpochCallback, Every, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
 from vitbench.models.registry import PRESETS
+from vitbench.progress import Display
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
-from vitbench.train import EpochCallback, TrainConfig, TrainResult, load_checkpoint, train
+from vitbench.train import TrainConfig, TrainResult, load_checkpoint
 
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -43,17 +44,19 @@ def model_config_for(variant: str, dataset: str, preset: str | None = None, **ov
     return resolve_config(variant, preset, **{**overrides, **shape})
 
 
+def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None = None) -> str:
+    """What the MLflow UI lists: the recipe, the variant, the parts that differ from the variant's own, the seed."""
+    from vitbench.models.registry import get_variant
+
+    parts = get_variant(cfg.variant).parts
+    changed = [f"{k}={getattr(model_cfg, k)}" for k in parts if getattr(model_cfg, k) != parts[k]]
+    return " ".join([*([f"{recipe}:"] if recipe else []), cfg.variant, *changed, f"seed={cfg.seed}"])
+
+
 @dataclass
 class RunOutcome:
     run_id: str
     result: TrainResult
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[stats]}"), disable=not sys.stderr.isatty(), transient=False)
 
 
 def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str | None = None,
@@ -63,12 +66,15 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                    on_epoch: list[EpochCallback] | None = None, splits: Splits | None = None,
                    log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None,
                    pruned_exceptions: tuple[type[BaseException], ...] = (),
-                   resume_checkpoint: dict | None = None) -> RunOutcome:
+                   resume_checkpoint: dict | None = None, display: Display | None = None,
+                   live: Every = Every()) -> RunOutcome:
     """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
 
     Every input is checked before the run is created, so bad input leaves nothing half-written.
     ``pruned_exceptions`` (Optuna's TrialPruned) end the run FINISHED with a ``stopped_early`` tag.
     ``resume_checkpoint``: the checkpoint of ``resume_run_id`` when the caller already loaded it.
+    ``display``: where progress goes (a suite's or sweep's shared one); ``live``: how often step-level
+    metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
     device = resolve_device(cfg.device)
     info = get_dataset_info(cfg.dataset)
@@ -86,7 +92,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},
         **environment_tags(device), **(tags or {}),
     }
-    name = run_name or f"{cfg.variant}-{cfg.dataset}-s{cfg.seed}"
+    name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
     import mlflow
 
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags, parent_run_id=parent_run_id,
@@ -103,17 +109,28 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         def log_epoch(epoch: int, metrics: dict) -> None:
             mlflow.log_metrics(metrics, step=epoch)
 
+        def log_live(step: int, metrics: dict) -> None:  # queued: the training thread does not wait on the store
+            mlflow.log_metrics({f"live/{k}": v for k, v in metrics.items()}, step=step, synchronous=False)
+
+        def log_stopped(metrics: dict, tags: dict) -> None:
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(tags)
+
+        hooks = Hooks(epoch=[log_epoch, *(on_epoch or [])], live=log_live, stopped=log_stopped)
         try:
-            with _progress() as progress:
-                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume,
-                               on_epoch=[log_epoch, *(on_epoch or [])], progress=progress, log=log)
+            with display or Display("off", log=log) as shown:
+                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
+                               display=shown, live=live, name=run_name or cfg.variant, log=log)
         except BaseException:
+            with contextlib.suppress(Exception):
+                mlflow.flush_async_logging()
             if ckpt.exists():
                 with contextlib.suppress(Exception):
                     mlflow.log_artifact(str(ckpt), "checkpoint")
             raise
+        mlflow.flush_async_logging()
         mlflow.set_tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
-                         "peak_memory_source": result.peak_memory_source})
+                         "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
         mlflow.log_metrics(result.final_metrics())
         log_artifacts(result, cfg, model_cfg, splits, ckpt)
     return RunOutcome(run_id, result)

@@ -16,12 +16,15 @@ A cell already FINISHED for a repeat is skipped on a re-run (``force`` redoes it
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
+from vitbench.loop import Every
 from vitbench.models.registry import MODEL_FIELDS
+from vitbench.progress import Display, duration
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
 
@@ -123,46 +126,99 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
 
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
-              only: list[str] | None = None) -> list[str]:
+              only: list[str] | None = None, display: Display | None = None, live: Every | None = None) -> list[str]:
     """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made."""
-    from vitbench.runner import run_experiment
     from vitbench.tracking import connect
 
     connect(tracking_uri)
     repeats = repeats or suite.repeats
     done = set() if force else finished_cells(suite.name)
-    made: list[str] = []
-    failed: list[str] = []
     unknown = set(only or []) - {c.name for c in suite.cells}
     if unknown:
         raise VitbenchError(f"suite {suite.name} has no cell {sorted(unknown)[0]!r}; cells: "
                             f"{', '.join(c.name for c in suite.cells)}")
+    todo = []
     for cell in suite.cells:
-        if only and cell.name not in only:
-            continue
         for r in range(repeats):
+            if only and cell.name not in only:
+                continue
             if (cell.name, str(r)) in done:
                 log(f"skip {cell.name} repeat {r}: already FINISHED (--force to redo)")
-                continue
-            cfg, model_cfg = configs(cell, r, device)
-            if data_dir:
-                from dataclasses import replace
-
-                cfg = replace(cfg, data_dir=data_dir)
-            log(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
-            tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run"}
-            try:
-                out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
-                                     run_name=f"{cell.name}#{r}", tags=tags, log=lambda s: None)
-            except Exception as e:  # the run is already ended FAILED with the error as a tag
-                failed.append(f"{cell.name}#{r}")
-                log(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
-                continue
-            res = out.result
-            log(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
-                f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
-            made.append(out.run_id)
+            else:
+                todo.append((cell, r))
+    display = display or Display("off", log=log)
+    made: list[str] = []
+    failed: list[str] = []
+    with display:
+        eta = SuiteClock(display, suite.name, todo)
+        for cell, r in todo:
+            run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
+            (made if run_id else failed).append(run_id or f"{cell.name}#{r}")
+            eta.ran(cell.name)
+        eta.close()
     if failed:
         raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
                             f"{len(made)} made; re-run to retry them")
     return made
+
+
+def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
+             display: Display, live: Every, log: Callable[[str], None]) -> str | None:
+    """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
+    from vitbench.runner import run_experiment
+
+    cfg, model_cfg = configs(cell, r, device)
+    if data_dir:
+        cfg = replace(cfg, data_dir=data_dir)
+    display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
+    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run"}
+    try:
+        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
+                             run_name=cell_run_name(cell, cfg), tags=tags, log=lambda s: None, display=display, live=live)
+    except Exception as e:  # the run is already ended FAILED with the error as a tag
+        display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+        return None
+    res = out.result
+    display.note(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
+                 f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
+    return out.run_id
+
+
+def cell_run_name(cell: Cell, cfg) -> str:
+    """The variant, what the cell sets (its name), the seed: 'sdpa attention=naive seed=1'."""
+    what = ",".join(p for p in cell.name.split(",") if p != f"variant={cfg.variant}")
+    return " ".join(p for p in (cfg.variant, what, f"seed={cfg.seed}") if p)
+
+
+class SuiteClock:
+    """The suite's progress (runs done / total) and its projected remaining time: each run still to come
+    is estimated by the wall time of its own cell's earlier repeats, else by the mean run so far."""
+
+    def __init__(self, display: Display, name: str, todo: list[tuple[Cell, int]]) -> None:
+        self.display, self.name = display, name
+        self.left = [c.name for c, _ in todo]
+        self.total = len(todo)
+        self.seconds: dict[str, list[float]] = {}
+        self.task = display.task(f"suite {name}", self.total, unit="run")
+        self.t0 = self.last = time.perf_counter()
+
+    def remaining(self) -> float:
+        every = [t for ts in self.seconds.values() for t in ts]
+        mean = sum(every) / len(every)
+        return sum(sum(self.seconds[c]) / len(self.seconds[c]) if c in self.seconds else mean for c in self.left)
+
+    def ran(self, cell: str) -> None:
+        now = time.perf_counter()
+        self.seconds.setdefault(cell, []).append(now - self.last)
+        self.last = now
+        self.left.remove(cell)
+        done = self.total - len(self.left)
+        left = self.remaining()
+        if done == 1 and self.left:
+            self.display.note(f"suite {self.name}: the first run took {duration(now - self.t0)} -> {self.total} runs "
+                              f"~ {duration(now - self.t0 + left)} in all (cells not yet run estimated at the "
+                              "mean run so far)")
+        self.task.update(done, fields={"ETA": duration(left)}, force_line=True)
+
+    def close(self) -> None:
+        self.task.close()

@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from vitbench.errors import VitbenchError
+from vitbench.loop import Every
+from vitbench.progress import Display, duration
 from vitbench.yamlfile import read_yaml
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
@@ -190,7 +192,8 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
 
 
 def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
-         parent_run_id: str, log: Callable[[str], None] = print) -> None:
+         parent_run_id: str, log: Callable[[str], None] = print, display: Display | None = None,
+         live: Every | None = None) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``)."""
     import optuna
     import torch
@@ -232,27 +235,36 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
                 cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id,
                 run_name=f"trial-{trial.number}", tags=tags, on_epoch=[report], splits=splits, log=lambda s: None,
                 on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
-                pruned_exceptions=(optuna.TrialPruned,))
+                pruned_exceptions=(optuna.TrialPruned,), display=display, live=live or Every())
         except (torch.OutOfMemoryError, NonFiniteLoss) as e:
             reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
             trial.set_user_attr("prune_reason", reason[:300])
             raise optuna.TrialPruned(reason) from None
         r = outcome.result
         values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.steps * cfg.batch_size / max(r.train_seconds, 1e-9)}
-        log(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
+        display.note(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
         return tuple(values[o] for o in spec.objectives) if multi else values["val_acc"]
 
-    while deadline is None or time.time() < deadline:
-        with contextlib.suppress(Exception):
-            optuna.storages.fail_stale_trials(study)
-        c = counts(study)
-        done = sum(c.get(s, 0) for s in COUNTED)
-        if done >= spec.n_trials:
-            break
-        if done + c.get("RUNNING", 0) >= spec.n_trials and not c.get("WAITING"):
-            time.sleep(min(spec.heartbeat, 5))  # others hold the last trials; take over if they die
-            continue
-        study.optimize(objective, n_trials=1, catch=(ExcessTrial,), gc_after_trial=True)
+    display = display or Display("off", log=log)
+    with display:
+        task = display.task(f"study {spec.study_name}", spec.n_trials, unit="trial")
+        started, mine = time.perf_counter(), 0
+        while deadline is None or time.time() < deadline:
+            with contextlib.suppress(Exception):
+                optuna.storages.fail_stale_trials(study)
+            c = counts(study)
+            done = sum(c.get(s, 0) for s in COUNTED)
+            if mine:  # this worker's mean trial time x the trials still to run (shared with other workers)
+                left = (time.perf_counter() - started) / mine * (spec.n_trials - done)
+                task.update(done, fields={"ETA": duration(left)}, force_line=True)
+            if done >= spec.n_trials:
+                break
+            if done + c.get("RUNNING", 0) >= spec.n_trials and not c.get("WAITING"):
+                time.sleep(min(spec.heartbeat, 5))  # others hold the last trials; take over if they die
+                continue
+            study.optimize(objective, n_trials=1, catch=(ExcessTrial,), gc_after_trial=True)
+            mine += 1
+        task.close()
 
 
 # -- the coordinator ------------------------------------------------------------------------------
@@ -337,7 +349,8 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
 
 
 def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri: str | None, experiment: str | None,
-              workers: int = 1, argv: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+              workers: int = 1, argv: list[str] | None = None, log: Callable[[str], None] = print,
+              display: Display | None = None, live: Every | None = None) -> dict:
     """Create or resume the study and its parent run, run ``workers`` processes (or work in-process
     with one), then log the best trial and Optuna's plots on the parent run."""
     from mlflow.tracking import MlflowClient
@@ -363,7 +376,7 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
     procs: list[subprocess.Popen] = []
     try:
         if workers <= 1:
-            work(spec, base_cfg, model_overrides, uri, experiment, parent_id, log)
+            work(spec, base_cfg, model_overrides, uri, experiment, parent_id, log, display, live)
         else:
             procs = spawn_workers(workers, argv or [], uri)
             for p in procs:

@@ -1,8 +1,8 @@
-"""One training engine for every variant.
+"""One training step for every variant, and what it keeps: config, recipes, checkpoints, signals.
 
 AdamW (or Adam), linear warm-up then cosine decay, label smoothing, gradient clipping, bf16 autocast,
-optional torch.compile, and on CUDA a whole-step CUDA graph. ``train_seconds`` counts the training
-steps only: compilation / graph capture / warm-up and evaluation are timed separately.
+optional torch.compile, and on CUDA a whole-step CUDA graph. The loop around the step (epochs,
+evaluation, stopping rules, progress) is vitbench.loop.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -25,11 +24,8 @@ from torch import nn
 
 from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.errors import VitbenchError
-from vitbench.models import ViT, ViTConfig, count_params
+from vitbench.models import ViT, ViTConfig
 from vitbench.timing import (
-    free_memory,
-    peak_memory_mb,
-    reset_peak_memory,
     resolve_device,
     synchronize,
     time_steps,
@@ -127,8 +123,10 @@ class TrainResult:
     peak_memory_source: str = ""
     param_count: int = 0
     steps: int = 0
+    batch_size: int = 0  # global batch
     stopped_by: str = "epochs"  # epochs | max_steps | time_budget
     fast_path: str = ""  # what the step ran as: eager / cuda_graph / compile, and why not
+    eval_scope: str = ""  # what final_val_acc was measured on
     predictions: torch.Tensor | None = None  # (N_eval,) predicted classes of the final evaluation
     labels: torch.Tensor | None = None
     model: nn.Module | None = None  # the trained model
@@ -139,7 +137,13 @@ class TrainResult:
             "train_seconds": self.train_seconds, "warmup_seconds": self.warmup_seconds,
             "infer_images_per_sec": self.infer_images_per_sec, "peak_memory_mb": self.peak_memory_mb,
             "param_count": float(self.param_count), "steps": float(self.steps),
+            "images_seen": float(self.images_seen),
+            "train_images_per_sec_mean": self.images_seen / max(self.train_seconds, 1e-9),
         }
+
+    @property
+    def images_seen(self) -> int:
+        return self.steps * self.batch_size
 
 
 class NonFiniteLoss(VitbenchError):
@@ -307,18 +311,26 @@ class Trainer:
         return loss_sum / max(n, 1), correct / max(n, 1), n, int(self.first_bad)
 
     @torch.inference_mode()
-    def evaluate(self, loader, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    def evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None = None
+                 ) -> tuple[float, float, torch.Tensor]:
+        """(mean loss, accuracy, predictions) over the evaluation set in its fixed order; with
+        ``max_seconds``, over the first batches that fit in that time (at least one)."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         preds = []
+        t0 = time.perf_counter()
         for x, y in loader.batches():
             with self.autocast:
                 logits = self.model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(-1))
+            if max_seconds is not None:
+                synchronize(self.device)
+                if time.perf_counter() - t0 > max_seconds:
+                    break
         self.model.train()
         preds = torch.cat(preds)
-        acc = (preds == labels.to(preds.device)).float().mean().item()
+        acc = (preds == labels[: len(preds)].to(preds.device)).float().mean().item()
         return loss_sum.item() / len(preds), acc, preds.cpu()
 
     def infer_images_per_sec(self, x: torch.Tensor, max_seconds: float = 10.0) -> float:
@@ -409,9 +421,6 @@ def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
     return loader, train, evaluation
 
 
-EpochCallback = Callable[[int, dict], None]
-
-
 class DeferredSignals:
     """SIGINT / SIGTERM set a flag that ``check`` turns into KeyboardInterrupt at a safe point, so a
     checkpoint never holds a half-applied optimizer step. A second Ctrl-C interrupts at once."""
@@ -435,132 +444,3 @@ class DeferredSignals:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
-
-def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *,
-          checkpoint_path: Path | None = None, resume: dict | None = None,
-          on_epoch: list[EpochCallback] | None = None, progress=None,
-          log: Callable[[str], None] = print, check_every: int = 50) -> TrainResult:
-    """Train and evaluate every epoch. ``resume`` is a checkpoint to continue from.
-
-    Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the epoch-end
-    checkpoint is kept on any other exception.
-    """
-    device = resolve_device(cfg.device)
-    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs;
-    # not what an earlier run in this process left.
-    baseline_mb = free_memory(device)
-    reset_peak_memory(device)
-    loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
-    steps_per_epoch = len(train_loader)
-    trainer = Trainer(cfg, model_cfg, steps_per_epoch, log)
-    result = TrainResult(param_count=count_params(trainer.model))
-    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"]
-    if trainer.use_compile:
-        fast.append("compile")
-    elif cfg.compile:
-        log(f"note: torch.compile not used: {NAIVE_REASON}")
-    fast.append("cuda_graph" if trainer.use_graph else "eager")
-    if not trainer.use_graph and cfg.cuda_graph:
-        log(f"note: CUDA graph not used: {trainer.graph_reason}")
-    result.fast_path = ", ".join(fast)
-
-    # Warm-up / compile / capture on the first batch of the run, outside train_seconds.
-    if trainer.use_compile:
-        log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")
-    first = train_loader.batches(0)
-    first_x, first_y = next(first)
-    first.close()
-    result.warmup_seconds = trainer.warm_up(first_x, first_y)
-    del first_x, first_y
-
-    pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
-           "best_val_acc": 0.0}
-    if resume is not None:
-        trainer.load_state_dict(resume)
-        pos.update(resume["position"])
-        result.history = list(pos["history"])
-        log(f"resumed at epoch {pos['epoch'] + 1}, batch {pos['batch']}, step {pos['global_step']}")
-
-    def checkpoint() -> None:
-        if checkpoint_path is not None:
-            save_checkpoint(trainer.state_dict(dict(pos, history=result.history)), checkpoint_path)
-
-    stop, preds = None, None
-    signals = DeferredSignals()
-    try:
-        while pos["epoch"] < cfg.epochs and stop is None:
-            epoch = pos["epoch"]
-            trainer.stats.zero_()
-            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch,
-                                     completed=pos["batch"], stats="") if progress else None
-            synchronize(device)
-            t0 = time.perf_counter()
-            steps_before = pos["batch"]
-            for x, y in train_loader.batches(epoch, start=pos["batch"]):
-                trainer.run_step(x, y)
-                pos["batch"] += 1
-                pos["global_step"] += 1
-                signals.check()  # Ctrl-C / SIGTERM take effect between steps, never inside one
-                if pos["global_step"] % check_every == 0 or pos["batch"] == steps_per_epoch:
-                    loss, acc, n, bad = trainer.read_stats()
-                    if bad >= 0:
-                        raise NonFiniteLoss(bad + 1, cfg.lr)
-                    if task is not None:
-                        rate = n / max(time.perf_counter() - t0, 1e-9)
-                        progress.update(task, completed=pos["batch"],
-                                        stats=f"loss {loss:.3f} acc {acc:.3f} {rate:,.0f} img/s")
-                if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
-                    stop = "max_steps"
-                elif cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget:
-                    stop = "time_budget"
-                if stop:
-                    break
-            synchronize(device)
-            seconds = time.perf_counter() - t0
-            pos["train_seconds"] += seconds
-            loss, acc, n, bad = trainer.read_stats()
-            if bad >= 0:
-                raise NonFiniteLoss(bad + 1, cfg.lr)
-            t_eval = time.perf_counter()
-            val_loss, val_acc, preds = trainer.evaluate(eval_loader, splits.eval_labels)
-            metrics = {
-                "train_loss": loss, "train_acc": acc, "val_loss": val_loss, "val_acc": val_acc,
-                "lr": float(trainer.optimizer.param_groups[0]["lr"]),  # for the next step
-                "epoch_seconds": seconds + time.perf_counter() - t_eval,
-                "train_images_per_sec": (pos["batch"] - steps_before) * cfg.batch_size / max(seconds, 1e-9),
-            }
-            metrics["train_seconds_cum"] = pos["train_seconds"]  # training time so far: x-axis of time-to-accuracy
-            result.history.append({"epoch": epoch + 1, **metrics})
-            pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
-            if pos["batch"] >= steps_per_epoch:
-                pos["epoch"], pos["batch"] = epoch + 1, 0
-            if task is not None:
-                progress.update(task, stats=f"loss {loss:.3f} acc {acc:.3f} val {val_acc:.4f}")
-            log(f"epoch {epoch + 1}: train_loss {loss:.4f} train_acc {acc:.4f} val_loss {val_loss:.4f} "
-                f"val_acc {val_acc:.4f} ({metrics['train_images_per_sec']:,.0f} img/s)")
-            checkpoint()
-            for callback in on_epoch or []:
-                callback(epoch + 1, metrics)
-            signals.check()
-    except KeyboardInterrupt:
-        synchronize(device)
-        checkpoint()  # the exact position: --resume continues from here
-        raise
-    finally:
-        signals.restore()
-    result.stopped_by = stop or "epochs"
-    result.steps = pos["global_step"]
-    result.train_seconds = pos["train_seconds"]
-    result.best_val_acc = pos["best_val_acc"]
-    result.final_val_acc = result.history[-1]["val_acc"] if result.history else 0.0
-    result.peak_memory_mb, result.peak_memory_source = peak_memory_mb(device)
-    result.peak_memory_mb -= baseline_mb
-    result.predictions = preds if result.history else None
-    result.labels = splits.eval_labels
-    x_inf = next(iter(eval_loader.batches()))[0][: cfg.batch_size]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
-    result.model = trainer.model
-    return result

@@ -46,16 +46,19 @@ class NaiveAttention(Attention):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
-        w, b = self.qkv.weight, self.qkv.bias
         D, hd = self.proj.in_features, self.head_dim
+        # Each head's query, key and value maps: rows of the shared qkv projection, cut once per call as a
+        # tutorial's per-head nn.Linear layers would hold them (not once per sample: that only adds work).
+        w, b = self.qkv.weight, self.qkv.bias
+        maps = []
+        for h in range(self.heads):
+            rows = [slice(part * D + h * hd, part * D + (h + 1) * hd) for part in range(3)]
+            maps.append([(w[r], b[r] if b is not None else None) for r in rows])
         results = []
         for sequence in x:  # (N, D)
             head_outputs = []
-            for h in range(self.heads):
-                rows = [slice(part * D + h * hd, part * D + (h + 1) * hd) for part in range(3)]
-                q, k, v = (
-                    sequence @ w[r].T + (b[r] if b is not None else 0.0) for r in rows
-                )  # 3 x (N, hd)
+            for (wq, bq), (wk, bk), (wv, bv) in maps:
+                q, k, v = F.linear(sequence, wq, bq), F.linear(sequence, wk, bk), F.linear(sequence, wv, bv)
                 scores = q @ k.T / math.sqrt(hd)  # (N, N)
                 weights = F.dropout(torch.softmax(scores, dim=-1), self.attn_drop, self.training)
                 head_outputs.append(weights @ v)  # (N, hd)

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Reproduces results/long_runs.md: what `vitbench run` shows while a long run trains and what a stopped
+# run keeps (issue 13). GPU: one H100 (device kind nvidia-h100-x1). Run from the repository root, on the
+# device after `source .device/gpu/prelude.sh`:
+#   bash scripts/reproduce/long_runs.sh headline   # the headline command, SIGINT after 60 s; --time-budget 60
+#   bash scripts/reproduce/long_runs.sh naive      # naive attention's train images/s before / after
+#   bash scripts/reproduce/long_runs.sh live       # the fast path with live metrics off / every 10 s / every 100 steps
+# BEFORE_ATTENTION: the attention.py before the naive fix (else read with git from commit 25c22fe).
+set -uo pipefail
+W=${W:-/tmp/long_runs}
+mkdir -p "$W"
+U="sqlite:///$W/mlflow.db"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+metrics() {  # status, metrics and tags of the runs of experiment $1
+  python3 - "$1" "$U" <<'PY'
+import sys, mlflow
+mlflow.set_tracking_uri(sys.argv[2])
+for r in mlflow.search_runs(experiment_names=[sys.argv[1]], output_format="list", order_by=["start_time"]):
+    keep = ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean", "final_val_acc", "final_val_images")
+    m = {k: round(v, 4) for k, v in r.data.metrics.items() if k in keep}
+    live = sorted(k for k in r.data.metrics if k.startswith("live/"))
+    t = {k: r.data.tags.get(k) for k in ("stopped_by", "final_eval")}
+    print(r.info.run_name, r.info.status, m, t, "live metrics:", live)
+PY
+}
+
+case "${1:-}" in
+headline)
+  echo "== vitbench run --variant naive-msa --dataset mnist   (stdout+stderr to a file, SIGINT after 60 s)"
+  timeout --preserve-status -s INT 60 python3 -m vitbench run --variant naive-msa --dataset mnist --tracking-uri "$U" \
+    --experiment headline >"$W/headline.txt" 2>&1
+  echo "exit code $?"
+  head -30 "$W/headline.txt"
+  metrics headline
+  echo "== vitbench run --variant naive-msa --dataset mnist --time-budget 60"
+  python3 -m vitbench run --variant naive-msa --dataset mnist --time-budget 60 --tracking-uri "$U" \
+    --experiment headline-bounded 2>&1
+  metrics headline-bounded
+  ;;
+naive)
+  before=/tmp/before
+  rm -rf "$before" && mkdir -p "$before" && cp -r vitbench "$before/"
+  if [ -n "${BEFORE_ATTENTION:-}" ]; then cp "$BEFORE_ATTENTION" "$before/vitbench/models/attention.py"
+  else git show 25c22fe:vitbench/models/attention.py >"$before/vitbench/models/attention.py"; fi
+  args=(bench --variants naive-msa --preset mnist --batch-sizes 64 --mode train --warmup 2 --repeats 10
+        --max-seconds 40 --tracking-uri "$U")
+  for round in 1 2; do
+    echo "== round $round: before (loops re-slice the qkv weights for every sample)"
+    (cd "$before" && PYTHONPATH="$before:$PYTHONPATH" python3 -m vitbench "${args[@]}" --quiet | grep "train:")
+    echo "== round $round: after (slices cut once per call, F.linear)"
+    python3 -m vitbench "${args[@]}" --quiet | grep "train:"
+  done
+  ;;
+live)
+  for every in off 10s 100; do
+    for seed in 0 1 2; do
+      python3 -m vitbench run --variant sdpa --dataset mnist --seed "$seed" --live-every "$every" --quiet \
+        --tracking-uri "$U" --experiment "live-sdpa-$every" --run-name "sdpa live=$every seed=$seed" | grep "^done"
+    done
+  done
+  for every in off 50; do
+    for seed in 0 1 2; do
+      python3 -m vitbench run --recipe mnist-fast --seed "$seed" --live-every "$every" --quiet \
+        --tracking-uri "$U" --experiment "live-fast-$every" --run-name "mnist-fast live=$every seed=$seed" | grep "^done"
+    done
+  done
+  python3 - "$U" <<'PY'
+import sys, statistics, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+print("| configuration | live metrics | train images/s (mean over the run), per seed | median | live points |")
+print("|---|---|---|---:|---:|")
+for exp in ("live-sdpa-off", "live-sdpa-10s", "live-sdpa-100", "live-fast-off", "live-fast-50"):
+    runs = mlflow.search_runs(experiment_names=[exp], output_format="list", order_by=["start_time"])
+    rates = [r.data.metrics["train_images_per_sec_mean"] for r in runs]
+    client = mlflow.tracking.MlflowClient()
+    points = [len(client.get_metric_history(r.info.run_id, "live/train_loss")) for r in runs]
+    cfg, every = exp.split("-", 1)[1].rsplit("-", 1)
+    print(f"| {'sdpa default' if cfg == 'sdpa' else 'recipe mnist-fast'} | {every} | "
+          f"{', '.join(f'{x:,.0f}' for x in rates)} | {statistics.median(rates):,.0f} | {points} |")
+PY
+  ;;
+*) echo "usage: $0 headline|naive|live" >&2; exit 2 ;;
+esac

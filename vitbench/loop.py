@@ -1,0 +1,367 @@
+"""The training loop: epochs, evaluation and stopping rules.
+
+It leaves the step to ``Trainer`` (vitbench.train) and calls small collaborators for the rest: a
+``Monitor`` for what a person and the tracking store see while it runs (progress, the projection of the
+run's length, live metrics, the non-finite check), ``Hooks`` for what the caller records (epoch metrics,
+live metrics, what a stopped run did), the checkpoint file and ``DeferredSignals``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vitbench.data import Splits
+from vitbench.errors import VitbenchError
+from vitbench.models import ViTConfig, count_params
+from vitbench.progress import Display, duration
+from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from vitbench.train import (
+    NAIVE_REASON,
+    DeferredSignals,
+    NonFiniteLoss,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    make_loaders,
+    save_checkpoint,
+)
+
+EpochCallback = Callable[[int, dict], None]
+STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
+
+
+@dataclass(frozen=True)
+class Every:
+    """A cadence: every ``seconds`` of wall time and/or every ``steps`` optimizer steps (None: never)."""
+
+    seconds: float | None = 10.0
+    steps: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        """'10s', '2.5s', '200' (steps), '200steps', 'off'."""
+        t = text.strip().lower().replace(" ", "")
+        if t in ("off", "0", "never", "none"):
+            return cls(None, None)
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)s(?:ec(?:onds?)?)?", t):
+            if float(m[1]) > 0:
+                return cls(float(m[1]), None)
+        if m := re.fullmatch(r"(\d+)(?:steps?)?", t):
+            return cls(None, int(m[1]))
+        raise VitbenchError(f"cannot read {text!r} as a cadence; give seconds ('10s'), steps ('200') or 'off'")
+
+    @property
+    def on(self) -> bool:
+        return self.seconds is not None or self.steps is not None
+
+
+@dataclass
+class Hooks:
+    """What the loop tells its caller. ``live(step, metrics)``: step-level metrics; ``stopped(metrics,
+    tags)``: what a run that did not end normally (Ctrl-C, an error, a pruned trial) did up to then."""
+
+    epoch: list[EpochCallback] = field(default_factory=list)
+    live: Callable[[int, dict], None] | None = None
+    stopped: Callable[[dict, dict], None] | None = None
+
+
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps is not None else total
+
+
+class Monitor:
+    """Between two steps the loop calls ``after_step``: one clock read. When something is due -- the
+    display, a live-metrics point, the one-time projection, the non-finite check (every ``CHECK``
+    seconds) -- it syncs the device once and reads the running sums the step keeps on the device.
+    """
+
+    CHECK = 1.0  # seconds between reads of the device statistics
+
+    def __init__(self, trainer: Trainer, cfg: TrainConfig, name: str, steps_per_epoch: int,
+                 display: Display | None, live: Every, on_live: Callable[[int, dict], None] | None) -> None:
+        self.trainer, self.cfg, self.name, self.spe = trainer, cfg, name, steps_per_epoch
+        self.display, self.live, self.on_live = display, live, on_live if live.on else None
+        self.total = planned_steps(cfg, steps_per_epoch)
+        self.task = display.task(name, self.total) if display is not None else None
+        intervals = [self.CHECK]
+        if display is not None and display.mode == "lines":
+            intervals.append(display.interval)
+        if self.on_live is not None and live.seconds:
+            intervals.append(live.seconds)
+        self.every = min(intervals)
+        self.next_check = time.perf_counter() + self.every
+        self.next_live = time.perf_counter() + (live.seconds or float("inf"))
+        self.projected = False
+        self.start: tuple[int, float] | None = None  # (step, training seconds) when the monitor started
+        self.window = (0, 0.0, 0.0, 0.0, 0.0)  # step, loss sum, correct, images, time at the last read
+
+    def start_epoch(self, pos: dict, t0: float) -> None:
+        self.window = (pos["global_step"], 0.0, 0.0, 0.0, t0)  # the step's sums were just reset
+        if self.start is None:
+            self.start = (pos["global_step"], pos["train_seconds"])
+
+    def after_step(self, pos: dict, t0: float) -> None:
+        step_due = self.live.steps is not None and self.on_live is not None and pos["global_step"] % self.live.steps == 0
+        if step_due or time.perf_counter() >= self.next_check:
+            self.check(pos, t0, step_due)
+
+    def check(self, pos: dict, t0: float, step_due: bool = False) -> None:
+        loss_sum, correct, n = self.trainer.stats.tolist()  # the sync
+        bad = int(self.trainer.first_bad)
+        if bad >= 0:
+            raise NonFiniteLoss(bad + 1, self.cfg.lr)
+        now = time.perf_counter()
+        step0, loss0, correct0, n0, time0 = self.window
+        self.window = (pos["global_step"], loss_sum, correct, n, now)
+        self.next_check = now + self.every
+        images = n - n0
+        if images <= 0:
+            return
+        rate = images / max(now - time0, 1e-9)
+        window = {"train_loss": (loss_sum - loss0) / images, "train_acc": (correct - correct0) / images,
+                  "train_images_per_sec": rate}
+        elapsed = pos["train_seconds"] + now - t0
+        steps = pos["global_step"] - self.start[0]
+        mean_rate = steps * self.cfg.batch_size / max(elapsed - self.start[1], 1e-9)  # steadier than the window's
+        if not self.projected and steps >= 2:
+            self.project(mean_rate, pos, elapsed)
+        self.show(pos, window, mean_rate, elapsed)
+        if self.on_live is not None and (step_due or now >= self.next_live):
+            self.next_live = now + (self.live.seconds or float("inf"))
+            self.on_live(pos["global_step"], window)
+
+    def eta(self, pos: dict, rate: float, elapsed: float) -> float:
+        left = (self.total - pos["global_step"]) * self.cfg.batch_size / rate
+        if self.cfg.time_budget is not None:
+            left = min(left, max(self.cfg.time_budget - elapsed, 0.0))
+        return left
+
+    def project(self, rate: float, pos: dict, elapsed: float) -> None:
+        """One line, once: the measured images/s and how long the requested training will take."""
+        self.projected = True
+        cfg = self.cfg
+        full = self.total * cfg.batch_size / rate
+        plan = (f"--max-steps {cfg.max_steps:,}" if self.total < cfg.epochs * self.spe
+                else f"{cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}")
+        line = f"{self.name}: {rate:,.0f} img/s -> {plan} ({self.total:,} steps) ~ {duration(full)} of training"
+        if self.start[0] > 0:
+            line += f", {duration(self.eta(pos, rate, elapsed))} of it left"
+        if cfg.time_budget is not None and cfg.time_budget < full:
+            line += f"; --time-budget stops it after {duration(cfg.time_budget)} ({cfg.time_budget / full:.0%} of it)"
+        elif full > 120:
+            line += "; --time-budget SECONDS or --max-steps N bound it"
+        if self.display is not None:
+            self.display.note(line)
+
+    def show(self, pos: dict, window: dict, mean_rate: float, elapsed: float) -> None:
+        if self.task is None:
+            return
+        fields = {"": f"epoch {min(pos['epoch'] + 1, self.cfg.epochs)}/{self.cfg.epochs}",
+                  "img/s": f"{window['train_images_per_sec']:,.0f}", "loss": f"{window['train_loss']:.4f}",
+                  "acc": f"{window['train_acc']:.4f}", "ETA": duration(self.eta(pos, mean_rate, elapsed))}
+        self.task.update(pos["global_step"], fields=fields)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.close()
+
+
+def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log: Callable[[str], None]) -> str:
+    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"]
+    if trainer.use_compile:
+        fast.append("compile")
+    elif cfg.compile:
+        log(f"note: torch.compile not used: {NAIVE_REASON}")
+    fast.append("cuda_graph" if trainer.use_graph else "eager")
+    if not trainer.use_graph and cfg.cuda_graph:
+        log(f"note: CUDA graph not used: {trainer.graph_reason}")
+    return ", ".join(fast)
+
+
+class Loop:
+    """Epochs of steps, an evaluation after each, checkpoints; stops on epochs, --max-steps,
+    --time-budget, Ctrl-C / SIGTERM (a checkpoint of the exact position) or an error."""
+
+    def __init__(self, cfg: TrainConfig, trainer: Trainer, loaders: tuple, splits: Splits, result: TrainResult,
+                 monitor: Monitor, hooks: Hooks, checkpoint_path: Path | None, log: Callable[[str], None]) -> None:
+        self.cfg, self.trainer, self.splits, self.result = cfg, trainer, splits, result
+        self.train_loader, self.eval_loader = loaders
+        self.monitor, self.hooks, self.checkpoint_path, self.log = monitor, hooks, checkpoint_path, log
+        self.device = trainer.device
+        self.spe = len(self.train_loader)
+        self.pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
+                    "best_val_acc": 0.0}
+        self.stop: str | None = None
+        self.preds: torch.Tensor | None = None
+        self.epoch_t0: float | None = None  # set while an epoch's steps run
+
+    def resume(self, ckpt: dict | None) -> None:
+        if ckpt is None:
+            return
+        self.trainer.load_state_dict(ckpt)
+        self.pos.update(ckpt["position"])
+        self.result.history = list(self.pos["history"])
+        p = self.pos
+        self.log(f"resumed at epoch {p['epoch'] + 1}, batch {p['batch']}, step {p['global_step']}")
+
+    def checkpoint(self) -> None:
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.trainer.state_dict(dict(self.pos, history=self.result.history)), self.checkpoint_path)
+
+    def run(self) -> None:
+        signals = DeferredSignals()
+        try:
+            while self.pos["epoch"] < self.cfg.epochs and self.stop is None:
+                self.train_epoch(signals)
+                self.end_epoch()
+                signals.check()
+        except BaseException as e:
+            self.stopped(e)
+            raise
+        finally:
+            signals.restore()
+            self.monitor.close()
+
+    def train_epoch(self, signals: DeferredSignals) -> None:
+        cfg, pos, trainer = self.cfg, self.pos, self.trainer
+        trainer.stats.zero_()
+        synchronize(self.device)
+        t0 = self.epoch_t0 = time.perf_counter()
+        self.monitor.start_epoch(pos, t0)
+        self.steps_before = pos["batch"]
+        for x, y in self.train_loader.batches(pos["epoch"], start=pos["batch"]):
+            trainer.run_step(x, y)
+            pos["batch"] += 1
+            pos["global_step"] += 1
+            signals.check()  # Ctrl-C / SIGTERM take effect between steps, never inside one
+            self.monitor.after_step(pos, t0)
+            if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
+                self.stop = "max_steps"
+            elif cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget:
+                self.stop = "time_budget"
+            if self.stop:
+                break
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - t0
+        pos["train_seconds"] += self.seconds
+        self.epoch_t0 = None
+
+    def end_epoch(self) -> None:
+        cfg, pos, trainer = self.cfg, self.pos, self.trainer
+        epoch = pos["epoch"]
+        loss, acc, n, bad = trainer.read_stats()
+        if bad >= 0:
+            raise NonFiniteLoss(bad + 1, cfg.lr)
+        t_eval = time.perf_counter()
+        val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
+        metrics = {
+            "train_loss": loss, "train_acc": acc, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": float(trainer.optimizer.param_groups[0]["lr"]),  # for the next step
+            "epoch_seconds": self.seconds + time.perf_counter() - t_eval,
+            "train_images_per_sec": (pos["batch"] - self.steps_before) * cfg.batch_size / max(self.seconds, 1e-9),
+            "train_seconds_cum": pos["train_seconds"],  # training time so far: x-axis of time-to-accuracy
+        }
+        self.result.history.append({"epoch": epoch + 1, **metrics})
+        pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
+        if pos["batch"] >= self.spe:
+            pos["epoch"], pos["batch"] = epoch + 1, 0
+        self.log(f"epoch {epoch + 1}: train_loss {loss:.4f} train_acc {acc:.4f} val_loss {val_loss:.4f} "
+                 f"val_acc {val_acc:.4f} ({metrics['train_images_per_sec']:,.0f} img/s)")
+        self.checkpoint()
+        for callback in self.hooks.epoch:
+            callback(epoch + 1, metrics)
+
+    def done_so_far(self) -> dict[str, float]:
+        """Training time, steps, images and mean throughput up to now (the epoch in progress included)."""
+        seconds = self.pos["train_seconds"]
+        if self.epoch_t0 is not None:
+            synchronize(self.device)
+            seconds += time.perf_counter() - self.epoch_t0
+        steps = self.pos["global_step"]
+        return {"train_seconds": seconds, "steps": float(steps), "images_seen": float(steps * self.cfg.batch_size),
+                "train_images_per_sec_mean": steps * self.cfg.batch_size / max(seconds, 1e-9)}
+
+    def stopped(self, e: BaseException) -> None:
+        """A run that did not end normally keeps what it did: a checkpoint of the exact position (Ctrl-C),
+        training time, steps, images, throughput, and a validation pass that fits in a few seconds."""
+        interrupted = isinstance(e, KeyboardInterrupt)
+        with contextlib.suppress(Exception):
+            metrics = self.done_so_far()
+            if interrupted:
+                self.checkpoint()  # the exact position: --resume continues from here
+            tags = {"stopped_by": "interrupt" if interrupted else f"error ({type(e).__name__})"}
+            if not isinstance(e, NonFiniteLoss) and metrics["steps"] > 0:
+                loss, acc, preds = self.trainer.evaluate(self.eval_loader, self.splits.eval_labels,
+                                                         max_seconds=STOP_EVAL_SECONDS)
+                metrics |= {"final_val_acc": acc, "final_val_loss": loss, "final_val_images": float(len(preds))}
+                tags["final_eval"] = eval_scope(len(preds), len(self.splits.eval_labels), self.splits.eval_set)
+            if self.hooks.stopped is not None:
+                self.hooks.stopped(metrics, tags)
+
+
+def eval_scope(n: int, total: int, eval_set: str) -> str:
+    if n >= total:
+        return f"{eval_set}: all {total:,} images"
+    return f"{eval_set}: the first {n:,} of {total:,} images (a stopped run evaluates for {STOP_EVAL_SECONDS:g} s at most)"
+
+
+def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_path: Path | None = None,
+          resume: dict | None = None, hooks: Hooks | None = None, display: Display | None = None,
+          live: Every = Every(), name: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Train and evaluate every epoch. ``resume`` is a checkpoint to continue from.
+
+    Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the epoch-end
+    checkpoint is kept on any other exception.
+    """
+    device = resolve_device(cfg.device)
+    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs;
+    # not what an earlier run in this process left.
+    baseline_mb = free_memory(device)
+    reset_peak_memory(device)
+    loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
+    trainer = Trainer(cfg, model_cfg, len(train_loader), log)
+    result = TrainResult(param_count=count_params(trainer.model))
+    result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
+    if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
+        log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")
+    first = train_loader.batches(0)
+    first_x, first_y = next(first)
+    first.close()
+    result.warmup_seconds = trainer.warm_up(first_x, first_y)
+    del first_x, first_y
+    hooks = hooks or Hooks()
+    monitor = Monitor(trainer, cfg, name or cfg.variant, len(train_loader), display, live, hooks.live)
+    loop = Loop(cfg, trainer, (train_loader, eval_loader), splits, result, monitor, hooks, checkpoint_path, log)
+    loop.resume(resume)
+    loop.run()
+    finish(result, loop, baseline_mb)
+    return result
+
+
+def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
+    cfg, pos, trainer, device = loop.cfg, loop.pos, loop.trainer, loop.device
+    result.stopped_by = loop.stop or "epochs"
+    result.steps = pos["global_step"]
+    result.batch_size = cfg.batch_size
+    result.train_seconds = pos["train_seconds"]
+    result.best_val_acc = pos["best_val_acc"]
+    result.final_val_acc = result.history[-1]["val_acc"] if result.history else 0.0
+    result.peak_memory_mb, result.peak_memory_source = peak_memory_mb(device)
+    result.peak_memory_mb -= baseline_mb
+    result.predictions = loop.preds if result.history else None
+    result.labels = loop.splits.eval_labels
+    result.eval_scope = eval_scope(len(loop.splits.eval_labels), len(loop.splits.eval_labels), loop.splits.eval_set)
+    x_inf = next(iter(loop.eval_loader.batches()))[0][: cfg.batch_size]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
+    result.model = trainer.model
