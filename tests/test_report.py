@@ -19,7 +19,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "quick"])
+@pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "precision", "quick"])
 def test_shipped_suites_load(name):
     suite = load_suite(REPO / "experiments" / f"{name}.yaml")
     assert suite.cells and suite.repeats >= 1
@@ -64,10 +64,8 @@ def test_report_averages_only_repeats_of_one_configuration(workdir, tiny_mnist):
         assert invoke(*common, "--dim", dim, "--seed", seed).exit_code == 0
     res = invoke("report", "--experiment", "mixed", "--out", workdir / "m")
     assert res.exit_code == 0, res.output
-    table = (workdir / "m" / "summary.csv").read_text()
-    assert "sdpa (dim=32)" in table and "sdpa (dim=16)" in table, table
-    summary = {line.split(",")[0]: line for line in table.splitlines()[1:]}
-    assert summary["sdpa (dim=32)"].split(",")[1] == "2" and summary["sdpa (dim=16)"].split(",")[1] == "1", table
+    summary = pd.read_csv(workdir / "m" / "summary.csv", index_col=0)
+    assert summary.loc["sdpa (dim=32)", "n"] == 2 and summary.loc["sdpa (dim=16)", "n"] == 1, summary
 
 
 def test_report_with_bench_runs_shows_token_scaling(workdir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,9 +47,11 @@ def sweep_runs(workdir, uri=None):
 
 
 def test_sweep_parent_children_and_resume(workdir, tiny_mnist, space):
-    res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "4"))
+    res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "4", "--progress-interval", "0.01"))
     assert res.exit_code == 0, res.output
     assert "best trial" in res.output
+    assert re.search(r"trial-0: [\d,]+ img/s -> \d+ epochs? \([\d,]+ steps\) ~", res.output), res.output  # per trial
+    assert re.search(r"study .*: trial \d+/\d+ \(\d+%\) \| ETA", res.output), res.output
     (parent,), children = sweep_runs(workdir)
     assert len(children) == 4 and parent.info.status == "FINISHED"
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)

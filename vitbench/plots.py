@@ -18,7 +18,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # direct labels may sit outside the axes
     plt.close(fig)
     return path
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vitbench import verdicts
 from vitbench.errors import VitbenchError
 
 NEEDED = ("final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb", "param_count")
@@ -31,9 +32,25 @@ def load_runs(experiment: str, filter_string: str | None = None) -> tuple[str, p
         raise VitbenchError(f"bad --filter {filter_string!r}: {str(e).splitlines()[0][:200]}") from None
     if runs.empty:
         raise VitbenchError(f"experiment {experiment!r} has no runs{' matching the filter' if filter_string else ''}")
+    names = dict(zip(ids, [e.strip() for e in experiment.split(",") if e.strip()], strict=True))
+    runs["experiment"] = runs["experiment_id"].map(names)
+    if "tags.suite.cell" in runs:
+        runs["short"] = runs["tags.suite.cell"].map(short_label)
     if len(ids) > 1 and "tags.suite.cell" in runs:
         runs["tags.suite.cell"] = runs["tags.suite"].fillna("") + ": " + runs["tags.suite.cell"].fillna("")
     return ",".join(ids), runs
+
+
+def short_label(cell) -> str:
+    """A suite cell's values without their keys: 'pos_embed=sincos2d,pool=mean' -> 'sincos2d, mean'
+    (flags keep theirs: 'compile=True')."""
+    if not isinstance(cell, str) or not cell:
+        return ""
+    def value(part: str) -> str:  # True / False alone would not say what is on
+        key, _, v = part.partition("=")
+        return part if v in ("True", "False") or not v else v
+
+    return ", ".join(value(p) for p in cell.split(","))
 
 
 def of_kind(runs: pd.DataFrame, *kinds: str) -> pd.DataFrame:
@@ -53,7 +70,7 @@ def label_of(row: pd.Series) -> str:
 
 
 # Options that do not change what is measured: runs differing only in these are repeats of one cell.
-NOT_CONFIG = {"seed", "device", "data_dir", "num_workers", "max_steps", "time_budget"}
+NOT_CONFIG = verdicts.NOT_CONFIG
 
 
 def config_labels(t: pd.DataFrame) -> pd.Series:
@@ -73,13 +90,36 @@ def config_labels(t: pd.DataFrame) -> pd.Series:
 
 
 def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """FINISHED training runs with what a comparison needs: ``acc``, ``thr`` (training images/s over the
+    whole run where recorded, else the last epoch's), ``mem``, and whether a time or step budget bounded
+    the run (``bounded``, ``budget``)."""
     have = [c for c in (f"metrics.{m}" for m in NEEDED) if c in runs]
     if len(have) < len(NEEDED):
         return runs.iloc[0:0]
     t = of_kind(runs[runs["status"] == "FINISHED"].dropna(subset=have), "", "suite-run", "sweep-trial").copy()
     t["label"] = config_labels(t) if len(t) else t.apply(label_of, axis=1)
-    t["train_images_per_sec"] = t.get("metrics.train_images_per_sec")
+    if "short" not in t:
+        t["short"] = ""
+    t["short"] = [s if isinstance(s, str) and s else lab for s, lab in zip(t["short"], t["label"], strict=True)]
+    mean_rate = t.get("metrics.train_images_per_sec_mean", pd.Series(float("nan"), index=t.index))
+    t["thr"] = mean_rate.fillna(t.get("metrics.train_images_per_sec"))
+    t["train_images_per_sec"] = t["thr"]
+    t["acc"] = t["metrics.final_val_acc"]
+    t["mem"] = t["metrics.peak_memory_mb"]
+    t["budget"] = t.apply(budget_of, axis=1)
+    t["bounded"] = t["budget"] != ""
     return t
+
+
+def budget_of(row: pd.Series) -> str:
+    """'20 s time budget' / '500-step budget' when a budget was set and stopped the run, else ''."""
+    stopped = row.get("tags.stopped_by")
+    tb, ms = row.get("params.train.time_budget"), row.get("params.train.max_steps")
+    if isinstance(tb, str) and tb not in ("None", "") and stopped in ("time_budget", None):
+        return f"{float(tb):g} s time budget"
+    if isinstance(ms, str) and ms not in ("None", "") and stopped in ("max_steps", None):
+        return f"{int(ms):,}-step budget"
+    return ""
 
 
 def histories(run_ids: list[str], labels: dict[str, str]) -> pd.DataFrame:
@@ -111,68 +151,23 @@ def summary_table(t: pd.DataFrame, ttt: dict[str, float]) -> pd.DataFrame:
     t = t.assign(time_to_target=t["run_id"].map(ttt))
     g = t.groupby("label", sort=False)
     table = pd.DataFrame({
+        "experiment": g["experiment"].first(),
+        "short": g["short"].first(),
+        "budget": g["budget"].first(),
         "n": g.size(),
-        "val_acc_mean": g["metrics.final_val_acc"].mean(),
-        "val_acc_std": g["metrics.final_val_acc"].std(ddof=1).fillna(0.0),
-        "train_img_per_s": g["train_images_per_sec"].mean(),
+        "val_acc_mean": g["acc"].mean(),
+        "val_acc_std": g["acc"].std(ddof=1).fillna(0.0),
+        "train_img_per_s": g["thr"].mean(),
+        "train_img_per_s_std": g["thr"].std(ddof=1).fillna(0.0),
         "infer_img_per_s": g["metrics.infer_images_per_sec"].mean(),
-        "peak_memory_mb": g["metrics.peak_memory_mb"].mean(),
+        "peak_memory_mb": g["mem"].mean(),
         "params": g["metrics.param_count"].mean(),
         "train_seconds": g["metrics.train_seconds"].mean(),
         "time_to_target_s": g["time_to_target"].median(),
     })
-    return table.sort_values("val_acc_mean", ascending=False)
-
-
-def pareto(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Points not beaten on both x and y (higher is better on both)."""
-    p = points.sort_values(x, ascending=False)
-    best, keep = -float("inf"), []
-    for _, r in p.iterrows():
-        if r[y] > best:
-            keep.append(r)
-            best = r[y]
-    return pd.DataFrame(keep)
-
-
-def make_plots(t: pd.DataFrame, table: pd.DataFrame, hist: pd.DataFrame, out: Path, title: str) -> list[Path]:
-    from vitbench import plots  # sets the Agg backend and the seaborn theme
-
-    plt, sns = plots.plt, plots.sns
-    made = []
-    # accuracy vs throughput with the Pareto front
-    fig, ax = plt.subplots(figsize=(12, 5.5))
-    sns.scatterplot(data=t, x="train_images_per_sec", y="metrics.final_val_acc", hue="label", s=70, ax=ax)
-    front = pareto(table.reset_index(), "train_img_per_s", "val_acc_mean")
-    ax.plot(front["train_img_per_s"], front["val_acc_mean"], "k--", lw=1, label="Pareto front (means)")
-    ax.set(xscale="log", xlabel="training throughput (images/s, log scale)", ylabel="final accuracy (fraction)",
-           title=f"{title.replace(',', ' + ')}: accuracy vs throughput")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    made.append(plots.save(fig, out / "accuracy_vs_throughput.png"))
-    # throughput and memory bars with error bars (sd over repeats)
-    for metric, unit, name in (("train_images_per_sec", "images/s", "train_throughput"),
-                               ("metrics.infer_images_per_sec", "images/s", "infer_throughput"),
-                               ("metrics.peak_memory_mb", "MiB", "peak_memory")):
-        fig, ax = plt.subplots(figsize=(8, 0.6 + 0.45 * t["label"].nunique()))
-        sns.barplot(data=t, y="label", x=metric, errorbar="sd", order=list(table.index), ax=ax, color="steelblue")
-        ax.set(xlabel=unit + (" (log scale)" if "throughput" in name else ""), ylabel="",
-               xscale="log" if "throughput" in name else "linear",
-               title=f"{title}: {name.replace('_', ' ')} (mean ± sd over repeats)")
-        made.append(plots.save(fig, out / f"{name}.png"))
-    # learning curves: against epoch and against training seconds
-    if not hist.empty:
-        fig, axes = plt.subplots(1, 2, figsize=(14, 6))
-        sns.lineplot(data=hist, x="epoch", y="val_acc", hue="label", errorbar="sd", marker="o", ax=axes[0])
-        axes[0].legend(fontsize=6, loc="lower right")
-        axes[0].set(xlabel="epoch", ylabel="accuracy (fraction)", title="accuracy by epoch (mean ± sd)")
-        if "train_seconds_cum" in hist:
-            sns.lineplot(data=hist, x="train_seconds_cum", y="val_acc", hue="label", units="run_id",
-                         estimator=None, marker="o", ax=axes[1], legend=False)
-            axes[1].set(xscale="log", xlabel="training seconds (log scale)", ylabel="accuracy (fraction)",
-                        title="accuracy by wall-clock training time")
-        fig.suptitle(title)
-        made.append(plots.save(fig, out / "learning_curves.png"))
-    return made
+    order = {e: i for i, e in enumerate(dict.fromkeys(t["experiment"]))}
+    return table.sort_values(["experiment", "val_acc_mean"], ascending=[True, False],
+                             key=lambda c: c.map(order) if c.name == "experiment" else c)
 
 
 def bench_plots(runs: pd.DataFrame, out: Path, title: str) -> tuple[list[Path], pd.DataFrame | None]:
@@ -226,23 +221,65 @@ def sweep_artifacts(runs: pd.DataFrame, out: Path) -> list[Path]:
     return made
 
 
-def _fmt_table(table: pd.DataFrame) -> str:
-    t = table.copy()
-    t.insert(1, "accuracy (mean ± sd)", [f"{m:.4f} ± {s:.4f}" for m, s in zip(t.pop("val_acc_mean"), t.pop("val_acc_std"), strict=True)])
-    t["train_img_per_s"] = t["train_img_per_s"].map(lambda v: f"{v:,.0f}")
-    t["infer_img_per_s"] = t["infer_img_per_s"].map(lambda v: f"{v:,.0f}")
-    t["peak_memory_mb"] = t["peak_memory_mb"].map(lambda v: f"{v:,.0f}")
-    t["params"] = t["params"].map(lambda v: f"{v:,.0f}")
-    t["train_seconds"] = t["train_seconds"].map(lambda v: f"{v:.2f}")
-    t["time_to_target_s"] = t["time_to_target_s"].map(lambda v: "never" if v != v else f"{v:.2f}")
-    t.columns = ["n", "accuracy (mean ± sd)", "train images/s", "infer images/s", "peak memory (MiB)", "parameters",
-                 "train seconds", "time to target (s, median)"]
+def _fmt_table(table: pd.DataFrame, bounded: bool) -> str:
+    t = pd.DataFrame(index=table.index)
+    t["n"] = table["n"]
+    t["accuracy (mean ± sd)"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["val_acc_mean"], table["val_acc_std"], strict=True)]
+    if bounded:
+        t["budget"] = table["budget"]
+    t["train images/s"] = [f"{m:,.0f} ± {s:,.0f}" for m, s in zip(table["train_img_per_s"], table["train_img_per_s_std"], strict=True)]
+    t["infer images/s"] = table["infer_img_per_s"].map(lambda v: f"{v:,.0f}")
+    t["peak memory (MiB)"] = table["peak_memory_mb"].map(lambda v: f"{v:,.0f}")
+    t["parameters"] = table["params"].map(lambda v: f"{v:,.0f}")
+    t["train seconds"] = table["train_seconds"].map(lambda v: f"{v:.2f}")
+    if not bounded:
+        t["time to target (s, median)"] = table["time_to_target_s"].map(lambda v: "never" if v != v else f"{v:.2f}")
+    t.index.name = "cell"
     return t.to_markdown()
+
+
+def headline(t: pd.DataFrame, table: pd.DataFrame, experiment: str) -> list[str]:
+    """Title and opening line: what was compared, on what data and hardware, and the answer."""
+    def values(col: str) -> str:
+        return "/".join(sorted(t[col].dropna().astype(str).unique())) if col in t else "?"
+
+    exps = list(dict.fromkeys(t["experiment"]))
+
+    def varied(e: str) -> str:
+        runs = t[t["experiment"] == e]
+        found = verdicts.axes(runs)
+        if not found:
+            return f"{e} ({', '.join(table[table['experiment'] == e]['short'])})"
+        axes = [a.split(".")[-1] + ": " + ", ".join(dict.fromkeys(runs[a].astype(str))) for a in found]
+        return f"{e} ({' x '.join(axes)})"
+
+    compared = "; ".join(varied(e) for e in exps)
+    n = sorted(set(table["n"]))
+    return [f"# {', '.join(exps)} on {values('tags.dataset')}: which way is faster, lighter and as accurate?", "",
+            f"Compared on {values('tags.dataset')} ({values('tags.eval_set')} set), {values('tags.gpu')}, torch "
+            f"{values('tags.torch_version')}: {compared}; {'/'.join(map(str, n))} repeat(s) per cell, each its own "
+            f"seed. **Answer:** {verdicts.answer(t)}", ""]
+
+
+def findings_section(t: pd.DataFrame) -> list[str]:
+    lines = ["## Findings", ""]
+    found = verdicts.findings(t)
+    if not found:
+        return lines + ["No axis varies between these runs: nothing to compare.", ""]
+    for exp in dict.fromkeys(v.experiment for v in found):
+        for axis in dict.fromkeys(v.axis for v in found if v.experiment == exp):
+            these = [v for v in found if v.experiment == exp and v.axis == axis]
+            lines += [f"**{exp}**, axis `{axis}` (reference: {these[0].reference}):", ""]
+            lines += [f"- **{v.value} vs {v.reference}**{f' ({v.where})' if v.where else ''}: {v.text}."
+                      for v in these]
+            lines.append("")
+    return lines + [verdicts.METHOD, ""]
 
 
 def build_report(experiment: str, out: str | Path | None = None, filter_string: str | None = None,
                  tracking_uri: str | None = None, target: float = 0.98,
                  log: Callable[[str], None] = print, note: str | None = None) -> Path:
+    from vitbench import report_plots
     from vitbench.tracking import connect
 
     connect(tracking_uri)
@@ -250,27 +287,37 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
     out = Path(out or Path("results") / experiment.replace(",", "+"))
     out.mkdir(parents=True, exist_ok=True)
     t = training_runs(runs)
+    order = {e.strip(): i for i, e in enumerate(experiment.split(","))}  # as the user listed them
+    t = t.sort_values(["experiment", "start_time"], key=lambda c: c.map(order) if c.name == "experiment" else c)
     bench_files, bench_df = bench_plots(runs, out, experiment)
     if t.empty and bench_df is None:
         raise VitbenchError(f"experiment {experiment!r} has {len(runs)} run(s) but none FINISHED with the metrics "
                             f"a report needs ({', '.join(NEEDED)}) and no bench run")
-    lines = [f"# {experiment}", "",
-             f"Generated by `vitbench report --experiment {experiment}` on "
-             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {len(runs)} MLflow run(s) "
-             f"(experiment id {exp_id}). Every number below is read from those runs.", ""]
+    source = (f"Generated by `vitbench report --experiment {experiment}` on "
+              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {len(runs)} MLflow run(s) "
+              f"(experiment id {exp_id}). Every number below is read from those runs.")
+    lines = [f"# {experiment}", ""]
     plots_made: list[Path] = []
     if not t.empty:
         hist = histories(list(t["run_id"]), dict(zip(t["run_id"], t["label"], strict=True)))
         ttt = time_to_target(hist, target) if not hist.empty else {}
         table = summary_table(t, ttt)
         table.to_csv(out / "summary.csv")
-        plots_made += make_plots(t, table, hist, out, experiment)
-        lines += ["## Summary", "",
-                  f"Per cell, over its repeats (own seed each): final accuracy on the evaluation set "
-                  f"({', '.join(sorted(t.get('tags.eval_set', pd.Series(['?'])).dropna().unique()))}), "
-                  "training throughput of the last epoch, inference throughput, peak memory, training seconds "
-                  "(training steps only: no compilation/capture/warm-up, no evaluation), and the training time to "
-                  f"reach {target:.1%} accuracy.", "", _fmt_table(table), ""]
+        plots_made += list(report_plots.comparison_plots(table, hist, out))
+        full, bounded = table[table["budget"] == ""], table[table["budget"] != ""]
+        lines = headline(t, table, experiment) + [source, ""] + findings_section(t)
+        lines += ["## Fully trained cells", "",
+                  "Per cell, over its repeats: final accuracy on the evaluation set, training images/s over the "
+                  "whole run, inference images/s, peak memory, training seconds (training steps only: no "
+                  "compilation, capture, warm-up or evaluation) and the training time to reach "
+                  f"{target:.1%} accuracy.", "", _fmt_table(full, bounded=False) if len(full) else "(none)", ""]
+        if len(bounded):
+            lines += ["## Bounded runs", "",
+                      "These cells stopped at a time or step budget: their accuracy is what the budget allowed, not "
+                      "a trained result, and is never ranked against the cells above. Their throughput and memory "
+                      "compare as usual.", "", _fmt_table(bounded, bounded=True), ""]
+    else:
+        lines += [source, ""]
     lines += ["## Plots", ""]
     for p in plots_made + bench_files + sweep_artifacts(runs, out):
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
