@@ -47,7 +47,7 @@ def sweep_runs(workdir, uri=None):
 
 
 def test_sweep_parent_children_and_resume(workdir, tiny_mnist, space):
-    res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "4", "--progress-interval", "0.01"))
+    res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "4", "--live-every", "2"))
     assert res.exit_code == 0, res.output
     assert "best trial" in res.output
     assert re.search(r"trial-0: [\d,]+ img/s -> \d+ epochs? \([\d,]+ steps\) ~", res.output), res.output  # per trial

@@ -18,7 +18,9 @@ app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lig
 
 
 def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from vitbench.tracking import mask_secrets  # no password reaches a terminal or a log
+
+    typer.echo(f"error: {mask_secrets(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -32,7 +34,11 @@ def cli_errors(fn):
         except VitbenchError as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except KeyboardInterrupt:
-            typer.echo("interrupted: the run was ended KILLED and a checkpoint written", err=True)
+            from vitbench.tracking import ENDED
+
+            killed = [rid for rid, status in ENDED.items() if status == "KILLED"]
+            typer.echo(f"interrupted: run {killed[-1]} was ended KILLED and a checkpoint written" if killed
+                       else "interrupted before any run started: nothing was recorded", err=True)
             raise typer.Exit(130) from None
 
     return wrapper

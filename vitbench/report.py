@@ -26,6 +26,9 @@ def load_runs(experiment: str, filter_string: str | None = None) -> tuple[str, p
         if exp is None:
             raise VitbenchError(f"no experiment named {name!r} in the tracking store")
         ids.append(exp.experiment_id)
+    from vitbench.tracking import reap_orphans
+
+    reap_orphans(ids)  # runs whose process died are FAILED with the reason, not RUNNING forever
     try:
         runs = mlflow.search_runs(ids, filter_string=filter_string or "", max_results=50000)
     except Exception as e:
@@ -335,14 +338,18 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
 
 
 def conditions(runs: pd.DataFrame) -> pd.DataFrame:
+    from vitbench.tracking import mask_secrets
+
     cols = {"run_id": "run id", "tags.mlflow.runName": "run", "tags.gpu": "GPU", "tags.driver_version": "driver",
             "tags.torch_version": "torch", "tags.cuda_version": "CUDA", "tags.vitbench_version": "vitbench",
-            "tags.git_commit": "commit", "start_time": "date (UTC)", "status": "status", "tags.command": "command"}
+            "tags.git_commit": "commit", "start_time": "date (UTC)", "status": "status", "tags.error": "why it ended",
+            "tags.command": "command"}
     c = runs[[k for k in cols if k in runs]].rename(columns=cols).copy()
     if "date (UTC)" in c:
         c["date (UTC)"] = pd.to_datetime(c["date (UTC)"]).dt.strftime("%Y-%m-%d %H:%M")
     if "commit" in c:
         c["commit"] = c["commit"].fillna("").str[:12]
-    if "command" in c:
-        c["command"] = c["command"].fillna("").map(lambda s: f"`{s}`" if s else "")
+    for col in ("command", "why it ended"):
+        if col in c:
+            c[col] = c[col].fillna("").map(lambda s: f"`{mask_secrets(s)}`" if s else "")
     return c

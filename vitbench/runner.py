@@ -84,9 +84,9 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     resume = resume_checkpoint
     if resume_run_id and resume is None:
         resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking_uri))
+    uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
     splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed)
-    uri = connect(tracking_uri)
-    exp_id = get_experiment_id(experiment or f"vitbench-{cfg.dataset}", uri)
+    exp_id = get_experiment_id(experiment or f"vitbench-{cfg.dataset}", uri)  # bad data: no store written
     run_tags = {
         "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
         **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},

@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from vitbench.errors import VitbenchError
 from vitbench.loop import Every
@@ -77,11 +76,9 @@ def suggest(trial, space: dict[str, dict]) -> dict:
 # -- storage, study, parent run -----------------------------------------------------------------------
 def redact(url: str) -> str:
     """A storage URL without its password, fit for logs and MLflow params."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    from vitbench.tracking import mask_secrets
+
+    return mask_secrets(url)
 
 
 def make_storage(url: str, heartbeat: int, on_stale: Callable | None):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import platform
+import re
 import shlex
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +22,16 @@ import torch
 
 from vitbench import __version__
 from vitbench.errors import VitbenchError
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+HEARTBEAT_SECONDS = 60  # how often a running run stamps its heartbeat tag
+HEARTBEAT_TIMEOUT = 15 * 60  # a run of another host silent this long is ended FAILED
+
+
+def mask_secrets(text: str) -> str:
+    """Every ``scheme://user:password@`` in ``text`` with the password replaced by ***: for params,
+    tags, logs, reports and error messages."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -53,8 +68,28 @@ def connect(uri: str | None = None) -> str:
             raise VitbenchError(f"cannot use tracking store {uri}: folder {parent} does not exist")
         if not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise VitbenchError(f"cannot write the tracking store {uri}: {parent} is not writable")
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server must answer before anything else happens: one line naming it otherwise. Later
+    requests are bounded too (MLflow retries for minutes by default)."""
+    import requests
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    try:
+        r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as e:
+        reason = type(e).__name__.replace("Error", " error").replace("ConnectTimeout", "timeout").lower()
+        raise VitbenchError(f"tracking server {mask_secrets(uri)} is not reachable ({reason} within "
+                            f"{timeout:g} s); start it or pass another --tracking-uri") from None
+    if r.status_code >= 400:
+        raise VitbenchError(f"tracking server {mask_secrets(uri)} answered HTTP {r.status_code} at /health; "
+                            "is it an MLflow server?")
 
 
 def get_experiment_id(name: str, uri: str | None = None) -> str:
@@ -65,12 +100,14 @@ def get_experiment_id(name: str, uri: str | None = None) -> str:
     try:
         exp = mlflow.get_experiment_by_name(name)
         if exp is not None:
+            reap_orphans([exp.experiment_id])
             return exp.experiment_id
         return mlflow.create_experiment(name, artifact_location=default_artifact_root(uri))
     except MlflowException as e:
-        raise VitbenchError(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}") from None
+        raise VitbenchError(mask_secrets(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}")) from None
     except Exception as e:  # SQLAlchemy / network errors
-        raise VitbenchError(f"tracking store {uri} is not usable: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise VitbenchError(mask_secrets(f"tracking store {uri} is not usable: {type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:200]}")) from None
 
 
 @lru_cache(maxsize=1)
@@ -116,7 +153,7 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         "python_version": platform.python_version(),
         "vitbench_version": __version__,
         "git_commit": _git_commit(),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": mask_secrets(" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])),
     }
 
 
@@ -127,7 +164,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = "None" if v is None else str(v)
+            out[key] = "None" if v is None else mask_secrets(str(v))
     return out
 
 
@@ -153,23 +190,110 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
                            parent_run_id=parent_run_id, log_system_metrics=system_metrics or None,
                            nested=mlflow.active_run() is not None)
     rid = run.info.run_id
+    mlflow.set_tags({"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid())})
+    beat = Heartbeat(rid)
     try:
         yield rid
     except KeyboardInterrupt:
+        beat.stop()
         mlflow.set_tag("error", "interrupted (Ctrl-C or SIGTERM)")
-        mlflow.end_run("KILLED")
+        end(rid, "KILLED")
         raise
     except finished_on as e:  # a deliberate early stop (a pruned Optuna trial): not a failure
+        beat.stop()
         mlflow.set_tag("stopped_early", error_line(e))
-        mlflow.end_run("FINISHED")
+        end(rid, "FINISHED")
         raise
     except BaseException as e:
+        beat.stop()
         with contextlib.suppress(Exception):
-            mlflow.set_tag("error", error_line(e))
-        mlflow.end_run("FAILED")
+            mlflow.set_tag("error", mask_secrets(error_line(e)))
+        end(rid, "FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        beat.stop()
+        end(rid, "FINISHED")
+
+
+ENDED: dict[str, str] = {}  # run id -> status, for the runs this process ended
+
+
+def end(run_id: str, status: str) -> None:
+    import mlflow
+
+    mlflow.end_run(status)
+    ENDED[run_id] = status
+
+
+class Heartbeat:
+    """Stamps ``vitbench.heartbeat`` (Unix seconds) on a run every HEARTBEAT_SECONDS from a daemon thread,
+    so a run whose process died is recognisable from any machine."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id, self.done = run_id, threading.Event()
+        self._stamp()
+        self.thread = threading.Thread(target=self._loop, name="vitbench-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _stamp(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        with contextlib.suppress(Exception):  # a server that is away now may be back at the next beat
+            MlflowClient().set_tag(self.run_id, "vitbench.heartbeat", f"{time.time():.0f}")
+
+    def _loop(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            self._stamp()
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def _alive(pid: int, started_ms: int) -> bool:
+    """Whether the process that started a run still runs (a reused PID started later is another one)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= started_ms / 1000 + 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def orphan_reason(run, now: float | None = None) -> str | None:
+    """Why a RUNNING run is dead, or None: its process is gone (this host), or its heartbeat is older
+    than HEARTBEAT_TIMEOUT (another host). Runs vitbench did not start carry no host tag: left alone."""
+    tags = run.data.tags
+    host, pid, beat = tags.get("vitbench.host"), tags.get("vitbench.pid"), tags.get("vitbench.heartbeat")
+    if not host or not pid:
+        return None
+    when = float(beat) if beat else run.info.start_time / 1000
+    last = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if host == socket.gethostname():
+        if pid.isdigit() and not _alive(int(pid), run.info.start_time):
+            return f"process gone: pid {pid} on {host} no longer runs (last heartbeat {last})"
+        return None
+    silent = (now or time.time()) - when
+    if silent > HEARTBEAT_TIMEOUT:
+        return (f"process gone: no heartbeat from {host} since {last} "
+                f"({silent / 60:.0f} min; the timeout is {HEARTBEAT_TIMEOUT // 60} min)")
+    return None
+
+
+def reap_orphans(experiment_ids: list[str]) -> list[str]:
+    """End FAILED, with the reason as the ``error`` tag, every RUNNING run of these experiments whose
+    process died without closing it (SIGKILL, the OOM killer, a lost node). Returns their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    reaped = []
+    with contextlib.suppress(Exception):  # never let housekeeping stop the command the user asked for
+        for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=1000):
+            reason = orphan_reason(run)
+            if reason is not None:
+                client.set_tag(run.info.run_id, "error", reason)
+                client.set_terminated(run.info.run_id, "FAILED")
+                reaped.append(run.info.run_id)
+    return reaped
 
 
 def end_orphaned(run_id: str, status: str = "FAILED", reason: str = "") -> None:

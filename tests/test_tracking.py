@@ -1,0 +1,100 @@
+"""The record never lies about a run: secrets masked, an absent server named at once, dead runs ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from tests.test_run import TINY, runs
+from vitbench import tracking
+from vitbench.cli import app
+
+
+def test_passwords_are_masked_everywhere_they_could_show(monkeypatch):
+    assert tracking.mask_secrets("postgresql+psycopg://ann:s3cr3t@db:5432/optuna and http://bob:pw@h:5000") == \
+        "postgresql+psycopg://ann:***@db:5432/optuna and http://bob:***@h:5000"
+    assert tracking.mask_secrets("sqlite:///mlflow.db http://host:5000") == "sqlite:///mlflow.db http://host:5000"
+    monkeypatch.setattr(sys, "argv", ["vitbench", "sweep", "--storage", "postgresql+psycopg://ann:s3cr3t@db/optuna"])
+    assert "s3cr3t" not in tracking.environment_tags()["command"]
+    assert tracking.flatten({"storage": "postgresql://ann:s3cr3t@db/x"}) == {"storage": "postgresql://ann:***@db/x"}
+
+
+def test_a_bad_storage_url_error_hides_its_password(workdir, tiny_mnist):
+    res = CliRunner().invoke(app, ["sweep", "--storage", "postgresql+psycopg://ann:s3cr3t@127.0.0.1:1/optuna",
+                                   "--workers", "2", "--n-trials", "1", *TINY])
+    assert res.exit_code == 2 and "s3cr3t" not in res.output and "ann:***@" in res.stderr, res.output
+
+
+def test_an_unreachable_server_is_one_line_within_seconds_before_any_data(workdir):
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["run", "--tracking-uri", "http://ann:s3cr3t@127.0.0.1:1", "--data-dir",
+                                   str(workdir / "no-data-here"), *TINY])
+    assert time.perf_counter() - t0 < 10
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "tracking server http://ann:***@127.0.0.1:1 is not reachable" in err, err
+    assert "s3cr3t" not in res.output and "Traceback" not in res.output
+
+
+def _run_object(host: str, pid: str, beat_ago: float | None, started_ago: float = 3600):
+    now = time.time()
+    tags = {"vitbench.host": host, "vitbench.pid": pid}
+    if beat_ago is not None:
+        tags["vitbench.heartbeat"] = f"{now - beat_ago:.0f}"
+    return types.SimpleNamespace(data=types.SimpleNamespace(tags=tags),
+                                 info=types.SimpleNamespace(start_time=int((now - started_ago) * 1000)))
+
+
+def test_orphan_rules():
+    import socket
+
+    here = socket.gethostname()
+    assert tracking.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=0)) is None  # this process
+    # the same PID started after the run: another process that reused it
+    assert "no longer runs" in tracking.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=10 ** 7))
+    assert "pid 999999999 on" in tracking.orphan_reason(_run_object(here, "999999999", 5))
+    assert tracking.orphan_reason(_run_object("elsewhere", "12", 60)) is None
+    stale = tracking.orphan_reason(_run_object("elsewhere", "12", tracking.HEARTBEAT_TIMEOUT + 60))
+    assert "no heartbeat from elsewhere since" in stale and "the timeout is 15 min" in stale
+    assert tracking.orphan_reason(types.SimpleNamespace(data=types.SimpleNamespace(tags={}), info=None)) is None
+
+
+def test_a_sigkilled_run_is_ended_failed_by_the_next_command(workdir, tiny_mnist):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vitbench", "run", "--epochs", "1000", "--batch-size", "16", *TINY],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not proc.stdout.readline().startswith("epoch 1:"):
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (run,) = runs()
+    assert run.info.status == "RUNNING"  # nothing closed it
+    assert run.data.tags["vitbench.pid"] == str(proc.pid) and float(run.data.tags["vitbench.heartbeat"]) > 0
+    res = CliRunner().invoke(app, ["report", "--experiment", "vitbench-mnist", "--out", str(workdir / "r")])
+    assert res.exit_code == 2 and "none FINISHED" in res.stderr  # the only run was the killed one
+    dead = MlflowClient().get_run(run.info.run_id)
+    assert dead.info.status == "FAILED", dead.info.status
+    assert dead.data.tags["error"].startswith(f"process gone: pid {proc.pid} on ") and "last heartbeat" in dead.data.tags["error"]
+    # and a run that is alive is left alone: this process's own
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    with tracking.tracked_run(mlflow.get_experiment_by_name("vitbench-mnist").experiment_id, "alive") as rid:
+        assert tracking.reap_orphans([mlflow.get_experiment_by_name("vitbench-mnist").experiment_id]) == []
+        assert MlflowClient().get_run(rid).info.status == "RUNNING"
+    assert MlflowClient().get_run(rid).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("args", [["report", "--experiment", "x"], ["bench", "--variants", "sdpa"]])
+def test_unreachable_server_for_other_commands(workdir, args):
+    res = CliRunner().invoke(app, [*args, "--tracking-uri", "http://127.0.0.1:1"])
+    assert res.exit_code == 2 and "is not reachable" in res.stderr, res.output
