@@ -98,3 +98,80 @@ def test_a_sigkilled_run_is_ended_failed_by_the_next_command(workdir, tiny_mnist
 def test_unreachable_server_for_other_commands(workdir, args):
     res = CliRunner().invoke(app, [*args, "--tracking-uri", "http://127.0.0.1:1"])
     assert res.exit_code == 2 and "is not reachable" in res.stderr, res.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(root, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on loopback: SQLite backend, proxied artifacts (no shared filesystem)."""
+    import requests
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not start")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tiny_mnist):
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(workdir, port)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vitbench", "run", "--epochs", "4", "--batch-size", "16",
+                             "--tracking-uri", uri, "--quiet", *TINY], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("epoch 1:")) and proc.poll() is None:
+            lines.append(proc.stdout.readline())
+        run_id = next(line.split()[-1] for line in lines if line.startswith("mlflow run "))
+        _stop_server(server)  # gone in the middle of the run
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server.poll() is None:
+            _stop_server(server)
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out  # the training went on to the end
+    assert "Traceback" not in out and "epoch 4:" in out and "done: sdpa" in out
+    lost = [line for line in out.splitlines() if " lost (" in line]
+    assert len(lost) == 1 and f"vitbench sync {run_id}" in lost[0], out  # said once, with the command
+    unsent = workdir / "checkpoints" / run_id / "unsent.jsonl"
+    assert unsent.exists() and (workdir / "checkpoints" / run_id / "last.pt").exists()
+    server = _start_server(workdir, port)  # back
+    try:
+        res = CliRunner().invoke(app, ["sync", run_id, "--tracking-uri", uri])
+        assert res.exit_code == 0 and "sent" in res.output, res.output
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient()
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+        assert run.data.metrics["steps"] == 4 * 32 and "final_eval" in run.data.tags
+        arts = {a.path for d in ("plots", "checkpoint") for a in client.list_artifacts(run_id, d)}
+        assert {"checkpoint/last.pt", "plots/learning_curves.png"} <= arts
+        assert not unsent.exists() and unsent.with_name("sent.jsonl").exists()
+    finally:
+        _stop_server(server)
+        mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")

@@ -374,6 +374,21 @@ def inspect(
     inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
 
 
+@app.command()
+@cli_errors
+def sync(
+    run_id: Annotated[str, typer.Argument(help="the run whose records could not be sent")],
+    checkpoint_dir: Annotated[Path, typer.Option(help="where its checkpoints (and unsent records) are")] = Path("checkpoints"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Send what a run kept locally while its tracking server was away (metrics, tags, artifacts, status)."""
+    from vitbench.outbox import sync as send
+    from vitbench.tracking import connect
+
+    connect(tracking_uri)
+    send(run_id, checkpoint_dir, log=typer.echo)
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 

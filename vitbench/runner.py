@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -14,6 +14,7 @@ from vitbench.errors import VitbenchError
 from vitbench.loop import EpochCallback, Every, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
 from vitbench.models.registry import PRESETS
+from vitbench.outbox import Outbox
 from vitbench.progress import Display
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
@@ -95,8 +96,9 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
     import mlflow
 
+    box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags, parent_run_id=parent_run_id,
-                     system_metrics=system_metrics, finished_on=pruned_exceptions) as run_id:
+                     system_metrics=system_metrics, finished_on=pruned_exceptions, outbox=box) as run_id:
         if on_start is not None:
             on_start(run_id)
         if resume is None:
@@ -105,18 +107,10 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         else:
             mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
-
-        def log_epoch(epoch: int, metrics: dict) -> None:
-            mlflow.log_metrics(metrics, step=epoch)
-
-        def log_live(step: int, metrics: dict) -> None:  # queued: the training thread does not wait on the store
-            mlflow.log_metrics({f"live/{k}": v for k, v in metrics.items()}, step=step, synchronous=False)
-
-        def log_stopped(metrics: dict, tags: dict) -> None:
-            mlflow.log_metrics(metrics)
-            mlflow.set_tags(tags)
-
-        hooks = Hooks(epoch=[log_epoch, *(on_epoch or [])], live=log_live, stopped=log_stopped)
+        hooks = Hooks(epoch=[lambda epoch, metrics: box.metrics(metrics, step=epoch), *(on_epoch or [])],
+                      live=lambda step, metrics: box.metrics({f"live/{k}": v for k, v in metrics.items()}, step,
+                                                             wait=False),
+                      stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)))
         try:
             with display or Display("off", log=log) as shown:
                 result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
@@ -125,37 +119,39 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             with contextlib.suppress(Exception):
                 mlflow.flush_async_logging()
             if ckpt.exists():
-                with contextlib.suppress(Exception):
-                    mlflow.log_artifact(str(ckpt), "checkpoint")
+                box.artifact(ckpt, "checkpoint")
             raise
-        mlflow.flush_async_logging()
-        mlflow.set_tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
-                         "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
-        mlflow.log_metrics(result.final_metrics())
-        log_artifacts(result, cfg, model_cfg, splits, ckpt)
+        with contextlib.suppress(Exception):
+            mlflow.flush_async_logging()
+        box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
+                  "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
+        box.metrics(result.final_metrics())
+        log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
     return RunOutcome(run_id, result)
 
 
-def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path) -> None:
-    import mlflow
-
-    mlflow.log_dict({"train": asdict(cfg), "model": model_cfg.to_dict(), "eval_set": splits.eval_set},
-                    "config.json")
+def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path,
+                  box: Outbox) -> None:
     title = f"{cfg.variant} on {cfg.dataset}"
     classes = class_names(splits.info)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if result.history:
-            plots.learning_curves(result.history, tmp / "learning_curves.png", title)
-        if result.predictions is not None:
-            plots.confusion_matrix(result.predictions, result.labels, classes, tmp / "confusion_matrix.png",
-                                   f"{title}: confusion matrix ({splits.eval_set} set)")
-            plots.prediction_grid(splits.eval_images[:32], result.predictions[:32], result.labels[:32], classes,
-                                  tmp / "predictions.png", f"{title}: predictions")
-        for png in sorted(tmp.glob("*.png")):
-            mlflow.log_artifact(str(png), "plots")
+    folder = ckpt.parent  # kept beside the checkpoint: an offline run's artifacts must outlive this call
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.json"
+    config.write_text(json.dumps({"train": asdict(cfg), "model": model_cfg.to_dict(), "eval_set": splits.eval_set},
+                                 indent=2))
+    box.artifact(config)
+    plot_dir = folder / "plots"
+    if result.history:
+        plots.learning_curves(result.history, plot_dir / "learning_curves.png", title)
+    if result.predictions is not None:
+        plots.confusion_matrix(result.predictions, result.labels, classes, plot_dir / "confusion_matrix.png",
+                               f"{title}: confusion matrix ({splits.eval_set} set)")
+        plots.prediction_grid(splits.eval_images[:32], result.predictions[:32], result.labels[:32], classes,
+                              plot_dir / "predictions.png", f"{title}: predictions")
+    for png in sorted(plot_dir.glob("*.png")):
+        box.artifact(png, "plots")
     if ckpt.exists():
-        mlflow.log_artifact(str(ckpt), "checkpoint")
+        box.artifact(ckpt, "checkpoint")
 
 
 def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str | None) -> Path:

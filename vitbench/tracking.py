@@ -22,6 +22,7 @@ import torch
 
 from vitbench import __version__
 from vitbench.errors import VitbenchError
+from vitbench.outbox import Outbox
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
 HEARTBEAT_SECONDS = 60  # how often a running run stamps its heartbeat tag
@@ -177,7 +178,7 @@ def error_line(exc: BaseException) -> str:
 def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
                 tags: dict | None = None, parent_run_id: str | None = None,
                 system_metrics: bool = False,
-                finished_on: tuple[type[BaseException], ...] = ()) -> Iterator[str]:
+                finished_on: tuple[type[BaseException], ...] = (), outbox: Outbox | None = None) -> Iterator[str]:
     """Start (or, with ``run_id``, continue) a run; yield its id; end it FINISHED, KILLED or FAILED.
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the engine maps it) ends the run KILLED; any other
@@ -190,39 +191,34 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
                            parent_run_id=parent_run_id, log_system_metrics=system_metrics or None,
                            nested=mlflow.active_run() is not None)
     rid = run.info.run_id
+    box = outbox or Outbox("checkpoints", "")
+    box.run_id = rid
     mlflow.set_tags({"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid())})
     beat = Heartbeat(rid)
+
+    def end(status: str, tags: dict | None = None) -> None:
+        beat.stop()
+        if tags:
+            box.tags(tags)
+        box.end(status)
+        ENDED[rid] = status
+
     try:
         yield rid
     except KeyboardInterrupt:
-        beat.stop()
-        mlflow.set_tag("error", "interrupted (Ctrl-C or SIGTERM)")
-        end(rid, "KILLED")
+        end("KILLED", {"error": "interrupted (Ctrl-C or SIGTERM)"})
         raise
     except finished_on as e:  # a deliberate early stop (a pruned Optuna trial): not a failure
-        beat.stop()
-        mlflow.set_tag("stopped_early", error_line(e))
-        end(rid, "FINISHED")
+        end("FINISHED", {"stopped_early": error_line(e)})
         raise
     except BaseException as e:
-        beat.stop()
-        with contextlib.suppress(Exception):
-            mlflow.set_tag("error", mask_secrets(error_line(e)))
-        end(rid, "FAILED")
+        end("FAILED", {"error": mask_secrets(error_line(e))})
         raise
     else:
-        beat.stop()
-        end(rid, "FINISHED")
+        end("FINISHED")
 
 
 ENDED: dict[str, str] = {}  # run id -> status, for the runs this process ended
-
-
-def end(run_id: str, status: str) -> None:
-    import mlflow
-
-    mlflow.end_run(status)
-    ENDED[run_id] = status
 
 
 class Heartbeat:
