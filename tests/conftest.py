@@ -3,10 +3,17 @@ and an isolated working directory (so mlflow.db / mlruns / checkpoints land in t
 
 from __future__ import annotations
 
+import glob
 import gzip
 import os
 import shutil
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +93,65 @@ def gz(path: Path) -> None:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL server on loopback; initdb refuses root, so it runs as 'postgres'."""
+    if not BIN:
+        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
+    bindir = BIN[-1]
+    data = Path(tempfile.mkdtemp(prefix="vitbench-pg-"))  # pytest's tmp is private to root
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run([*as_user, f"{bindir}/initdb", "-D", str(data), "-U", "vitbench", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=vitbench dbname=postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE optuna")
+            conn.execute("CREATE DATABASE mlflow")
+        yield f"postgresql+psycopg://vitbench@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+
+def start_mlflow_server(backend: str, artifacts: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on loopback with proxied artifacts (no shared filesystem); waits for /health."""
+    import requests
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.5)
+    stop_server(proc)
+    pytest.fail("mlflow server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,41 +18,6 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.postgres
-BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres():
-    """A throw-away PostgreSQL server on loopback; initdb refuses root, so it runs as 'postgres'."""
-    if not BIN:
-        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
-    bindir = BIN[-1]
-    data = Path(tempfile.mkdtemp(prefix="vitbench-pg-"))  # pytest's tmp is private to root
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run([*as_user, f"{bindir}/initdb", "-D", str(data), "-U", "vitbench", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        import psycopg
-
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=vitbench dbname=postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE optuna")
-            conn.execute("CREATE DATABASE mlflow")
-        yield f"postgresql+psycopg://vitbench@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_three_workers_survive_a_sigkill(workdir, tiny_mnist, postgres):

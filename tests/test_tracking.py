@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, start_mlflow_server, stop_server
 from tests.test_run import TINY, runs
 from vitbench import tracking
 from vitbench.cli import app
@@ -100,42 +100,10 @@ def test_unreachable_server_for_other_commands(workdir, args):
     assert res.exit_code == 2 and "is not reachable" in res.stderr, res.output
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(root, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on loopback: SQLite backend, proxied artifacts (no shared filesystem)."""
-    import requests
-
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start")
-
-
-def _stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-
-
 def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tiny_mnist):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _start_server(workdir, port)
+    server = start_mlflow_server(f"sqlite:///{workdir / 'server.db'}", workdir / "artifacts", port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "vitbench", "run", "--epochs", "4", "--batch-size", "16",
                              "--tracking-uri", uri, "--quiet", *TINY], cwd=workdir, env=env,
@@ -145,13 +113,13 @@ def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tin
         while not (lines and lines[-1].startswith("epoch 1:")) and proc.poll() is None:
             lines.append(proc.stdout.readline())
         run_id = next(line.split()[-1] for line in lines if line.startswith("mlflow run "))
-        _stop_server(server)  # gone in the middle of the run
+        stop_server(server)  # gone in the middle of the run
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
         if server.poll() is None:
-            _stop_server(server)
+            stop_server(server)
     out = "".join(lines) + out
     assert proc.returncode == 0, out  # the training went on to the end
     assert "Traceback" not in out and "epoch 4:" in out and "done: sdpa" in out
@@ -159,7 +127,7 @@ def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tin
     assert len(lost) == 1 and f"vitbench sync {run_id}" in lost[0], out  # said once, with the command
     unsent = workdir / "checkpoints" / run_id / "unsent.jsonl"
     assert unsent.exists() and (workdir / "checkpoints" / run_id / "last.pt").exists()
-    server = _start_server(workdir, port)  # back
+    server = start_mlflow_server(f"sqlite:///{workdir / 'server.db'}", workdir / "artifacts", port)  # back
     try:
         res = CliRunner().invoke(app, ["sync", run_id, "--tracking-uri", uri])
         assert res.exit_code == 0 and "sent" in res.output, res.output
@@ -173,5 +141,5 @@ def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tin
         assert {"checkpoint/last.pt", "plots/learning_curves.png"} <= arts
         assert not unsent.exists() and unsent.with_name("sent.jsonl").exists()
     finally:
-        _stop_server(server)
+        stop_server(server)
         mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
