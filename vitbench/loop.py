@@ -102,26 +102,26 @@ class Monitor:
         self.next_live = time.perf_counter() + (live.seconds or float("inf"))
         self.projected = False
         self.start: tuple[int, float] | None = None  # (step, training seconds) when the monitor started
-        self.window = (0, 0.0, 0.0, 0.0, 0.0)  # step, loss sum, correct, images, time at the last read
+        self.window = (0.0, 0.0, 0.0, 0.0)  # loss sum, correct, images, time at the last read
+        self.live_steps = live.steps if self.on_live is not None else None
 
     def start_epoch(self, pos: dict, t0: float) -> None:
-        self.window = (pos["global_step"], 0.0, 0.0, 0.0, t0)  # the step's sums were just reset
+        self.window = (0.0, 0.0, 0.0, t0)  # the step's sums were just reset
         if self.start is None:
             self.start = (pos["global_step"], pos["train_seconds"])
 
     def after_step(self, pos: dict, t0: float) -> None:
-        step_due = self.live.steps is not None and self.on_live is not None and pos["global_step"] % self.live.steps == 0
+        step_due = self.live_steps is not None and pos["global_step"] % self.live_steps == 0
         if step_due or time.perf_counter() >= self.next_check:
             self.check(pos, t0, step_due)
 
     def check(self, pos: dict, t0: float, step_due: bool = False) -> None:
-        loss_sum, correct, n = self.trainer.stats.tolist()  # the sync
-        bad = int(self.trainer.first_bad)
+        loss_sum, correct, n, bad = self.trainer.read_sums()  # the sync
         if bad >= 0:
             raise NonFiniteLoss(bad + 1, self.cfg.lr)
         now = time.perf_counter()
-        step0, loss0, correct0, n0, time0 = self.window
-        self.window = (pos["global_step"], loss_sum, correct, n, now)
+        loss0, correct0, n0, time0 = self.window
+        self.window = (loss_sum, correct, n, now)
         self.next_check = now + self.every
         images = n - n0
         if images <= 0:

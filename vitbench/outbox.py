@@ -8,6 +8,7 @@ line says so, and training goes on. ``vitbench sync RUN_ID`` sends the file once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -47,15 +48,18 @@ class Outbox:
         sys.stderr.flush()
 
     def metrics(self, metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
+        """``wait=False`` (live metrics): queued, the training thread does not wait on the store."""
         import mlflow
 
-        if not wait and not self.offline:  # live metrics: queued, the training thread does not wait
-            try:
-                mlflow.log_metrics(metrics, step=step, synchronous=False)
-                return
-            except Exception as e:
-                self._go_offline(e)
-        self._send({"metrics": metrics, "step": step}, lambda: mlflow.log_metrics(metrics, step=step))
+        self._send({"metrics": metrics, "step": step},
+                   lambda: mlflow.log_metrics(metrics, step=step, synchronous=wait))
+
+    def flush(self) -> None:
+        """Send what ``wait=False`` queued (a store that is gone already switched the run offline)."""
+        import mlflow
+
+        with contextlib.suppress(Exception):
+            mlflow.flush_async_logging()
 
     def tags(self, tags: dict[str, str]) -> None:
         import mlflow
@@ -72,14 +76,13 @@ class Outbox:
         """The run's final status; when offline, recorded for `vitbench sync` (the local run is closed)."""
         import mlflow
 
-        if self.offline:
-            self._send({"end": status}, lambda: None)
         try:
             mlflow.end_run(status)  # pops the local run first, then tells the store
         except Exception as e:
             if not self.offline:
                 self._go_offline(e)
-                self._send({"end": status}, lambda: None)
+        if self.offline:
+            self._send({"end": status}, lambda: None)
 
 
 def sync(run_id: str, folder: str | Path, log: Callable[[str], None] = print) -> int:
@@ -87,7 +90,7 @@ def sync(run_id: str, folder: str | Path, log: Callable[[str], None] = print) ->
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    path = Path(folder) / run_id / "unsent.jsonl"
+    path = Outbox(folder, "", run_id).path
     if not path.exists():
         raise VitbenchError(f"nothing to send for run {run_id}: no {path}")
     client = MlflowClient()

@@ -106,7 +106,6 @@ def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
     t["short"] = [s if isinstance(s, str) and s else lab for s, lab in zip(t["short"], t["label"], strict=True)]
     mean_rate = t.get("metrics.train_images_per_sec_mean", pd.Series(float("nan"), index=t.index))
     t["thr"] = mean_rate.fillna(t.get("metrics.train_images_per_sec"))
-    t["train_images_per_sec"] = t["thr"]
     t["acc"] = t["metrics.final_val_acc"]
     t["mem"] = t["metrics.peak_memory_mb"]
     t["budget"] = t.apply(budget_of, axis=1)

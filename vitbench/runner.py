@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -116,13 +115,11 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                 result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
                                display=shown, live=live, name=run_name or cfg.variant, log=log)
         except BaseException:
-            with contextlib.suppress(Exception):
-                mlflow.flush_async_logging()
             if ckpt.exists():
                 box.artifact(ckpt, "checkpoint")
             raise
-        with contextlib.suppress(Exception):
-            mlflow.flush_async_logging()
+        finally:
+            box.flush()  # the live metrics queued during training
         box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
                   "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
         box.metrics(result.final_metrics())

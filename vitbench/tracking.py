@@ -191,7 +191,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
                            parent_run_id=parent_run_id, log_system_metrics=system_metrics or None,
                            nested=mlflow.active_run() is not None)
     rid = run.info.run_id
-    box = outbox or Outbox("checkpoints", "")
+    box = outbox or Outbox("checkpoints", mlflow.get_tracking_uri())
     box.run_id = rid
     mlflow.set_tags({"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid())})
     beat = Heartbeat(rid)

@@ -305,10 +305,15 @@ class Trainer:
         return [*self.model.parameters(), *self.model.buffers()]
 
     # -- statistics and evaluation ----------------------------------------------------------------
+    def read_sums(self) -> tuple[float, float, float, int]:
+        """(loss sum, correct, images, first non-finite step or -1) since the last reset; syncs."""
+        loss_sum, correct, n = self.stats.tolist()
+        return loss_sum, correct, n, int(self.first_bad)
+
     def read_stats(self) -> tuple[float, float, float, int]:
         """(mean loss, accuracy, images, first non-finite step or -1) since the last reset; syncs."""
-        loss_sum, correct, n = self.stats.tolist()
-        return loss_sum / max(n, 1), correct / max(n, 1), n, int(self.first_bad)
+        loss_sum, correct, n, bad = self.read_sums()
+        return loss_sum / max(n, 1), correct / max(n, 1), n, bad
 
     @torch.inference_mode()
     def evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None = None
