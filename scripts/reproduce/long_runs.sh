@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces results/long_runs.md: what `vitbench run` shows while a long run trains and what a stopped
-# run keeps (issue 13). GPU: one H100 (device kind nvidia-h100-x1). Run from the repository root, on the
+# run keeps. GPU: one H100 (device kind nvidia-h100-x1). Run from the repository root, on the
 # device after `source .device/gpu/prelude.sh`:
 #   bash scripts/reproduce/long_runs.sh headline   # the headline command, SIGINT after 60 s; --time-budget 60
 #   bash scripts/reproduce/long_runs.sh naive      # naive attention's train images/s before / after
@@ -46,10 +46,10 @@ naive)
   else git show 25c22fe:vitbench/models/attention.py >"$before/vitbench/models/attention.py"; fi
   args=(bench --variants naive-msa --preset mnist --batch-sizes 64 --mode train --warmup 2 --repeats 10
         --max-seconds 40 --tracking-uri "$U")
-  for round in 1 2; do
-    echo "== round $round: before (loops re-slice the qkv weights for every sample)"
+  for repeat in 1 2; do
+    echo "== repeat $repeat: before (loops re-slice the qkv weights for every sample)"
     (cd "$before" && PYTHONPATH="$before:$PYTHONPATH" python3 -m vitbench "${args[@]}" --quiet | grep "train:")
-    echo "== round $round: after (slices cut once per call, F.linear)"
+    echo "== repeat $repeat: after (slices cut once per call, F.linear)"
     python3 -m vitbench "${args[@]}" --quiet | grep "train:"
   done
   ;;
