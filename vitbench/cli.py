@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +35,11 @@ def cli_errors(fn):
         except VitbenchError as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except KeyboardInterrupt:
+            from vitbench.distributed import lead
             from vitbench.tracking import ENDED
+
+            if not lead():  # a data-parallel rank: rank 0 speaks for the run
+                raise typer.Exit(130) from None
 
             killed = [rid for rid, status in ENDED.items() if status == "KILLED"]
             typer.echo(f"interrupted: run {killed[-1]} was ended KILLED and a checkpoint written" if killed
@@ -159,8 +164,12 @@ def run(
     recipe: Annotated[str | None, typer.Option(help="a named set of options, e.g. mnist-fast (see README); "
                                                     "options given explicitly win")] = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
+    gpus: Annotated[int, typer.Option(help="data-parallel training on N GPUs of this host: N processes through "
+                                           "torch.distributed.run, DistributedDataParallel, --batch-size the "
+                                           "global batch (with --device cpu: N CPU processes on gloo)")] = 1,
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
+    from vitbench import distributed
     from vitbench.loop import Every
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
     from vitbench.train import TrainConfig, load_checkpoint, recipe_options
@@ -176,18 +185,41 @@ def run(
     else:
         cfg = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
         model_cfg = model_config_for(variant, dataset, preset, **pick(values, MODEL_KEYS))
+    if gpus > 1 and not distributed.in_rank():
+        launch(gpus, cfg, tracking_uri, experiment)
+    if distributed.in_rank():
+        cfg = replace(cfg, device=str(distributed.init(cfg.device)))
+        shown = shown if distributed.lead() else display(True, progress_interval)
     outcome = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
                              resume_run_id=resume, resume_checkpoint=checkpoint,
                              checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
                              on_start=lambda rid: typer.echo(f"mlflow run {rid}"),
                              tags={"recipe": recipe} if recipe else None, display=shown, live=live)
+    speaks = distributed.lead()
+    distributed.close()
+    if not speaks:
+        return
     r = outcome.result
     typer.echo(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
         f"train {r.train_seconds:.2f} s ({r.steps} steps, stopped by {r.stopped_by}) | "
         f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
+        + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
     )
+
+
+def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> None:
+    """`run --gpus N`: check, prepare the tracking store once, then run this same command as N ranks."""
+    from vitbench import distributed
+    from vitbench.runner import default_experiment
+    from vitbench.tracking import connect, get_experiment_id
+
+    distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader)
+    get_experiment_id(experiment or default_experiment(cfg.dataset), connect(tracking_uri))
+    typer.echo(f"data-parallel: {gpus} ranks on this host through torch.distributed.run, global batch "
+               f"{cfg.batch_size} ({cfg.batch_size // gpus} per rank)")
+    raise typer.Exit(distributed.launch(gpus, sys.argv[1:]))
 
 
 @app.command()

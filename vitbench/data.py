@@ -31,12 +31,10 @@ class DatasetInfo:
     std: tuple[float, ...]
     augment: str  # training augmentation by default: none | crop | crop-flip
     crop_padding: int  # zero padding of the random crop, pixels per side
-    folder: str  # where torchvision looks, under the data root
+    folder: str  # where torchvision looks, under the data root (an ImageFolder: its path)
     files: tuple[str, ...]
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (1, 28, 28) if self.preset == "mnist" else (3, 32, 32)
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images a model sees
+    synthetic: bool = False  # random images with fixed random labels: throughput only
 
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -47,9 +45,10 @@ DATASETS: dict[str, DatasetInfo] = {
                                  "FashionMNIST/raw", _IDX),
     "cifar10": DatasetInfo("cifar10", "CIFAR10", "cifar10", 10, (0.4914, 0.4822, 0.4465),
                            (0.2470, 0.2435, 0.2616), "crop-flip", 4, "cifar-10-batches-py",
-                           tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
+                           tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"), (3, 32, 32)),
     "cifar100": DatasetInfo("cifar100", "CIFAR100", "cifar10", 100, (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762), "crop-flip", 4, "cifar-100-python", ("train", "test", "meta")),
+                            (0.2673, 0.2564, 0.2762), "crop-flip", 4, "cifar-100-python", ("train", "test", "meta"),
+                            (3, 32, 32)),
 }
 
 _HOWTO = {
@@ -61,9 +60,21 @@ _HOWTO = {
 }
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
+DATASET_NAMES = (*DATASETS, "synthetic", "imagefolder:PATH")
+
+
+def get_dataset_info(name: str, shape: tuple[int, int, int] | None = None, num_classes: int | None = None
+                     ) -> DatasetInfo:
+    """A torchvision dataset's fixed description; for ``synthetic`` and ``imagefolder:PATH`` the image
+    shape (and, synthetic, the classes) come from the model's preset: ``shape``, ``num_classes``."""
+    from vitbench import images
+
+    if name == "synthetic":
+        return images.synthetic_info(shape, num_classes)
+    if name.startswith("imagefolder:"):
+        return images.folder_info(name, shape)
     if name not in DATASETS:
-        raise VitbenchError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise VitbenchError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     return DATASETS[name]
 
 
@@ -152,10 +163,20 @@ class Splits:
     eval_set: str  # "test" (official) or "val:<fraction>" (held out of the training set)
     train_index: torch.Tensor | None = None  # into the torchvision train set (val split), for DataLoader
     eval_index: torch.Tensor | None = None
+    resident: bool = True  # False: an ImageFolder too large for memory; images are read from disk per batch
 
 
-def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, seed: int = 0) -> Splits:
-    info, root = get_dataset_info(name), data_root(data_dir)
+def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, seed: int = 0,
+                info: DatasetInfo | None = None, resident: bool = True) -> Splits:
+    """Train and evaluation images; ``info`` describes a synthetic or ImageFolder dataset (its shape);
+    ``resident=False`` lets an ImageFolder be streamed from disk instead of decoded into memory."""
+    from vitbench import images
+
+    info, root = info or get_dataset_info(name), data_root(data_dir)
+    if info.synthetic:
+        return images.synthetic_splits(info)
+    if info.torchvision_class == "ImageFolder":
+        return images.folder_splits(info, val_split, seed, resident)
     x, y = load_tensors(name, root, train=True)
     if val_split:
         tr, va = split_indices(len(x), val_split, seed)
@@ -179,11 +200,15 @@ def resolve_augment(augment: str | None, info: DatasetInfo) -> str:
     return augment
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch and (``flip``) random horizontal flip, on x's device."""
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True,
+                     whole: int | None = None, part: slice = slice(None)) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch and (``flip``) random horizontal flip, on x's device.
+    With ``whole``, x is the ``part`` of a batch of that size: the draws are made for the whole batch and
+    x gets its part of them, as a data-parallel rank gets its share of the single-process batch."""
     B, C, H, W = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zero-filled
-    oy, ox, flips = torch.randint(0, 2 * pad + 1, (3, B), device=x.device, generator=generator)
+    draws = torch.randint(0, 2 * pad + 1, (3, whole or B), device=x.device, generator=generator)
+    oy, ox, flips = draws[:, part]
     rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
     cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     out = padded[torch.arange(B, device=x.device)[:, None, None, None],
@@ -196,13 +221,19 @@ class DeviceLoader:
 
     Training batches are shuffled by ``epoch_order`` and the last partial batch is dropped (static
     shapes); augmentation randomness is seeded per (seed, step), so a resumed run sees the same.
+    ``shard`` (rank, world size): a data-parallel rank's loader yields its 1/world of each batch of
+    ``batch_size`` (the global batch), so the ranks together see what one process would.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, batch_size: int,
-                 device: torch.device, train: bool, seed: int = 0, augment: str | None = None) -> None:
+                 device: torch.device, train: bool, seed: int = 0, augment: str | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
+        rank, world = shard if train else (0, 1)
+        share = batch_size // world
+        self.part = slice(rank * share, (rank + 1) * share)
         self.augment = resolve_augment(augment, info) if train else "none"
         self.pad = info.crop_padding
         self.mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
@@ -218,11 +249,12 @@ class DeviceLoader:
         order = epoch_order(n, self.seed, epoch).to(self.device) if self.train else None
         for step in range(start, len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            idx = order[sl] if order is not None else sl
+            idx = order[sl][self.part] if order is not None else sl
             x = self.images[idx]
             if self.augment != "none":  # on the uint8 pixels, so the padding is black as in torchvision
                 self.generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step)
-                x = random_crop_flip(x, self.generator, self.pad, flip=self.augment == "crop-flip")
+                x = random_crop_flip(x, self.generator, self.pad, flip=self.augment == "crop-flip",
+                                     whole=self.batch_size, part=self.part)
             yield normalize(x, self.mean, self.std), self.labels[idx]
 
 
@@ -256,8 +288,13 @@ class TorchLoader:
             steps.insert(0, T.RandomHorizontalFlip())
         if augment != "none":
             steps.insert(0, T.RandomCrop(info.image_shape[1], padding=info.crop_padding))
-        official_train = train or splits.eval_set != "test"
-        ds = open_dataset(info.name, splits.root, official_train, transform=T.Compose(steps))
+        official_train = train or splits.eval_index is not None  # a held-out split comes from the train set
+        if info.torchvision_class == "ImageFolder":
+            from vitbench.images import open_folder
+
+            ds = open_folder(info, official_train, steps)
+        else:
+            ds = open_dataset(info.name, splits.root, official_train, transform=T.Compose(steps))
         index = splits.train_index if train else splits.eval_index
         if index is not None:
             ds = Subset(ds, index.tolist())

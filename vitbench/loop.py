@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from vitbench.data import Splits
+from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params
 from vitbench.progress import Display, duration
@@ -123,10 +124,10 @@ class Monitor:
         loss0, correct0, n0, time0 = self.window
         self.window = (loss_sum, correct, n, now)
         self.next_check = now + self.every
-        images = n - n0
+        images = n - n0  # this rank's; every rank takes an equal share of each batch
         if images <= 0:
             return
-        rate = images / max(now - time0, 1e-9)
+        rate = images * self.trainer.world / max(now - time0, 1e-9)
         window = {"train_loss": (loss_sum - loss0) / images, "train_acc": (correct - correct0) / images,
                   "train_images_per_sec": rate}
         elapsed = pos["train_seconds"] + now - t0
@@ -197,6 +198,7 @@ class Loop:
         self.train_loader, self.eval_loader = loaders
         self.monitor, self.hooks, self.checkpoint_path, self.log = monitor, hooks, checkpoint_path, log
         self.device = trainer.device
+        self.world, self.lead = trainer.world, lead()
         self.spe = len(self.train_loader)
         self.pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
                     "best_val_acc": 0.0}
@@ -218,12 +220,12 @@ class Loop:
             save_checkpoint(self.trainer.state_dict(dict(self.pos, history=self.result.history)), self.checkpoint_path)
 
     def run(self) -> None:
-        signals = DeferredSignals()
+        signals = DeferredSignals(escalate=self.world == 1)
         try:
             while self.pos["epoch"] < self.cfg.epochs and self.stop is None:
                 self.train_epoch(signals)
                 self.end_epoch()
-                signals.check()
+                self.stop_if_signalled(signals)
         except BaseException as e:
             self.stopped(e)
             raise
@@ -232,7 +234,7 @@ class Loop:
             self.monitor.close()
 
     def train_epoch(self, signals: DeferredSignals) -> None:
-        cfg, pos, trainer = self.cfg, self.pos, self.trainer
+        pos, trainer = self.pos, self.trainer
         trainer.stats.zero_()
         synchronize(self.device)
         t0 = self.epoch_t0 = time.perf_counter()
@@ -242,25 +244,50 @@ class Loop:
             trainer.run_step(x, y)
             pos["batch"] += 1
             pos["global_step"] += 1
-            signals.check()  # Ctrl-C / SIGTERM take effect between steps, never inside one
             self.monitor.after_step(pos, t0)
-            if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
-                self.stop = "max_steps"
-            elif cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget:
-                self.stop = "time_budget"
-            if self.stop:
+            if self.stop_rules(signals, t0):
                 break
         synchronize(self.device)
         self.seconds = time.perf_counter() - t0
         pos["train_seconds"] += self.seconds
         self.epoch_t0 = None
 
+    def stop_rules(self, signals: DeferredSignals, t0: float) -> bool:
+        """Between steps: Ctrl-C / SIGTERM (raised here, never inside a step), --max-steps, --time-budget.
+        Data-parallel ranks decide together every AGREE_EVERY steps, so they stop at the same step."""
+        cfg, pos = self.cfg, self.pos
+        over = cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget
+        if self.world == 1:
+            signals.check()
+        elif pos["global_step"] % AGREE_EVERY == 0:
+            over = self.stop_if_signalled(signals, over)
+        else:
+            over = False
+        if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
+            self.stop = "max_steps"
+        elif over:
+            self.stop = "time_budget"
+        return self.stop is not None
+
+    def stop_if_signalled(self, signals: DeferredSignals, over: bool = False) -> bool:
+        """Raise KeyboardInterrupt if this process (any rank) was signalled; whether any rank is over budget."""
+        if self.world == 1:
+            signals.check()
+            return over
+        signalled, over = agree(self.device, signals.received is not None, over)
+        if signalled:
+            raise KeyboardInterrupt("signal on a data-parallel rank")
+        return over
+
     def end_epoch(self) -> None:
         cfg, pos, trainer = self.cfg, self.pos, self.trainer
         epoch = pos["epoch"]
-        loss, acc, n, bad = trainer.read_stats()
+        loss, acc, n, bad = trainer.read_stats(every_rank=True)
         if bad >= 0:
             raise NonFiniteLoss(bad + 1, cfg.lr)
+        if not self.lead:  # rank 0 evaluates, records and checkpoints for every rank
+            pos["epoch"], pos["batch"] = (epoch + 1, 0) if pos["batch"] >= self.spe else (epoch, pos["batch"])
+            return
         t_eval = time.perf_counter()
         val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
         metrics = {
@@ -294,6 +321,8 @@ class Loop:
         """A run that did not end normally keeps what it did: a checkpoint of the exact position (Ctrl-C),
         training time, steps, images, throughput, and a validation pass that fits in a few seconds."""
         interrupted = isinstance(e, KeyboardInterrupt)
+        if not self.lead:
+            return
         with contextlib.suppress(Exception):
             metrics = self.done_so_far()
             if interrupted:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vitbench import plots
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
+from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError
 from vitbench.loop import EpochCallback, Every, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
@@ -27,21 +28,49 @@ CLASS_NAMES = {
 
 
 def class_names(info: DatasetInfo) -> list[str]:
+    if info.torchvision_class == "ImageFolder":
+        return list(info.files)
     return CLASS_NAMES.get(info.name, [str(i) for i in range(info.num_classes)])
 
 
-def model_config_for(variant: str, dataset: str, preset: str | None = None, **overrides) -> ViTConfig:
-    """The variant at its dataset's preset size (or ``preset``), with the dataset's shape and classes."""
+def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
+    """The dataset's description and the preset its model takes: the dataset's own preset unless one is
+    given; a synthetic or ImageFolder dataset takes its image shape (synthetic: its classes) from it."""
     info = get_dataset_info(dataset)
     preset = preset or info.preset
     if preset not in PRESETS:
         raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if info.synthetic or info.torchvision_class == "ImageFolder":
+        p = PRESETS[preset]
+        info = get_dataset_info(dataset, (p["in_chans"], p["image_size"], p["image_size"]), p["num_classes"])
+    return info, preset
+
+
+def dataset_for(dataset: str, model_cfg: ViTConfig) -> DatasetInfo:
+    """The dataset as ``model_cfg`` sees it; a torchvision dataset's fixed shape must match the model."""
+    shape = (model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size)
+    info = get_dataset_info(dataset, shape, model_cfg.num_classes)
+    if shape != info.image_shape:
+        raise VitbenchError(f"model input {shape} does not match {dataset} images {info.image_shape}")
+    return info
+
+
+def model_config_for(variant: str, dataset: str, preset: str | None = None, **overrides) -> ViTConfig:
+    """The variant at its dataset's preset size (or ``preset``), with the dataset's shape and classes."""
+    info, preset = shaped(dataset, preset)
     c, h, _ = info.image_shape
     shape = {"image_size": h, "in_chans": c, "num_classes": info.num_classes}
     for k, v in shape.items():
         if overrides.get(k) not in (None, v):
             raise VitbenchError(f"{dataset} has {k} {v}, but {overrides[k]} was asked for")
     return resolve_config(variant, preset, **{**overrides, **shape})
+
+
+def default_experiment(dataset: str) -> str:
+    """vitbench-mnist, vitbench-synthetic, vitbench-imagefolder-<folder name>."""
+    if dataset.startswith("imagefolder:"):
+        return f"vitbench-imagefolder-{Path(dataset.split(':', 1)[1]).expanduser().resolve().name}"
+    return f"vitbench-{dataset}"
 
 
 def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None = None) -> str:
@@ -77,21 +106,26 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
     device = resolve_device(cfg.device)
-    info = get_dataset_info(cfg.dataset)
-    if (model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size) != info.image_shape:
-        raise VitbenchError(f"model input {(model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size)} "
-                            f"does not match {cfg.dataset} images {info.image_shape}")
+    info = dataset_for(cfg.dataset, model_cfg)
     resume = resume_checkpoint
     if resume_run_id and resume is None:
         resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking_uri))
+    if world_size() > 1:  # a data-parallel rank: rank 0 records for all of them
+        tags = {**(tags or {}), **rank_tags(device)}
+        if not lead():
+            result = train(cfg, model_cfg, splits or load_data(cfg, info, lambda s: None), resume=resume,
+                           log=lambda s: None)
+            return RunOutcome("", result)
     uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
-    splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed)
-    exp_id = get_experiment_id(experiment or f"vitbench-{cfg.dataset}", uri)  # bad data: no store written
+    splits = splits or load_data(cfg, info, log)
+    exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
     run_tags = {
         "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
         **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},
         **environment_tags(device), **(tags or {}),
     }
+    if info.synthetic:
+        run_tags["synthetic"] = "true: random images and labels, throughput only"
     name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
     import mlflow
 
@@ -125,6 +159,15 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         box.metrics(result.final_metrics())
         log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
     return RunOutcome(run_id, result)
+
+
+def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -> Splits:
+    splits = load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, info, resident=cfg.loader != "dataloader")
+    if not splits.resident and cfg.loader != "dataloader":
+        log(f"note: {cfg.dataset} does not fit in memory; its images are read from disk per batch (DataLoader)")
+    if info.synthetic:
+        log("note: synthetic data (random images, fixed random labels): throughput only, accuracy means nothing")
+    return splits
 
 
 def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path,

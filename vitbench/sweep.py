@@ -195,12 +195,11 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
     import optuna
     import torch
 
-    from vitbench.data import load_splits
-    from vitbench.runner import model_config_for, run_experiment
+    from vitbench.runner import load_data, model_config_for, run_experiment, shaped
     from vitbench.train import NonFiniteLoss
 
     study = open_study(spec, base_cfg.epochs, log)
-    splits = load_splits(base_cfg.dataset, base_cfg.data_dir, base_cfg.val_split, base_cfg.seed)
+    splits = load_data(base_cfg, shaped(spec.dataset, spec.preset)[0], log)
     multi = len(spec.objectives) > 1
     deadline = time.time() + spec.timeout if spec.timeout else None
 

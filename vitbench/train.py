@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
+from vitbench.distributed import rank, sum_over_ranks, world_size
 from vitbench.errors import VitbenchError
 from vitbench.models import ViT, ViTConfig
 from vitbench.timing import (
@@ -202,6 +203,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.model = (model if model is not None else ViT(model_cfg)).to(self.device)
+        self.world = world_size()
+        step_model: nn.Module = self.model
+        if self.world > 1:  # gradients averaged over the ranks, bucketed and overlapped with backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            step_model = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.graph_reason = self._graph_reason()
         self.use_graph = self.graph_reason == ""
         on_cuda = self.device.type == "cuda"
@@ -218,7 +225,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
         self.use_compile = compiles(cfg.compile, model_cfg)
-        self.forward = torch.compile(self.model) if self.use_compile else self.model
+        self.forward = torch.compile(step_model) if self.use_compile else step_model
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
@@ -236,6 +243,8 @@ class Trainer:
             return "needs CUDA"
         if naive_parts(m):
             return NAIVE_REASON
+        if self.world > 1:
+            return "data-parallel steps run eagerly (DDP's all-reduce is not captured)"
         return ""
 
     # -- the step ---------------------------------------------------------------------------------
@@ -305,14 +314,16 @@ class Trainer:
         return [*self.model.parameters(), *self.model.buffers()]
 
     # -- statistics and evaluation ----------------------------------------------------------------
-    def read_sums(self) -> tuple[float, float, float, int]:
-        """(loss sum, correct, images, first non-finite step or -1) since the last reset; syncs."""
-        loss_sum, correct, n = self.stats.tolist()
+    def read_sums(self, every_rank: bool = False) -> tuple[float, float, float, int]:
+        """(loss sum, correct, images, first non-finite step or -1) since the last reset; syncs. This
+        rank's share, or with ``every_rank`` (a collective: every rank must call it) the sums over all."""
+        stats = sum_over_ranks(self.stats) if every_rank else self.stats
+        loss_sum, correct, n = stats.tolist()
         return loss_sum, correct, n, int(self.first_bad)
 
-    def read_stats(self) -> tuple[float, float, float, int]:
+    def read_stats(self, every_rank: bool = False) -> tuple[float, float, float, int]:
         """(mean loss, accuracy, images, first non-finite step or -1) since the last reset; syncs."""
-        loss_sum, correct, n, bad = self.read_sums()
+        loss_sum, correct, n, bad = self.read_sums(every_rank)
         return loss_sum / max(n, 1), correct / max(n, 1), n, bad
 
     @torch.inference_mode()
@@ -412,10 +423,16 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
-    loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" else "dataloader")
+    loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" or world_size() > 1
+                                                      else "dataloader")
+    if splits.info.synthetic or not splits.resident:  # generated in memory / too large for it
+        if cfg.loader != "auto" and loader != ("gpu" if splits.info.synthetic else "dataloader"):
+            raise VitbenchError(f"--loader {loader} does not apply to {splits.info.name}: "
+                                f"{'synthetic images live in memory' if splits.info.synthetic else 'it is read from disk'}")
+        loader = "gpu" if splits.info.synthetic else "dataloader"
     if loader == "gpu":
         train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
-                             train=True, seed=cfg.seed, augment=cfg.augment)
+                             train=True, seed=cfg.seed, augment=cfg.augment, shard=(rank(), world_size()))
         evaluation = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, cfg.eval_batch_size,
                                   device, train=False)
     else:
@@ -428,17 +445,19 @@ def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
 
 class DeferredSignals:
     """SIGINT / SIGTERM set a flag that ``check`` turns into KeyboardInterrupt at a safe point, so a
-    checkpoint never holds a half-applied optimizer step. A second Ctrl-C interrupts at once."""
+    checkpoint never holds a half-applied optimizer step. A second Ctrl-C interrupts at once, unless
+    ``escalate`` is off (a data-parallel rank: its launcher kills it if it does not stop in time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, escalate: bool = True) -> None:
         self.received: int | None = None
+        self.escalate = escalate
         self.previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:
+        if self.received is not None and self.escalate:
             raise KeyboardInterrupt(f"signal {signum}")
         self.received = signum
 

@@ -25,6 +25,11 @@ PRESETS: dict[str, dict] = {
                   mlp_dim=128),
     "cifar10": dict(image_size=32, in_chans=3, num_classes=10, patch_size=4, dim=48, depth=4, heads=4,
                     mlp_dim=192),
+    # timm's vit_tiny_patch16_224 and vit_small_patch16_224: sizes where data-parallel scaling means something
+    "vit-ti16": dict(image_size=224, in_chans=3, num_classes=1000, patch_size=16, dim=192, depth=12, heads=3,
+                     mlp_dim=768),
+    "vit-s16": dict(image_size=224, in_chans=3, num_classes=1000, patch_size=16, dim=384, depth=12, heads=6,
+                    mlp_dim=1536),
 }
 
 MODEL_FIELDS = tuple(f.name for f in fields(ViTConfig))

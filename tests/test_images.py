@@ -1,0 +1,76 @@
+"""Datasets at any preset's shape: `--dataset synthetic` and `--dataset imagefolder:PATH`, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_run import TINY, invoke, runs
+
+
+def write_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 20) -> Path:
+    """PNG and JPEG files of assorted sizes, one colour per class (so a model can tell them apart)."""
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = 24 + 8 * (i % 3), 20 + 6 * (i % 4)
+            pixels = torch.randint(0, 60, (h, w, 3), generator=g, dtype=torch.uint8)
+            pixels[..., k] += 180
+            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_synthetic_data_at_any_preset_is_marked_as_such(workdir):
+    res = invoke("run", "--dataset", "synthetic", "--preset", "cifar10", "--max-steps", "3", "--batch-size", "32",
+                 *TINY)
+    assert res.exit_code == 0, res.output
+    assert "synthetic data: throughput only" in res.output
+    (run,) = runs("vitbench-synthetic")
+    assert run.info.status == "FINISHED" and run.data.tags["synthetic"].startswith("true")
+    assert run.data.tags["eval_set"] == "synthetic" and run.data.params["model.image_size"] == "32"
+    assert run.data.params["model.in_chans"] == "3"
+
+
+def test_vit_presets_match_timm():
+    from vitbench.models import count_params, create_model
+
+    # timm's vit_tiny_patch16_224 / vit_small_patch16_224 have 5,717,416 / 22,050,664 parameters
+    assert count_params(create_model("sdpa", "vit-ti16")) == 5_717_416
+    assert count_params(create_model("sdpa", "vit-s16")) == 22_050_664
+
+
+@pytest.mark.parametrize("loader", ["gpu", "dataloader"])  # decoded into memory, or read per batch
+def test_imagefolder_trains_resized_to_the_preset(workdir, loader):
+    folder = write_folder(workdir / "pets")
+    res = invoke("run", "--dataset", f"imagefolder:{folder}", "--preset", "cifar10", "--epochs", "2",
+                 "--batch-size", "16", "--loader", loader, "--val-split", "0.25", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs("vitbench-imagefolder-pets")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.num_classes"] == "3" and run.data.params["model.image_size"] == "32"
+    assert run.data.tags["eval_set"] == "val:0.25" and run.data.metrics["val_acc"] > 0.5
+    assert f"loader={loader}" in run.data.tags["fast_path"]
+
+
+def test_imagefolder_with_train_and_val_folders(workdir):
+    write_folder(workdir / "set" / "train")
+    write_folder(workdir / "set" / "val", per_class=4)
+    res = invoke("run", "--dataset", f"imagefolder:{workdir / 'set'}", "--preset", "cifar10", "--epochs", "1",
+                 "--batch-size", "16", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs("vitbench-imagefolder-set")
+    assert run.data.tags["eval_set"] == "val" and run.data.metrics["final_val_acc"] >= 0
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: None, "is not a folder"),
+    (lambda p: (p / "only").mkdir(parents=True), "needs at least 2"),
+])
+def test_bad_imagefolder_is_one_line(workdir, make, needle):
+    make(workdir / "imgs")
+    res = invoke("run", "--dataset", f"imagefolder:{workdir / 'imgs'}", *TINY)
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output

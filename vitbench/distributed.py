@@ -1,0 +1,126 @@
+"""Data-parallel training: `vitbench run --gpus N` through torch.distributed.
+
+The launcher process checks the command, then hands it to ``torch.distributed.run`` (the engine behind
+``torchrun``), which starts N copies of it, one per GPU (``LOCAL_RANK``), NCCL on CUDA and gloo on the
+CPU. Each copy is a *rank*: it holds the whole dataset, takes its share of every global batch and
+wraps the model in ``DistributedDataParallel``; rank 0 alone talks to MLflow, evaluates and writes
+checkpoints. Ranks stop together: signals and the time budget are agreed on every ``AGREE_EVERY``
+steps and at each epoch's end, so no rank is left waiting in an all-reduce.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+
+from vitbench.errors import VitbenchError
+
+AGREE_EVERY = 20  # optimizer steps between two agreements on stopping (a Ctrl-C waits at most this long)
+
+
+def in_rank() -> bool:
+    """Whether this process was started by torch.distributed.run as one of several ranks."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def lead() -> bool:
+    """Rank 0, or the only process: the one that records, evaluates and checkpoints."""
+    return rank() == 0
+
+
+def check_launch(gpus: int, device: str | None, batch_size: int, loader: str) -> None:
+    """Everything a launch needs, checked before any process starts."""
+    if gpus < 2:
+        return
+    if device == "cpu":
+        pass
+    elif not torch.cuda.is_available() or torch.cuda.device_count() < gpus:
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise VitbenchError(f"--gpus {gpus} needs {gpus} CUDA GPUs; this machine has {have} "
+                            f"(--device cpu runs {gpus} CPU processes on gloo, for testing)")
+    if batch_size % gpus:
+        raise VitbenchError(f"--batch-size {batch_size} (the global batch) must divide evenly over --gpus {gpus}")
+    if loader == "dataloader":
+        raise VitbenchError("--gpus N keeps the dataset on every GPU: --loader dataloader does not apply")
+
+
+def launch(gpus: int, argv: list[str]) -> int:
+    """Run ``vitbench <argv>`` as ``gpus`` ranks on this host; the exit code of the failed rank, else 0."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its notes repeat what we say
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // gpus)))
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={gpus}", "--max-restarts=0", "--monitor-interval=0.5",
+         "-m", "vitbench", *argv])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        first = min(e.failures.values(), key=lambda f: f.timestamp)
+        code = first.exitcode if first.exitcode and first.exitcode > 0 else 1
+        print(f"error: data-parallel run failed: rank {first.local_rank} exited with code {first.exitcode}; "
+              "every other rank was stopped", file=sys.stderr)
+        return code
+    except SignalException:  # Ctrl-C / SIGTERM: passed on to every rank and waited for; rank 0 said what it did
+        return 130
+    return 0
+
+
+def init(device: str | None) -> torch.device:
+    """Join the process group of this rank; its device (``cuda:LOCAL_RANK``, or with ``device`` "cpu" the
+    CPU on gloo)."""
+    local = int(os.environ["LOCAL_RANK"])
+    on_cuda = device != "cpu" and torch.cuda.is_available()
+    if on_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+    return torch.device("cuda", local) if on_cuda else torch.device("cpu")
+
+
+def close() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def agree(device: torch.device, *flags: bool) -> list[bool]:
+    """Each flag OR-ed over every rank (one all-reduce; a host sync)."""
+    if world_size() == 1:
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` summed over every rank (``t`` itself when there is one process)."""
+    if world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def rank_tags(device: torch.device) -> dict[str, str]:
+    """world_size and, per rank, where it ran: 'rank.1.gpu': 'host cuda:1 NVIDIA H200 (CUDA_VISIBLE_DEVICES=0,1)'."""
+    name = f" {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    mine = f"{socket.gethostname()} {device}{name}" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else "")
+    everyone: list = [None] * world_size()
+    dist.all_gather_object(everyone, mine)
+    return {"world_size": str(world_size()), **{f"rank.{i}.gpu": str(w) for i, w in enumerate(everyone)}}
