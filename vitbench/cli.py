@@ -301,10 +301,12 @@ def sweep(
     objective: Annotated[str, typer.Option(help="val_acc, or val_acc,train_images_per_sec for a Pareto front "
                                                 "(multi-objective studies cannot be pruned)")] = "val_acc",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none (on per-epoch val_acc)")] = "median",
-    storage: Annotated[str, typer.Option(help="Optuna storage URL, e.g. postgresql+psycopg://user:pw@host/db "
-                                              "for several workers")] = "sqlite:///optuna.db",
+    storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///FILE (one worker), journal:FILE (several "
+                                              "workers on this host), postgresql+psycopg://user:pw@host/db "
+                                              "(workers on several hosts)")] = "sqlite:///optuna.db",
     study_name: Annotated[str | None, typer.Option(help="[<variant>-<dataset>-<objective>]")] = None,
-    workers: Annotated[int, typer.Option(help="worker processes on this machine (one GPU each)")] = 1,
+    workers: Annotated[int, typer.Option(help="worker processes on this machine, one GPU each (round robin "
+                                              "over the visible GPUs)")] = 1,
     heartbeat: Annotated[int, typer.Option(help="seconds between trial heartbeats; a worker silent for 3 of "
                                                 "them is declared dead and its trial retried")] = 10,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
@@ -347,7 +349,8 @@ def sweep(
         parent = open_study(spec, base.epochs, typer.echo).user_attrs.get("mlflow_parent_run_id")
         if not parent:
             raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
-        work(spec, base, model_overrides, uri, experiment, parent, typer.echo, shown, live)
+        work(spec, base, model_overrides, uri, experiment, parent, typer.echo, shown, live,
+             reap=not storage.startswith("journal:"))  # the coordinator reaps the journal's dead workers
         return
     run_sweep(spec, base, model_overrides, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
               argv=sys.argv[1:], log=typer.echo, display=shown, live=live)

@@ -41,6 +41,14 @@ def lead() -> bool:
     return rank() == 0
 
 
+def visible_gpus() -> list[str]:
+    """The ids of this host's GPUs this process may use (its CUDA_VISIBLE_DEVICES, else all of them)."""
+    if not torch.cuda.is_available():
+        return []
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return listed[: torch.cuda.device_count()] if listed else [str(i) for i in range(torch.cuda.device_count())]
+
+
 def check_launch(gpus: int, device: str | None, batch_size: int, loader: str) -> None:
     """Everything a launch needs, checked before any process starts."""
     if gpus < 2:

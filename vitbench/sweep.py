@@ -1,8 +1,10 @@
 """`vitbench sweep`: Optuna studies whose trials are nested MLflow runs under one parent run.
 
-The study lives in real Optuna storage (SQLite by default, PostgreSQL for many workers). ``n_trials``
-is the study's total: re-running resumes to it. Workers that die are detected by the RDB heartbeat;
-their trials are failed, their MLflow runs ended FAILED, and the same parameters retried.
+The study lives in real Optuna storage: SQLite by default, Optuna's journal file (``journal:PATH``,
+file-locked) for several workers on one host, PostgreSQL for workers across hosts. ``n_trials`` is
+the study's total: re-running resumes to it. Workers that die are detected -- by the RDB heartbeat, or
+for the journal by the worker's PID and a heartbeat attribute on its trial -- their trials are
+failed, their MLflow runs ended FAILED, and the same parameters retried.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -81,12 +85,30 @@ def redact(url: str) -> str:
     return mask_secrets(url)
 
 
+def journal_storage(url: str):
+    """``journal:PATH``: Optuna's append-only journal in one file, locked for several processes."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url.split(":", 1)[1]).expanduser()
+    if not url.split(":", 1)[1]:
+        raise VitbenchError("--storage journal:PATH needs a file path, e.g. journal:optuna.journal")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise VitbenchError(f"cannot open Optuna journal {path}: {e.strerror or e}") from None
+
+
 def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
     import optuna
 
     # Heartbeats and the matplotlib plots are marked experimental; they are what we rely on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from optuna.storages import RDBStorage
+
+    if url.startswith("journal:"):
+        return journal_storage(url)
 
     kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat}
     if on_stale is not None:
@@ -175,6 +197,65 @@ def on_stale_trial(study, trial) -> None:
     RetryFailedTrialCallback(max_retry=3)(study, trial)
 
 
+class TrialBeat:
+    """For storages without Optuna's heartbeat (the journal): the running trial carries its worker's host
+    and PID and a ``worker.heartbeat`` time, renewed every ``every`` seconds from a daemon thread."""
+
+    def __init__(self, trial, every: int) -> None:
+        self.trial, self.every, self.done = trial, every, threading.Event()
+        trial.set_user_attr("worker.host", socket.gethostname())
+        trial.set_user_attr("worker.pid", os.getpid())
+        trial.set_user_attr("worker.heartbeat", time.time())
+        self.thread = threading.Thread(target=self._loop, name="vitbench-trial-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.every):
+            with contextlib.suppress(Exception):
+                self.trial.set_user_attr("worker.heartbeat", time.time())
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def dead_worker(trial, heartbeat: int, now: float | None = None) -> str | None:
+    """Why a RUNNING trial's worker is gone, or None: its process ended (this host), or its heartbeat is
+    older than three intervals (another host, or a trial that never got its first beat)."""
+    from vitbench.tracking import process_alive
+
+    a = trial.user_attrs
+    start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    if a.get("worker.host") == socket.gethostname() and not process_alive(int(a["worker.pid"]), start * 1000):
+        return f"worker died: pid {a['worker.pid']} no longer runs"
+    silent = (now or time.time()) - float(a.get("worker.heartbeat", start))
+    if silent > 3 * heartbeat:
+        return f"worker died: its heartbeat stopped {silent:.0f} s ago"
+    return None
+
+
+def fail_dead_trials(study, spec: SweepSpec) -> None:
+    """Fail the trials of dead workers (their MLflow runs FAILED, their parameters retried). For the
+    journal, one process does this (the coordinator, or a lone worker): the journal has no transaction
+    to stop two processes from retrying the same trial twice."""
+    import optuna
+
+    if not spec.storage.startswith("journal:"):
+        optuna.storages.fail_stale_trials(study)  # the RDB heartbeat
+        return
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if dead_worker(t, spec.heartbeat) is None:
+            continue
+        try:  # another worker may have failed it a moment ago
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except Exception:
+            continue
+        on_stale_trial(study, study._storage.get_trial(t._trial_id))
+
+
 def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
     import optuna
 
@@ -190,8 +271,9 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
 
 def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
          parent_run_id: str, log: Callable[[str], None] = print, display: Display | None = None,
-         live: Every | None = None) -> None:
-    """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``)."""
+         live: Every | None = None, reap: bool = True) -> None:
+    """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``); ``reap``:
+    also fail the trials of dead workers (see ``fail_dead_trials``)."""
     import optuna
     import torch
 
@@ -226,6 +308,7 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
+        beat = TrialBeat(trial, spec.heartbeat) if spec.storage.startswith("journal:") else None
         try:
             outcome = run_experiment(
                 cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id,
@@ -236,6 +319,9 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
             reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
             trial.set_user_attr("prune_reason", reason[:300])
             raise optuna.TrialPruned(reason) from None
+        finally:
+            if beat is not None:
+                beat.stop()
         r = outcome.result
         values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.steps * cfg.batch_size / max(r.train_seconds, 1e-9)}
         display.note(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
@@ -246,8 +332,9 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
         task = display.task(f"study {spec.study_name}", spec.n_trials, unit="trial")
         started, mine = time.perf_counter(), 0
         while deadline is None or time.time() < deadline:
-            with contextlib.suppress(Exception):
-                optuna.storages.fail_stale_trials(study)
+            if reap:
+                with contextlib.suppress(Exception):
+                    fail_dead_trials(study, spec)
             c = counts(study)
             done = sum(c.get(s, 0) for s in COUNTED)
             if mine:  # this worker's mean trial time x the trials still to run (shared with other workers)
@@ -356,7 +443,8 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
     if spec.n_trials < 1:
         raise VitbenchError(f"--n-trials must be >= 1, got {spec.n_trials}")
     if workers > 1 and spec.storage.startswith("sqlite"):
-        raise VitbenchError("several workers need a database server: --storage postgresql+psycopg://user:pw@host/db")
+        raise VitbenchError("several workers cannot share SQLite: --storage journal:optuna.journal on this host, "
+                            "--storage postgresql+psycopg://user:pw@host/db across hosts")
     uri = connect(tracking_uri)
     experiment = experiment or f"vitbench-sweep-{spec.dataset}"
     exp_id = get_experiment_id(experiment, uri)
@@ -375,8 +463,7 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
             work(spec, base_cfg, model_overrides, uri, experiment, parent_id, log, display, live)
         else:
             procs = spawn_workers(workers, argv or [], uri)
-            for p in procs:
-                p.wait()
+            watch(procs, study, spec)
             bad = [p.returncode for p in procs if p.returncode]
             if bad:
                 log(f"note: {len(bad)} worker(s) exited with {bad}")
@@ -396,11 +483,20 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
         MlflowClient().set_terminated(parent_id, status)
 
 
+def watch(procs: list[subprocess.Popen], study, spec: SweepSpec) -> None:
+    """Wait for the workers; meanwhile, for the journal, fail the trials of workers that died."""
+    while any(p.poll() is None for p in procs):
+        if spec.storage.startswith("journal:"):
+            with contextlib.suppress(Exception):
+                fail_dead_trials(study, spec)
+        time.sleep(min(spec.heartbeat, 2))
+
+
 def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess.Popen]:
     """K processes of the same command with --workers 1; one GPU each when there are GPUs."""
-    import torch
+    from vitbench.distributed import visible_gpus
 
-    gpus = torch.cuda.device_count()
+    gpus = visible_gpus()
     args = list(argv)
     if "--workers" in args:
         i = args.index("--workers")
@@ -409,7 +505,7 @@ def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess
     for i in range(k):
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker"],
                                       env=env))
     return procs

@@ -146,6 +146,8 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
     return {
         "gpu": torch.cuda.get_device_name(device) if cuda else "none",
         "device": str(device) if device is not None else "",
+        # which of the host's GPUs: a suite's or sweep's worker sees only its own
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "all") if cuda else "none",
         "cpu": platform.processor() or platform.machine(),
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda or "none"),
@@ -245,7 +247,7 @@ class Heartbeat:
         self.done.set()
 
 
-def _alive(pid: int, started_ms: int) -> bool:
+def process_alive(pid: int, started_ms: int) -> bool:
     """Whether the process that started a run still runs (a reused PID started later is another one)."""
     import psutil
 
@@ -265,7 +267,7 @@ def orphan_reason(run, now: float | None = None) -> str | None:
     when = float(beat) if beat else run.info.start_time / 1000
     last = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     if host == socket.gethostname():
-        if pid.isdigit() and not _alive(int(pid), run.info.start_time):
+        if pid.isdigit() and not process_alive(int(pid), run.info.start_time):
             return f"process gone: pid {pid} on {host} no longer runs (last heartbeat {last})"
         return None
     silent = (now or time.time()) - when
