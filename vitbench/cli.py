@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import Interrupted, VitbenchError
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -34,11 +34,11 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except VitbenchError as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             from vitbench.distributed import lead
             from vitbench.tracking import ENDED
 
-            if not lead():  # a data-parallel rank: rank 0 speaks for the run
+            if not lead() or isinstance(e, Interrupted):  # rank 0 / the pool already said what was ended
                 raise typer.Exit(130) from None
 
             killed = [rid for rid, status in ENDED.items() if status == "KILLED"]
@@ -364,16 +364,20 @@ def suite(
     device: Device = None, data_dir: DataDir = None, tracking_uri: TrackingUri = None,
     force: Annotated[bool, typer.Option(help="re-run cells that already FINISHED")] = False,
     cells: Annotated[str | None, typer.Option(help="only these cells, comma-separated")] = None,
+    gpus: Annotated[str, typer.Option(help="run the cells in parallel, one worker process per GPU: N or all "
+                                           "(with --device cpu or no GPU: N CPU processes)")] = "1",
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Run every cell of a declared grid into one MLflow experiment named after the suite."""
     from vitbench.loop import Every
     from vitbench.suite import load_suite, run_suite
+    from vitbench.workers import resolve_gpus
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     s = load_suite(path)
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
-                     data_dir=data_dir, only=split_list(cells), display=shown, live=live)
+                     data_dir=data_dir, only=split_list(cells), display=shown, live=live,
+                     gpus=resolve_gpus(gpus, device))
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
 
 

@@ -3,3 +3,7 @@
 
 class VitbenchError(ValueError):
     """Bad input or an unusable environment; the message says what was given and what is expected."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM whose outcome was already reported (e.g. by a suite's worker pool)."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import Interrupted, VitbenchError
 from vitbench.loop import Every
 from vitbench.models.registry import MODEL_FIELDS
 from vitbench.progress import Display, duration
@@ -126,8 +126,10 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
 
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
-              only: list[str] | None = None, display: Display | None = None, live: Every | None = None) -> list[str]:
-    """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made."""
+              only: list[str] | None = None, display: Display | None = None, live: Every | None = None,
+              gpus: list[str] | None = None) -> list[str]:
+    """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
+    ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``)."""
     from vitbench.tracking import connect
 
     connect(tracking_uri)
@@ -149,12 +151,20 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     display = display or Display("off", log=log)
     made: list[str] = []
     failed: list[str] = []
+
+    def done(name: str, r: int, run_id: str | None, seconds: float) -> None:
+        (made if run_id else failed).append(run_id or f"{name}#{r}")
+        eta.ran(name, seconds)
+
     with display:
-        eta = SuiteClock(display, suite.name, todo)
-        for cell, r in todo:
-            run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
-            (made if run_id else failed).append(run_id or f"{cell.name}#{r}")
-            eta.ran(cell.name)
+        eta = SuiteClock(display, suite.name, todo, workers=len(gpus or []) or 1)
+        if gpus and len(gpus) > 1 and len(todo) > 1:
+            run_on_workers(suite, todo, gpus[: len(todo)], device, data_dir, tracking_uri, live or Every(), display, done)
+        else:
+            for cell, r in todo:
+                t0 = time.perf_counter()
+                run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
+                done(cell.name, r, run_id, time.perf_counter() - t0)
         eta.close()
     if failed:
         raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
@@ -162,8 +172,28 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     return made
 
 
+def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], gpus: list[str], device: str | None,
+                   data_dir: str | None, tracking_uri: str | None, live: Every, display: Display,
+                   done: Callable[[str, int, str | None, float], None]) -> None:
+    """The runs spread over one worker process per GPU (vitbench.workers); Ctrl-C ends each KILLED."""
+    from vitbench.tracking import connect, get_experiment_id
+    from vitbench.workers import Pool
+
+    get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
+    display.note(f"suite {suite.name}: {len(todo)} runs on {len(gpus)} worker processes ({', '.join(gpus)})")
+    pool = Pool(suite, gpus, device, data_dir, tracking_uri, live)
+    try:
+        pool.run(todo, done, display.note)
+    except KeyboardInterrupt:
+        busy = pool.interrupt()
+        display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "
+                     "re-running the suite skips the FINISHED ones")
+        raise Interrupted from None
+    pool.close()
+
+
 def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
-             display: Display, live: Every, log: Callable[[str], None]) -> str | None:
+             display: Display, live: Every, log: Callable[[str], None], tags: dict | None = None) -> str | None:
     """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
     from vitbench.runner import run_experiment
 
@@ -171,7 +201,7 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     if data_dir:
         cfg = replace(cfg, data_dir=data_dir)
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
-    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run"}
+    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
     try:
         out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
                              run_name=cell_run_name(cell, cfg), tags=tags, log=lambda s: None, display=display, live=live)
@@ -192,30 +222,31 @@ def cell_run_name(cell: Cell, cfg) -> str:
 
 class SuiteClock:
     """The suite's progress (runs done / total) and its projected remaining time: each run still to come
-    is estimated by the wall time of its own cell's earlier repeats, else by the mean run so far."""
+    is estimated by the wall time of its own cell's earlier repeats, else by the mean run so far; with
+    several workers, that sum shared among them."""
 
-    def __init__(self, display: Display, name: str, todo: list[tuple[Cell, int]]) -> None:
-        self.display, self.name = display, name
+    def __init__(self, display: Display, name: str, todo: list[tuple[Cell, int]], workers: int = 1) -> None:
+        self.display, self.name, self.workers = display, name, workers
         self.left = [c.name for c, _ in todo]
         self.total = len(todo)
         self.seconds: dict[str, list[float]] = {}
         self.task = display.task(f"suite {name}", self.total, unit="run")
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = time.perf_counter()
 
     def remaining(self) -> float:
         every = [t for ts in self.seconds.values() for t in ts]
         mean = sum(every) / len(every)
-        return sum(sum(self.seconds[c]) / len(self.seconds[c]) if c in self.seconds else mean for c in self.left)
+        runs = sum(sum(self.seconds[c]) / len(self.seconds[c]) if c in self.seconds else mean for c in self.left)
+        return runs / min(self.workers, max(len(self.left), 1))
 
-    def ran(self, cell: str) -> None:
+    def ran(self, cell: str, seconds: float) -> None:
         now = time.perf_counter()
-        self.seconds.setdefault(cell, []).append(now - self.last)
-        self.last = now
+        self.seconds.setdefault(cell, []).append(seconds)
         self.left.remove(cell)
         done = self.total - len(self.left)
         left = self.remaining()
         if done == 1 and self.left:
-            self.display.note(f"suite {self.name}: the first run took {duration(now - self.t0)} -> {self.total} runs "
+            self.display.note(f"suite {self.name}: the first run took {duration(seconds)} -> {self.total} runs "
                               f"~ {duration(now - self.t0 + left)} in all (cells not yet run estimated at the "
                               "mean run so far)")
         self.task.update(done, fields={"ETA": duration(left)}, force_line=True)

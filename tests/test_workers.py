@@ -1,0 +1,72 @@
+"""`vitbench suite --gpus N`: one worker process per GPU, here N CPU processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+SUITE = """
+name: parallel
+dataset: mnist
+repeats: 1
+train: {{epochs: {epochs}, batch_size: 64, device: cpu}}
+model: {{depth: 1, dim: 32, heads: 2, mlp_dim: 64}}
+grid:
+  variant: [sdpa, vectorized-msa, simple-vit]
+cells:
+  - {{name: diverges, variant: sdpa, lr: 1.0e+30, warmup_epochs: 0}}
+"""
+
+
+def suite(workdir, data, epochs: int, *extra: str) -> subprocess.Popen:
+    path = workdir / "parallel.yaml"
+    path.write_text(SUITE.format(epochs=epochs))
+    env = {**os.environ, "VITBENCH_DATA": str(data), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vitbench", "suite", str(path), "--gpus", "2", "--device", "cpu",
+                             "--progress-interval", "1", *extra], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def runs(workdir):
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("parallel")
+    return MlflowClient().search_runs([exp.experiment_id])
+
+
+def test_two_workers_share_the_cells_and_a_failure_fails_only_itself(workdir, tiny_mnist):
+    proc = suite(workdir, tiny_mnist, 2)
+    out = proc.communicate(timeout=400)[0]
+    assert proc.returncode == 2, out
+    assert "4 runs on 2 worker processes (cpu0, cpu1)" in out and "run 4/4" in out and "ETA" in out
+    assert "1 run(s) failed (diverges#0); 3 made" in out and "Traceback" not in out
+    done = runs(workdir)
+    status = {r.data.tags["suite.cell"]: r.info.status for r in done}
+    assert status == {"variant=sdpa": "FINISHED", "variant=vectorized-msa": "FINISHED",
+                      "variant=simple-vit": "FINISHED", "diverges": "FAILED"}
+    assert {r.data.tags["suite.gpu"] for r in done} == {"cpu0", "cpu1"}  # both workers took runs
+    proc = suite(workdir, tiny_mnist, 2)  # a re-run retries only what did not finish
+    out = proc.communicate(timeout=400)[0]
+    assert out.count("already FINISHED") == 3 and "worker processes" not in out and "1 run(s) failed" in out
+
+
+def test_ctrl_c_ends_every_worker_s_run_killed(workdir, tiny_mnist):
+    proc = suite(workdir, tiny_mnist, 1000, "--cells", "variant=sdpa,variant=simple-vit")
+    deadline, seen = time.time() + 240, ""
+    while time.time() < deadline and seen.count("img/s ->") < 2:  # both runs past their first steps
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out = seen + proc.communicate(timeout=240)[0]
+    assert proc.returncode == 130, out
+    assert "interrupted: 2 run(s) in progress ended KILLED" in out and "Traceback" not in out
+    killed = runs(workdir)
+    assert [r.info.status for r in killed] == ["KILLED", "KILLED"]
+    for r in killed:
+        assert (workdir / "checkpoints" / r.info.run_id / "last.pt").exists()

@@ -1,0 +1,164 @@
+"""`vitbench suite --gpus N`: a suite's runs spread over N worker processes, one per GPU.
+
+Each worker is a process of its own (multiprocessing, spawned) that sees one GPU through
+``CUDA_VISIBLE_DEVICES`` and takes (cell, repeat) pairs from one shared queue until it is empty, so a
+long cell never holds up the others. A failed run fails only itself; a worker that dies fails the run
+it held. Workers sit in process groups of their own: Ctrl-C reaches the coordinator, which passes one
+SIGINT to each worker; each ends its run KILLED with a checkpoint, as a run on its own would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vitbench.errors import VitbenchError
+from vitbench.loop import Every
+from vitbench.progress import Display
+
+
+def resolve_gpus(gpus: str, device: str | None) -> list[str]:
+    """``--gpus N|all`` -> the GPU ids the workers take, one each; on the CPU (``--device cpu``, or no GPU
+    with a number given) N labels 'cpu0', 'cpu1', ... for N CPU processes."""
+    from vitbench.distributed import visible_gpus
+
+    visible = [] if device == "cpu" else visible_gpus()
+    if gpus == "all":
+        if not visible:
+            raise VitbenchError("--gpus all: no CUDA GPU is visible; --gpus N runs N processes on the CPU")
+        return visible
+    try:
+        n = int(gpus)
+    except ValueError:
+        raise VitbenchError(f"--gpus takes a number or 'all', got {gpus!r}") from None
+    if n < 1:
+        raise VitbenchError(f"--gpus must be >= 1, got {n}")
+    if not visible:
+        return [f"cpu{i}" for i in range(n)]
+    if n > len(visible):
+        raise VitbenchError(f"--gpus {n}: this machine shows {len(visible)} GPU(s) ({', '.join(visible)})")
+    return visible[:n]
+
+
+def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracking_uri: str | None,
+           live: Every, tasks, events, threads: int) -> None:
+    """One worker process: runs (cell, repeat) pairs from ``tasks`` until it draws None."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator only; it passes one SIGINT on
+    import torch
+
+    from vitbench.suite import load_suite, run_cell
+
+    if device == "cpu" or gpu.startswith("cpu"):
+        torch.set_num_threads(threads)
+    suite = load_suite(path)
+    cells = {c.name: c for c in suite.cells}
+    shown = Display("off", log=lambda line: events.put(("note", gpu, line)))
+    with contextlib.suppress(KeyboardInterrupt):
+        while (item := tasks.get()) is not None:
+            name, r = item
+            events.put(("start", gpu, name, r))
+            t0 = time.perf_counter()
+            try:
+                run_id = run_cell(suite, cells[name], r, device, data_dir, tracking_uri, shown, live, lambda s: None,
+                                  tags={"suite.gpu": gpu})
+            except KeyboardInterrupt:
+                events.put(("done", gpu, name, r, None, time.perf_counter() - t0))
+                raise
+            events.put(("done", gpu, name, r, run_id, time.perf_counter() - t0))
+
+
+class Pool:
+    """The coordinator's side: start one worker per GPU, feed the queue, follow what they report."""
+
+    def __init__(self, suite, gpus: list[str], device: str | None, data_dir: str | None, tracking_uri: str | None,
+                 live: Every) -> None:
+        ctx = mp.get_context("spawn")  # a fresh interpreter: no CUDA state inherited from the coordinator
+        self.tasks, self.events = ctx.Queue(), ctx.Queue()
+        self.gpus, self.holding = gpus, {g: None for g in gpus}
+        self.procs: dict[str, mp.process.BaseProcess] = {}
+        threads = max(1, (os.cpu_count() or 1) // len(gpus))
+        for g in gpus:
+            env = {} if g.startswith("cpu") else {"CUDA_VISIBLE_DEVICES": g}
+            with environ(env):  # a spawned child copies the environment as it starts
+                p = ctx.Process(target=worker, name=f"vitbench-suite-{g}", daemon=False,
+                                args=(str(Path(suite.path).resolve()), g, device, data_dir, tracking_uri, live,
+                                      self.tasks, self.events, threads))
+                p.start()
+            self.procs[g] = p
+
+    def run(self, todo: list, on_done: Callable[[str, int, str | None, float], None],
+            note: Callable[[str], None]) -> None:
+        for cell, r in todo:
+            self.tasks.put((cell.name, r))
+        for _ in self.gpus:
+            self.tasks.put(None)
+        left = len(todo)
+        while left:
+            try:
+                event = self.events.get(timeout=1.0)
+            except queue.Empty:
+                left -= self.reap(on_done, note)
+                if not any(p.is_alive() for p in self.procs.values()) and self.events.empty():
+                    break
+                continue
+            kind, gpu, *rest = event
+            if kind == "note":
+                note(f"[{gpu}] {rest[0]}")
+            elif kind == "start":
+                self.holding[gpu] = (rest[0], rest[1], time.perf_counter())
+            else:
+                name, r, run_id, seconds = rest
+                self.holding[gpu] = None
+                on_done(name, r, run_id, seconds)
+                left -= 1
+
+    def reap(self, on_done: Callable, note: Callable[[str], None]) -> int:
+        """A worker that died (a crash, the OOM killer) fails the run it held."""
+        lost = 0
+        for g, p in self.procs.items():
+            held = self.holding[g]
+            if held is not None and not p.is_alive():
+                note(f"[{g}] worker died (exit code {p.exitcode}) during {held[0]} repeat {held[1]}")
+                self.holding[g] = None
+                on_done(held[0], held[1], None, time.perf_counter() - held[2])
+                lost += 1
+        return lost
+
+    def interrupt(self) -> int:
+        """One SIGINT to each worker, then wait for them to end their runs KILLED; how many were running."""
+        for p in self.procs.values():
+            if p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)
+        busy = sum(held is not None for held in self.holding.values())
+        self.close(timeout=120)
+        return busy
+
+    def close(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        for p in self.procs.values():
+            p.join(max(0.1, deadline - time.time()))
+            if p.is_alive():
+                p.kill()
+        for q in (self.tasks, self.events):
+            q.cancel_join_thread()
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
