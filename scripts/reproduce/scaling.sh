@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduces results/scaling.md: vitbench on every GPU of a host. GPU: two GPUs of one host (device kind
+# nvidia-h200-x2); the code takes any number (--gpus N|all, --workers N).
+#   bash scripts/reproduce/scaling.sh ddp     # run --gpus 2 vs 1: ViT-S/16 on synthetic images (throughput),
+#                                             # MNIST (accuracy, 3 seeds) -> $OUT/scaling_ddp.db
+#   bash scripts/reproduce/scaling.sh sweep   # sweep --workers 2 on Optuna's journal file -> $OUT/scaling_sweep.db,
+#                                             # $OUT/scaling_sweep.journal
+#   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1
+#                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout
+# then, on any machine with the stores: python scripts/reproduce/scaling_tables.py $OUT
+set -uo pipefail
+W=${W:-/tmp/scaling}
+OUT=${OUT:-.}
+mkdir -p "$W"
+nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version())"
+wall() { python3 -c "import time; print(f'{time.time():.3f}')"; }
+part=${1:?ddp, sweep or suite}
+
+if [ "$part" = ddp ]; then
+  U="sqlite:///$W/ddp.db"
+  S16=(--dataset synthetic --preset vit-s16 --precision bf16 --epochs 4 --experiment scaling-vit-s16 --quiet
+       --tracking-uri "$U")
+  # data-parallel steps run eagerly, so the 1-GPU reference does too (--no-cuda-graph); the graph row beside it
+  python3 -m vitbench run "${S16[@]}" --batch-size 256 --no-cuda-graph --run-name "1 GPU, batch 256, eager"
+  python3 -m vitbench run "${S16[@]}" --batch-size 256 --run-name "1 GPU, batch 256, CUDA graph"
+  python3 -m vitbench run "${S16[@]}" --batch-size 512 --gpus 2 --run-name "2 GPUs, batch 512 (256 per GPU)"
+  python3 -m vitbench run "${S16[@]}" --batch-size 256 --gpus 2 --run-name "2 GPUs, batch 256 (128 per GPU)"
+  for seed in 0 1 2; do  # the default recipe (batch 64, 5 epochs), the global batch the same on 1 and 2 GPUs
+    for g in 1 2; do
+      python3 -m vitbench run --dataset mnist --seed "$seed" --gpus "$g" --experiment scaling-mnist --quiet \
+        --tracking-uri "$U" --run-name "$g GPU(s), batch 64, seed $seed" 2>&1 | grep -E "^done|rror"
+    done
+  done
+  cp "$W/ddp.db" "$OUT/scaling_ddp.db"
+elif [ "$part" = sweep ]; then
+  t0=$(wall)
+  python3 -m vitbench sweep --workers 2 --storage "journal:$W/sweep.journal" --n-trials 8 --epochs 2 \
+    --study-name scaling --tracking-uri "sqlite:///$W/sweep.db" --quiet --pruner none 2>&1 | grep -vE "^\[W"
+  echo "sweep --workers 2: wall $(python3 -c "print(f'{$(wall) - $t0:.1f}')") s"
+  cp "$W/sweep.db" "$OUT/scaling_sweep.db"
+  cp "$W/sweep.journal" "$OUT/scaling_sweep.journal"
+elif [ "$part" = suite ]; then
+  for g in 2 1; do
+    t0=$(wall)
+    python3 -m vitbench suite experiments/attention.yaml --gpus "$g" --tracking-uri "sqlite:///$W/suite_gpus$g.db" \
+      --quiet 2>&1 | grep -E "val_acc|FAILED|worker|made|rror"
+    echo "suite attention --gpus $g: wall $(python3 -c "print(f'{$(wall) - $t0:.1f}')") s"
+    cp "$W/suite_gpus$g.db" "$OUT/scaling_suite_gpus$g.db"
+  done
+fi
