@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Reproduces results/scaling.md: vitbench on every GPU of a host. GPU: two GPUs of one host (device kind
 # nvidia-h200-x2); the code takes any number (--gpus N|all, --workers N).
-#   bash scripts/reproduce/scaling.sh ddp     # run --gpus 2 vs 1: ViT-S/16 on synthetic images (throughput),
-#                                             # MNIST at global batch 256 (accuracy, 3 seeds) -> $OUT/scaling_ddp.db
+#   bash scripts/reproduce/scaling.sh ddp     # run --gpus 2 vs 1: ViT-S/16 on synthetic images (throughput)
+#                                             # -> $OUT/scaling_ddp.db
+#   bash scripts/reproduce/scaling.sh mnist   # run --gpus 2 vs 1 on MNIST at global batch 256 (accuracy; SEEDS,
+#                                             # GPUS pick a part: SEEDS="1 2") -> $OUT/scaling_mnist.db
 #   bash scripts/reproduce/scaling.sh sweep   # sweep --workers 2 on Optuna's journal file -> $OUT/scaling_sweep.db,
 #                                             # $OUT/scaling_sweep.journal
-#   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1
+#   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout
 # then, on any machine with the stores: python scripts/reproduce/scaling_tables.py $OUT
 set -uo pipefail
@@ -15,7 +17,7 @@ mkdir -p "$W"
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version())"
 wall() { python3 -c "import time; print(f'{time.time():.3f}')"; }
-part=${1:?ddp, sweep or suite}
+part=${1:?ddp, mnist, sweep or suite}
 
 if [ "$part" = ddp ]; then
   U="sqlite:///$W/ddp.db"
@@ -26,15 +28,19 @@ if [ "$part" = ddp ]; then
   python3 -m vitbench run "${S16[@]}" --batch-size 256 --run-name "1 GPU, batch 256, CUDA graph"
   python3 -m vitbench run "${S16[@]}" --batch-size 512 --gpus 2 --run-name "2 GPUs, batch 512 (256 per GPU)"
   python3 -m vitbench run "${S16[@]}" --batch-size 256 --gpus 2 --run-name "2 GPUs, batch 256 (128 per GPU)"
+  cp "$W/ddp.db" "$OUT/scaling_ddp.db"
+elif [ "$part" = mnist ]; then
+  U="sqlite:///$W/mnist.db"
   # the default recipe at global batch 256 (eager data-parallel steps at batch 64 are host-bound: ~50 s a run),
   # the same global batch on 1 and 2 GPUs
-  for seed in 0 1 2; do
-    for g in 1 2; do
+  for seed in ${SEEDS:-0 1 2}; do
+    for g in ${GPUS:-1 2}; do
       python3 -m vitbench run --dataset mnist --batch-size 256 --seed "$seed" --gpus "$g" --experiment scaling-mnist \
-        --quiet --tracking-uri "$U" --run-name "$g GPU(s), batch 256, seed $seed" 2>&1 | grep -E "^done|rror"
+        --quiet --tracking-uri "$U" --run-name "$g GPU(s), batch 256, seed $seed" 2>&1 \
+        | grep -E "^done|rror" | sed "s/^/$g GPU(s), seed $seed: /"
+      cp "$W/mnist.db" "$OUT/scaling_mnist.db"
     done
   done
-  cp "$W/ddp.db" "$OUT/scaling_ddp.db"
 elif [ "$part" = sweep ]; then
   t0=$(wall)
   python3 -m vitbench sweep --workers 2 --storage "journal:$W/sweep.journal" --n-trials 6 --epochs 1 \
@@ -46,7 +52,7 @@ elif [ "$part" = suite ]; then
   for g in 2 1; do
     t0=$(wall)
     python3 -m vitbench suite experiments/attention.yaml --gpus "$g" --tracking-uri "sqlite:///$W/suite_gpus$g.db" \
-      --quiet 2>&1 | grep -E "val_acc|FAILED|worker|made|rror"
+      --repeats "${REPEATS:-3}" --quiet 2>&1 | grep -E "val_acc|FAILED|worker|made|rror"
     echo "suite attention --gpus $g: wall $(python3 -c "print(f'{$(wall) - $t0:.1f}')") s"
     cp "$W/suite_gpus$g.db" "$OUT/scaling_suite_gpus$g.db"
   done
