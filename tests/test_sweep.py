@@ -197,6 +197,8 @@ def test_journal_storage_two_workers_survive_a_sigkill(workdir, tiny_mnist):
     assert {failed.number} == victim_trials
     (retry,) = [t for t in trials if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == failed.number]
     assert retry.state.name == "COMPLETE" and retry.params == failed.params
+    fresh = [t.params["lr"] for t in trials if t.number != retry.number]
+    assert len(set(fresh)) == len(fresh), "two workers suggested the same parameters"
     parents, children = sweep_runs(workdir)
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert not [r for r in children if r.info.status == "RUNNING"]

@@ -309,7 +309,7 @@ def sweep(
                                               "over the visible GPUs)")] = 1,
     heartbeat: Annotated[int, typer.Option(help="seconds between trial heartbeats; a worker silent for 3 of "
                                                 "them is declared dead and its trial retried")] = 10,
-    worker: Annotated[bool, typer.Option(hidden=True)] = False,
+    worker: Annotated[int | None, typer.Option(hidden=True, help="worker index (set by the coordinator)")] = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
     warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
     optimizer: Optimizer = None,
@@ -341,7 +341,8 @@ def sweep(
     base = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
     model_overrides = pick(values, MODEL_KEYS)
     experiment = experiment or f"vitbench-sweep-{dataset}"
-    if worker:  # started by a coordinator: it owns the parent run
+    if worker is not None:  # started by a coordinator: it owns the parent run
+        spec = replace(spec, seed=spec.seed + worker)  # each worker's sampler its own seed: no repeated suggestions
         from vitbench.sweep import open_study
         from vitbench.tracking import connect
 

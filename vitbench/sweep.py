@@ -506,7 +506,7 @@ def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker", str(i)],
                                       env=env))
     return procs
 
