@@ -183,7 +183,7 @@ def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log
     elif cfg.compile:
         log(f"note: torch.compile not used: {NAIVE_REASON}")
     fast.append("cuda_graph" if trainer.use_graph else "eager")
-    if not trainer.use_graph and cfg.cuda_graph:
+    if not trainer.use_graph and (cfg.cuda_graph or (trainer.world > 1 and trainer.device.type == "cuda")):
         log(f"note: CUDA graph not used: {trainer.graph_reason}")
     return ", ".join(fast)
 

@@ -107,6 +107,7 @@ def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from optuna.storages import RDBStorage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's INFO lines repeat it
     if url.startswith("journal:"):
         return journal_storage(url)
 
@@ -122,8 +123,6 @@ def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
         raise VitbenchError(f"storage {redact(url)} needs a driver: {e}; for PostgreSQL: pip install 'vitbench[postgres]'") from None
     except Exception as e:
         raise VitbenchError(f"cannot open Optuna storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@
 #                                             # $OUT/scaling_sweep.journal
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout
-# then, on any machine with the stores: python scripts/reproduce/scaling_tables.py $OUT
+# then, on any machine with the stores: mlflow ui --backend-store-uri sqlite:///scaling_suite_gpus2.db (runs, their
+# start and end times, the GPU each used) or vitbench report --experiment attention --tracking-uri ...
 set -uo pipefail
 W=${W:-/tmp/scaling}
 OUT=${OUT:-.}
