@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO
 from vitbench.cli import app
+from vitbench.errors import VitbenchError
 
 TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
 PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
@@ -232,6 +233,19 @@ def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
     assert (p["train.batch_size"], p["train.precision"], p["train.compile"], p["model.dim"]) == ("32", "fp32", "False", "32")
     assert run.data.tags["recipe"] == "mnist-fast"
     _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-fast, mnist-strong")
+
+
+def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path):
+    from vitbench.recipes import load_recipes, recipe_options
+
+    res = invoke("recipes")
+    assert res.exit_code == 0
+    for name, r in load_recipes().items():
+        assert f"{name}: {r.description}" in res.output and "measured:" in res.output
+        assert "H100" in r.measured and "held-out" in r.chosen_by
+    (tmp_path / "odd.yaml").write_text("description: x\nchosen_by: y\nmeasured: z\noptions: {learning_rate: 1}\n")
+    with pytest.raises(VitbenchError, match="'learning_rate' is not an option"):
+        recipe_options("odd", tmp_path)
 
 
 def test_strong_recipe_sets_model_and_augmentation(workdir, tiny_mnist):

@@ -145,6 +145,18 @@ def variants(preset: Annotated[str | None, typer.Option(help="size preset for th
 
 @app.command()
 @cli_errors
+def recipes() -> None:
+    """List the recipes (experiments/recipes/*.yaml): what each sets, how it was chosen, what it measured."""
+    from vitbench.recipes import load_recipes
+
+    for r in load_recipes().values():
+        typer.echo(f"{r.name}: {r.description}\n  sets:      "
+                   + ", ".join(f"{k}={v}" for k, v in r.options.items())
+                   + f"\n  chosen by: {r.chosen_by}\n  measured:  {r.measured}\n")
+
+
+@app.command()
+@cli_errors
 def run(
     variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
@@ -161,8 +173,9 @@ def run(
     resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
-    recipe: Annotated[str | None, typer.Option(help="a named set of options, e.g. mnist-fast (see README); "
-                                                    "options given explicitly win")] = None,
+    recipe: Annotated[str | None, typer.Option(help="a named set of options from experiments/recipes/, e.g. "
+                                                    "mnist-fast (`vitbench recipes` lists them); options given "
+                                                    "explicitly win")] = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
     gpus: Annotated[int, typer.Option(help="data-parallel training on N GPUs of this host: N processes through "
                                            "torch.distributed.run, DistributedDataParallel, --batch-size the "
@@ -171,8 +184,9 @@ def run(
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
     from vitbench.loop import Every
+    from vitbench.recipes import recipe_options
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
-    from vitbench.train import TrainConfig, load_checkpoint, recipe_options
+    from vitbench.train import TrainConfig, load_checkpoint
 
     given = dict(locals())
     live, shown = Every.parse(live_every), display(quiet, progress_interval)

@@ -87,31 +87,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# Named recipes: what one flag (`--recipe NAME`) sets; options given explicitly still win. Each says how
-# it was chosen and what it measured (results/speed.md).
-RECIPES: dict[str, dict] = {
-    # Issue 7, target 1: bf16, torch.compile inside the whole-step CUDA graph, the fastest implementations
-    # of the default parts (the same function as sdpa + conv). Batch 384 / lr 6e-3: best held-out
-    # accuracy (10% of the training set) among the candidates whose training fits in 1 s on an H100
-    # (scripts/gpu/run9_tune_recipes.sh).
-    "mnist-fast": dict(batch_size=384, precision="bf16", compile=True, lr=6e-3, warmup_epochs=0.5, epochs=5,
-                       attention="vectorized", patchify="unfold"),
-    # Issue 7, target 4: a larger model (patch 4: 49 patches, dim 128, depth 6), random 2-pixel crops,
-    # 60 epochs; chosen among three candidates on the held-out split (scripts/gpu/run9_tune_recipes.sh).
-    "mnist-strong": dict(patch_size=4, dim=128, depth=6, heads=4, mlp_dim=256, attention="sdpa",
-                         patchify="unfold", precision="bf16", compile=True, batch_size=512, lr=2e-3,
-                         weight_decay=0.05, warmup_epochs=2, label_smoothing=0.1, augment="crop", epochs=60),
-}
-
-
-def recipe_options(name: str | None) -> dict:
-    if name is None:
-        return {}
-    if name not in RECIPES:
-        raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
-    return dict(RECIPES[name])
-
-
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # per-epoch metrics

@@ -1,0 +1,51 @@
+"""Recipes: named sets of options for `vitbench run --recipe NAME`, one YAML file each in
+experiments/recipes/, with how each was chosen and what it measured. Options given explicitly win."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from vitbench.errors import VitbenchError
+from vitbench.models.vit import ViTConfig
+from vitbench.train import TrainConfig
+from vitbench.yamlfile import read_yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "recipes"
+SETTABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("variant", "dataset")) + tuple(
+    f.name for f in fields(ViTConfig))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    chosen_by: str  # the measurement that chose it, and where it is recorded
+    measured: str  # what it reached, with hardware, versions and date
+    options: dict
+
+
+def read_recipe(path: Path) -> Recipe:
+    spec = read_yaml(path, "recipe")
+    keys = {"description", "chosen_by", "measured", "options"}
+    if not isinstance(spec, dict) or set(spec) != keys or not isinstance(spec["options"], dict):
+        raise VitbenchError(f"recipe {path} must have exactly these keys: {', '.join(sorted(keys))} (options a mapping)")
+    bad = [k for k in spec["options"] if k not in SETTABLE]
+    if bad:
+        raise VitbenchError(f"recipe {path}: {bad[0]!r} is not an option; valid: {', '.join(SETTABLE)}")
+    return Recipe(path.stem, str(spec["description"]), str(spec["chosen_by"]), str(spec["measured"]),
+                  dict(spec["options"]))
+
+
+def load_recipes(folder: Path = RECIPE_DIR) -> dict[str, Recipe]:
+    return {p.stem: read_recipe(p) for p in sorted(folder.glob("*.yaml"))}
+
+
+def recipe_options(name: str | None, folder: Path = RECIPE_DIR) -> dict:
+    """The options recipe ``name`` sets ({} for None)."""
+    if name is None:
+        return {}
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(load_recipes(folder))} (`vitbench recipes`)")
+    return dict(read_recipe(path).options)
