@@ -38,7 +38,7 @@ class TrainConfig:
     variant: str = "sdpa"
     dataset: str = "mnist"
     # Defaults: best of a 24-trial sweep of sdpa on MNIST, 5 epochs, scored on a held-out 10% of the
-    # training set (results/logs/gpu-session4-sweep-and-cifar-bench.txt), rounded. Never tuned on the test set.
+    # training set (results/logs/defaults_sweep.txt), rounded. Never tuned on the test set.
     epochs: int = 5
     batch_size: int = 64
     lr: float = 2.1e-3  # peak learning rate, reached after the warm-up
