@@ -110,6 +110,9 @@ def display(quiet: bool, interval: float):
         raise VitbenchError(f"--progress-interval must be positive, got {interval:g}")
     return Display("off" if quiet else "auto", interval, log=typer.echo)
 
+# The flags of run and sweep that set a config field, by the field's name: --batch-size sets
+# TrainConfig.batch_size, --patch-size ViTConfig.patch_size. tests/test_cli.py checks that every flag of
+# `run` is one of these or a command option, and that each field exists with the flag's type.
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "augment",
               "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
               "max_steps", "time_budget", "num_workers", "data_dir")
@@ -117,8 +120,9 @@ MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "dept
               "patch_size", "dropout")
 
 
-def pick(values: dict, keys: tuple[str, ...]) -> dict:
-    return {k: values[k] for k in keys if values.get(k) is not None}
+def pick(options: dict, keys: tuple[str, ...]) -> dict:
+    """The options among ``keys`` that were given (not None): the config fields of the same names."""
+    return {k: options[k] for k in keys if options.get(k) is not None}
 
 
 @app.command()
@@ -158,7 +162,7 @@ def recipes() -> None:
 @app.command()
 @cli_errors
 def run(
-    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    ctx: typer.Context, variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
     warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
     optimizer: Optimizer = None,
@@ -188,9 +192,9 @@ def run(
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
     from vitbench.train import TrainConfig, load_checkpoint
 
-    given = dict(locals())
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    values = {**recipe_options(recipe), **{k: v for k, v in given.items() if v is not None}}
+    # the recipe's options, then every flag given on the command line (ctx.params: the parsed flags by name)
+    values = {**recipe_options(recipe), **{k: v for k, v in ctx.params.items() if v is not None}}
     checkpoint = None
     if resume:
         changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
@@ -308,7 +312,7 @@ def bench(
 @app.command()
 @cli_errors
 def sweep(
-    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    ctx: typer.Context, variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
     n_trials: Annotated[int, typer.Option(help="total trials of the study (a re-run resumes to it)")] = 20,
     timeout: Annotated[float | None, typer.Option(help="stop starting trials after this many seconds")] = None,
     space: Annotated[Path | None, typer.Option(help="search space YAML [experiments/spaces/default.yaml]")] = None,
@@ -343,7 +347,7 @@ def sweep(
     from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep, work
     from vitbench.train import TrainConfig
 
-    values = locals()
+    values = ctx.params  # the parsed flags by name
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     get_variant(variant)
     get_dataset_info(dataset)
