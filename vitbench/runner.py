@@ -119,18 +119,12 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
     splits = splits or load_data(cfg, info, log)
     exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
-    run_tags = {
-        "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
-        **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},
-        **environment_tags(device), **(tags or {}),
-    }
-    if info.synthetic:
-        run_tags["synthetic"] = "true: random images and labels, throughput only"
     name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
     import mlflow
 
     box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
-    with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags, parent_run_id=parent_run_id,
+    with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, device, tags),
+                     parent_run_id=parent_run_id,
                      system_metrics=system_metrics, finished_on=pruned_exceptions, outbox=box) as run_id:
         if on_start is not None:
             on_start(run_id)
@@ -140,10 +134,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         else:
             mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
-        hooks = Hooks(epoch=[lambda epoch, metrics: box.metrics(metrics, step=epoch), *(on_epoch or [])],
-                      live=lambda step, metrics: box.metrics({f"live/{k}": v for k, v in metrics.items()}, step,
-                                                             wait=False),
-                      stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)))
+        hooks = recording_hooks(box, on_epoch)
         try:
             with display or Display("off", log=log) as shown:
                 result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
@@ -159,6 +150,26 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         box.metrics(result.final_metrics())
         log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
     return RunOutcome(run_id, result)
+
+
+def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, device, tags: dict | None) -> dict[str, str]:
+    """What a run is (variant, parts, data) and where it ran (hardware, versions, command), plus ``tags``."""
+    out = {
+        "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
+        **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "pos_embed", "pool", "norm")},
+        **environment_tags(device), **(tags or {}),
+    }
+    if splits.info.synthetic:
+        out["synthetic"] = "true: random images and labels, throughput only"
+    return out
+
+
+def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None) -> Hooks:
+    """Epoch metrics (step = epoch), live metrics (step = global step, not waited for) and what a stopped
+    run did, all through the outbox; then the caller's epoch callbacks."""
+    return Hooks(epoch=[lambda epoch, metrics: box.metrics(metrics, step=epoch), *(on_epoch or [])],
+                 live=lambda step, metrics: box.metrics({f"live/{k}": v for k, v in metrics.items()}, step, wait=False),
+                 stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)))
 
 
 def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -> Splits:

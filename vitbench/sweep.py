@@ -268,52 +268,75 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
         raise VitbenchError(f"study {spec.study_name!r}: {e}") from None
 
 
-def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
-         parent_run_id: str, log: Callable[[str], None] = print, display: Display | None = None,
-         live: Every | None = None, reap: bool = True) -> None:
-    """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``); ``reap``:
-    also fail the trials of dead workers (see ``fail_dead_trials``)."""
-    import optuna
-    import torch
+@dataclass
+class Objective:
+    """One trial: suggest, build the configs, train as a nested MLflow run, return the objective(s)."""
 
-    from vitbench.runner import load_data, model_config_for, run_experiment, shaped
-    from vitbench.train import NonFiniteLoss
+    study: object
+    spec: SweepSpec
+    base_cfg: object
+    model_overrides: dict
+    splits: object
+    tracking_uri: str | None
+    experiment: str
+    parent_run_id: str
+    display: Display
+    live: Every
 
-    study = open_study(spec, base_cfg.epochs, log)
-    splits = load_data(base_cfg, shaped(spec.dataset, spec.preset)[0], log)
-    multi = len(spec.objectives) > 1
-    deadline = time.time() + spec.timeout if spec.timeout else None
+    @property
+    def multi(self) -> bool:
+        return len(self.spec.objectives) > 1
 
-    def objective(trial: optuna.Trial):
-        earlier = [t for t in study.get_trials(deepcopy=False)
-                   if t.number < trial.number and t.state.name in (*COUNTED, "RUNNING")]
-        if len(earlier) >= spec.n_trials:
-            raise ExcessTrial(f"study already has {spec.n_trials} trials")
-        params = suggest(trial, spec.space)
+    def configs(self, trial, params: dict):
+        import optuna
+
+        from vitbench.runner import model_config_for
+
         train_p = {k: v for k, v in params.items() if k in TRAIN_PARAMS}
-        model_p = {**model_overrides, **{k: v for k, v in params.items() if k in MODEL_PARAMS}}
+        model_p = {**self.model_overrides, **{k: v for k, v in params.items() if k in MODEL_PARAMS}}
         try:
-            cfg = replace(base_cfg, **train_p)
-            model_cfg = model_config_for(spec.variant, spec.dataset, spec.preset, **model_p)
+            return (replace(self.base_cfg, **train_p),
+                    model_config_for(self.spec.variant, self.spec.dataset, self.spec.preset, **model_p))
         except VitbenchError as e:  # e.g. dim not divisible by heads: an impossible corner of the space
             trial.set_user_attr("prune_reason", f"invalid configuration: {e}")
             raise optuna.TrialPruned(str(e)) from None
 
+    def report(self, trial) -> Callable[[int, dict], None]:
+        """The per-epoch callback: report val_acc to Optuna, prune when it says so (single objective)."""
+        import optuna
+
         def report(epoch: int, metrics: dict) -> None:
-            if not multi:
+            if not self.multi:
                 trial.report(metrics["val_acc"], epoch)
                 if trial.should_prune():
                     trial.set_user_attr("prune_reason", f"pruned at epoch {epoch} (val_acc {metrics['val_acc']:.4f})")
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+        return report
+
+    def __call__(self, trial):
+        import optuna
+        import torch
+
+        from vitbench.runner import run_experiment
+        from vitbench.train import NonFiniteLoss
+
+        spec = self.spec
+        earlier = [t for t in self.study.get_trials(deepcopy=False)
+                   if t.number < trial.number and t.state.name in (*COUNTED, "RUNNING")]
+        if len(earlier) >= spec.n_trials:
+            raise ExcessTrial(f"study already has {spec.n_trials} trials")
+        params = suggest(trial, spec.space)
+        cfg, model_cfg = self.configs(trial, params)
         tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
         beat = TrialBeat(trial, spec.heartbeat) if spec.storage.startswith("journal:") else None
         try:
             outcome = run_experiment(
-                cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id,
-                run_name=f"trial-{trial.number}", tags=tags, on_epoch=[report], splits=splits, log=lambda s: None,
+                cfg, model_cfg, tracking_uri=self.tracking_uri, experiment=self.experiment,
+                parent_run_id=self.parent_run_id, run_name=f"trial-{trial.number}", tags=tags,
+                on_epoch=[self.report(trial)], splits=self.splits, log=lambda s: None,
                 on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
-                pruned_exceptions=(optuna.TrialPruned,), display=display, live=live or Every())
+                pruned_exceptions=(optuna.TrialPruned,), display=self.display, live=self.live)
         except (torch.OutOfMemoryError, NonFiniteLoss) as e:
             reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
             trial.set_user_attr("prune_reason", reason[:300])
@@ -323,10 +346,23 @@ def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | N
                 beat.stop()
         r = outcome.result
         values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.steps * cfg.batch_size / max(r.train_seconds, 1e-9)}
-        display.note(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
-        return tuple(values[o] for o in spec.objectives) if multi else values["val_acc"]
+        self.display.note(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
+        return tuple(values[o] for o in spec.objectives) if self.multi else values["val_acc"]
 
+
+def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
+         parent_run_id: str, log: Callable[[str], None] = print, display: Display | None = None,
+         live: Every | None = None, reap: bool = True) -> None:
+    """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``); ``reap``:
+    also fail the trials of dead workers (see ``fail_dead_trials``)."""
+    from vitbench.runner import load_data, shaped
+
+    study = open_study(spec, base_cfg.epochs, log)
+    splits = load_data(base_cfg, shaped(spec.dataset, spec.preset)[0], log)
+    deadline = time.time() + spec.timeout if spec.timeout else None
     display = display or Display("off", log=log)
+    objective = Objective(study, spec, base_cfg, model_overrides, splits, tracking_uri, experiment, parent_run_id,
+                          display, live or Every())
     with display:
         task = display.task(f"study {spec.study_name}", spec.n_trials, unit="trial")
         started, mine = time.perf_counter(), 0
