@@ -54,6 +54,9 @@ def test_imagefolder_trains_resized_to_the_preset(workdir, loader):
     assert run.data.params["model.num_classes"] == "3" and run.data.params["model.image_size"] == "32"
     assert run.data.tags["eval_set"] == "val:0.25" and run.data.metrics["val_acc"] > 0.5
     assert f"loader={loader}" in run.data.tags["fast_path"]
+    res = invoke("inspect", run.info.run_id, "--images", "2", "--out", str(workdir / "insp"))
+    assert res.exit_code == 0, res.output  # the folder's class names, resident or streamed
+    assert (workdir / "insp" / "attention_maps.png").exists()
 
 
 def test_imagefolder_with_train_and_val_folders(workdir):

@@ -3,6 +3,7 @@ confusion matrix of a trained run, written as files and logged as artifacts of t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,15 +48,12 @@ def patch_scores(model, roll: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, g, g)
 
 
-def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking_uri: str | None = None,
-                checkpoint_dir: str | Path = "checkpoints", data_dir: str | None = None, log=print) -> Path:
+def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, data_dir: str | None):
+    """The run's trained model (eval mode), its training config and its evaluation data."""
     import mlflow
-    import torch.nn.functional as F
 
-    from vitbench import plots
-    from vitbench.data import load_splits, normalize
     from vitbench.models import ViT, ViTConfig
-    from vitbench.runner import class_names, find_checkpoint
+    from vitbench.runner import dataset_for, find_checkpoint, load_data
     from vitbench.tracking import connect
     from vitbench.train import TrainConfig, load_checkpoint
 
@@ -66,38 +64,41 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
         raise VitbenchError(f"no run {run_id!r} in the tracking store") from None
     ckpt = load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))
     cfg = TrainConfig.from_dict(ckpt["train_config"])
-    model = ViT(ViTConfig(**ckpt["model_config"]))
+    model_cfg = ViTConfig(**ckpt["model_config"])
+    model = ViT(model_cfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
-    splits = load_splits(cfg.dataset, data_dir or cfg.data_dir, cfg.val_split, cfg.seed)
-    info, classes = splits.info, class_names(splits.info)
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    out = Path(out or Path("results") / "inspect" / run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    preds = []
-    with torch.inference_mode():
-        for i in range(0, len(splits.eval_images), 1000):
-            preds.append(model(normalize(splits.eval_images[i:i + 1000], mean, std)).argmax(-1))
-    preds = torch.cat(preds)
-    title = f"{cfg.variant} on {cfg.dataset} (run {run_id[:8]})"
-    files = [plots.confusion_matrix(preds, splits.eval_labels, classes, out / "confusion_matrix.png",
-                                    f"{title}: confusion matrix"),
-             plots.prediction_grid(splits.eval_images[:32], preds[:32], splits.eval_labels[:32], classes,
-                                   out / "predictions.png", f"{title}: predictions")]
-    images = splits.eval_images[:n]
-    x = normalize(images, mean, std)
+    if data_dir:
+        cfg = replace(cfg, data_dir=data_dir)
+    splits = load_data(cfg, dataset_for(cfg.dataset, model_cfg), lambda s: None)
+    return model, cfg, splits
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    from vitbench.data import normalize
+
+    return torch.cat([model(normalize(images[i:i + 1000], mean, std)).argmax(-1) for i in range(0, len(images), 1000)])
+
+
+def attention_figure(model, images: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor,
+                     classes: list[str], title: str):
+    """Each image, its attention rollout, and every head's attention in the last block (CLS -> patches)."""
+    import torch.nn.functional as F
+
+    from vitbench import plots
+
+    n = len(images)
     maps = attention_maps(model, x)
     scores = patch_scores(model, rollout(maps))
     up = F.interpolate(scores[:, None], size=images.shape[-2:], mode="nearest")[:, 0]  # (n, H, W)
-    plt = plots.plt
     heads = maps[-1].shape[1]
-    fig, axes = plt.subplots(n, heads + 2, figsize=(1.7 * (heads + 2), 1.8 * n), squeeze=False)
+    fig, axes = plots.plt.subplots(n, heads + 2, figsize=(1.7 * (heads + 2), 1.8 * n), squeeze=False)
     for i in range(n):
         img = images[i].float() / 255
         show = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
         axes[i, 0].imshow(show, cmap="gray" if img.shape[0] == 1 else None)
-        axes[i, 0].set_title(f"true {classes[int(splits.eval_labels[i])]}, pred {classes[int(preds[i])]}", fontsize=7)
+        axes[i, 0].set_title(f"true {classes[int(labels[i])]}, pred {classes[int(preds[i])]}", fontsize=7)
         axes[i, 1].imshow(show, cmap="gray" if img.shape[0] == 1 else None)
         axes[i, 1].imshow(up[i], cmap="inferno", alpha=0.6)
         axes[i, 1].set_title("rollout", fontsize=7)
@@ -109,9 +110,32 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(f"{title}: attention ({'CLS token' if model.cls_token is not None else 'mean of tokens'} -> patches)")
-    files.append(plots.save(fig, out / "attention_maps.png"))
+    return fig
+
+
+def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking_uri: str | None = None,
+                checkpoint_dir: str | Path = "checkpoints", data_dir: str | None = None, log=print) -> Path:
     from mlflow.tracking import MlflowClient
 
+    from vitbench import plots
+    from vitbench.data import normalize
+    from vitbench.runner import class_names
+
+    model, cfg, splits = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
+    info, classes = splits.info, class_names(splits.info)
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    out = Path(out or Path("results") / "inspect" / run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    preds = predict(model, splits.eval_images, mean, std)  # a streamed ImageFolder keeps its first images only
+    labels = splits.eval_labels[: len(preds)]
+    title = f"{cfg.variant} on {cfg.dataset} (run {run_id[:8]})"
+    images = splits.eval_images[:n]
+    fig = attention_figure(model, images, normalize(images, mean, std), labels, preds, classes, title)
+    files = [plots.confusion_matrix(preds, labels, classes, out / "confusion_matrix.png", f"{title}: confusion matrix"),
+             plots.prediction_grid(splits.eval_images[:32], preds[:32], labels[:32], classes,
+                                   out / "predictions.png", f"{title}: predictions"),
+             plots.save(fig, out / "attention_maps.png")]
     for f in files:
         MlflowClient().log_artifact(run_id, str(f), "inspect")
     log(f"wrote {', '.join(str(f) for f in files)} and logged them to run {run_id}")
