@@ -42,7 +42,7 @@ def runs(workdir):
 
 
 def test_two_workers_share_the_cells_and_a_failure_fails_only_itself(workdir, tiny_mnist):
-    proc = suite(workdir, tiny_mnist, 2)
+    proc = suite(workdir, tiny_mnist, 1)
     out = proc.communicate(timeout=400)[0]
     assert proc.returncode == 2, out
     assert "4 runs on 2 worker processes (cpu0, cpu1)" in out and "run 4/4" in out and "ETA" in out
@@ -52,7 +52,7 @@ def test_two_workers_share_the_cells_and_a_failure_fails_only_itself(workdir, ti
     assert status == {"variant=sdpa": "FINISHED", "variant=vectorized-msa": "FINISHED",
                       "variant=simple-vit": "FINISHED", "diverges": "FAILED"}
     assert {r.data.tags["suite.gpu"] for r in done} == {"cpu0", "cpu1"}  # both workers took runs
-    proc = suite(workdir, tiny_mnist, 2)  # a re-run retries only what did not finish
+    proc = suite(workdir, tiny_mnist, 1)  # a re-run retries only what did not finish
     out = proc.communicate(timeout=400)[0]
     assert out.count("already FINISHED") == 3 and "worker processes" not in out and "1 run(s) failed" in out
 
