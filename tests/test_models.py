@@ -46,6 +46,10 @@ def _outputs_and_grads(model, x):
 @pytest.mark.parametrize("variant", list_variants())
 def test_implementations_compute_the_same_function(variant, part, impls):
     """One state_dict, every pair of implementations: same outputs and gradients (float64)."""
+    assert_same_function(variant, part, impls)
+
+
+def assert_same_function(variant: str, part: str, impls: list[str]) -> None:
     x = batch("mnist", dtype=torch.float64)
     torch.manual_seed(1)
     models = {impl: create_model(variant, "mnist", **SMALL, **{part: impl}).double() for impl in impls}
@@ -139,3 +143,24 @@ def test_every_variant_on_cuda(variant, precision):
     assert torch.isfinite(out).all()
     out.float().sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_a_new_attention_is_one_class_in_one_file(monkeypatch, workdir, tiny_mnist):
+    """What ARCHITECTURE.md promises: a subclass of Attention and one ATTENTION entry, and the registry,
+    the configs, the equivalence check and the command line take it."""
+    from tests.test_run import TINY, invoke, runs
+    from vitbench.models.attention import Attention
+
+    class EinsumAttention(Attention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            B, N, D = x.shape
+            q, k, v = self.split_heads(x)
+            w = torch.einsum("bhqd,bhkd->bhqk", q, k).mul(self.head_dim**-0.5).softmax(-1)
+            return self.proj_drop(self.proj(torch.einsum("bhqk,bhkd->bqhd", w, v).reshape(B, N, D)))
+
+    monkeypatch.setitem(ATTENTION, "einsum", EinsumAttention)
+    assert_same_function("sdpa", "attention", list(ATTENTION))
+    res = invoke("run", "--attention", "einsum", "--epochs", "1", "--max-steps", "2", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    assert run.data.params["model.attention"] == "einsum" and run.data.tags["part.attention"] == "einsum"
