@@ -70,3 +70,21 @@ def test_ctrl_c_ends_every_worker_s_run_killed(workdir, tiny_mnist):
     assert [r.info.status for r in killed] == ["KILLED", "KILLED"]
     for r in killed:
         assert (workdir / "checkpoints" / r.info.run_id / "last.pt").exists()
+
+
+def test_runs_are_failed_not_lost_when_every_worker_dies(workdir, tiny_mnist):
+    import pytest
+
+    from vitbench.errors import VitbenchError
+    from vitbench.progress import Display
+    from vitbench.suite import load_suite, run_suite
+
+    path = workdir / "parallel.yaml"
+    path.write_text(SUITE.format(epochs=1))
+    s = load_suite(path)
+    path.unlink()  # the workers cannot read the suite: each dies before its first run
+    lines: list[str] = []
+    with pytest.raises(VitbenchError, match=r"4 run\(s\) failed"):
+        run_suite(s, gpus=["cpu0", "cpu1"], device="cpu", data_dir=str(tiny_mnist),
+                  display=Display("off", log=lines.append))
+    assert sum("not run:" in line for line in lines) == 4

@@ -53,9 +53,7 @@ def check_launch(gpus: int, device: str | None, batch_size: int, loader: str) ->
     """Everything a launch needs, checked before any process starts."""
     if gpus < 2:
         return
-    if device == "cpu":
-        pass
-    elif not torch.cuda.is_available() or torch.cuda.device_count() < gpus:
+    if device != "cpu" and (not torch.cuda.is_available() or torch.cuda.device_count() < gpus):
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise VitbenchError(f"--gpus {gpus} needs {gpus} CUDA GPUs; this machine has {have} "
                             f"(--device cpu runs {gpus} CPU processes on gloo, for testing)")

@@ -98,12 +98,17 @@ class Pool:
             self.tasks.put((cell.name, r))
         for _ in self.gpus:
             self.tasks.put(None)
-        left = len(todo)
-        while left:
+        pending = {(cell.name, r) for cell, r in todo}
+
+        def done(name: str, r: int, run_id: str | None, seconds: float) -> None:
+            pending.discard((name, r))
+            on_done(name, r, run_id, seconds)
+
+        while pending:
             try:
                 event = self.events.get(timeout=1.0)
             except queue.Empty:
-                left -= self.reap(on_done, note)
+                self.reap(done, note)
                 if not any(p.is_alive() for p in self.procs.values()) and self.events.empty():
                     break
                 continue
@@ -113,22 +118,20 @@ class Pool:
             elif kind == "start":
                 self.holding[gpu] = (rest[0], rest[1], time.perf_counter())
             else:
-                name, r, run_id, seconds = rest
                 self.holding[gpu] = None
-                on_done(name, r, run_id, seconds)
-                left -= 1
+                done(*rest)
+        for name, r in sorted(pending):  # every worker died before these started
+            note(f"not run: {name} repeat {r} (no worker left)")
+            on_done(name, r, None, 0.0)
 
-    def reap(self, on_done: Callable, note: Callable[[str], None]) -> int:
+    def reap(self, on_done: Callable, note: Callable[[str], None]) -> None:
         """A worker that died (a crash, the OOM killer) fails the run it held."""
-        lost = 0
         for g, p in self.procs.items():
             held = self.holding[g]
             if held is not None and not p.is_alive():
                 note(f"[{g}] worker died (exit code {p.exitcode}) during {held[0]} repeat {held[1]}")
                 self.holding[g] = None
                 on_done(held[0], held[1], None, time.perf_counter() - held[2])
-                lost += 1
-        return lost
 
     def interrupt(self) -> int:
         """One SIGINT to each worker, then wait for them to end their runs KILLED; how many were running."""
