@@ -173,8 +173,11 @@ def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None) -> Hooks:
 
 
 def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -> Splits:
-    splits = load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, info, resident=cfg.loader != "dataloader")
-    if not splits.resident and cfg.loader != "dataloader":
+    # in memory for the device-resident loader: asked for, or the default on CUDA and for data-parallel ranks
+    resident = cfg.loader == "gpu" or (cfg.loader == "auto" and (resolve_device(cfg.device).type == "cuda"
+                                                                 or world_size() > 1))
+    splits = load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, info, resident=resident)
+    if not splits.resident and resident:
         log(f"note: {cfg.dataset} does not fit in memory; its images are read from disk per batch (DataLoader)")
     if info.synthetic:
         log("note: synthetic data (random images, fixed random labels): throughput only, accuracy means nothing")
