@@ -369,7 +369,7 @@ def sweep(
         if not parent:
             raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
         work(spec, base, model_overrides, uri, experiment, parent, typer.echo, shown, live,
-             reap=not storage.startswith("journal:"))  # the coordinator reaps the journal's dead workers
+             reap=not spec.journal)  # the coordinator reaps the journal's dead workers
         return
     run_sweep(spec, base, model_overrides, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
               argv=sys.argv[1:], log=typer.echo, display=shown, live=live)

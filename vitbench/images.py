@@ -120,16 +120,15 @@ def folder_splits(info: DatasetInfo, val_split: float, seed: int, resident: bool
     else:
         tr, va = split_indices(len(labels), val_split or DEFAULT_VAL_SPLIT, seed)
         eval_ds, eval_labels, eval_set = train_ds, labels[va], f"val:{val_split or DEFAULT_VAL_SPLIT:g}"
+    train_labels = labels if tr is None else labels[tr]
     n = len(labels) + (len(eval_labels) if eval_root is not None else 0)
-    resident = resident and n * torch.Size(info.image_shape).numel() <= resident_budget()
-    if resident:
+    if resident and n * torch.Size(info.image_shape).numel() <= resident_budget():
         x = decode(train_ds)
         xe = decode(eval_ds) if eval_root is not None else x[va]
-        xt = x[tr] if tr is not None else x
-        return Splits(info, Path(info.folder), xt, labels[tr] if tr is not None else labels, xe, eval_labels,
+        return Splits(info, Path(info.folder), x if tr is None else x[tr], train_labels, xe, eval_labels,
                       eval_set, tr, va)
     # Streamed: per batch from disk by the DataLoader; the first evaluation images for the prediction grid.
     first = va[:32] if va is not None else torch.arange(min(32, len(eval_labels)))
     empty = torch.empty(0, *info.image_shape, dtype=torch.uint8)
-    return Splits(info, Path(info.folder), empty, labels[tr] if tr is not None else labels, decode(eval_ds, first),
-                  eval_labels, eval_set, tr, va, resident=False)
+    return Splits(info, Path(info.folder), empty, train_labels, decode(eval_ds, first), eval_labels, eval_set,
+                  tr, va, resident=False)

@@ -257,12 +257,10 @@ class Loop:
         Data-parallel ranks decide together every AGREE_EVERY steps, so they stop at the same step."""
         cfg, pos = self.cfg, self.pos
         over = cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget
-        if self.world == 1:
-            signals.check()
-        elif pos["global_step"] % AGREE_EVERY == 0:
-            over = self.stop_if_signalled(signals, over)
+        if self.world > 1 and pos["global_step"] % AGREE_EVERY:
+            over = False  # between agreements a rank decides nothing alone
         else:
-            over = False
+            over = self.stop_if_signalled(signals, over)
         if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
             self.stop = "max_steps"
         elif over:

@@ -90,9 +90,10 @@ def journal_storage(url: str):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = Path(url.split(":", 1)[1]).expanduser()
-    if not url.split(":", 1)[1]:
+    raw = url.split(":", 1)[1]
+    if not raw:
         raise VitbenchError("--storage journal:PATH needs a file path, e.g. journal:optuna.journal")
+    path = Path(raw).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
@@ -140,6 +141,11 @@ class SweepSpec:
     heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
     preset: str | None = None
     seed: int = 0
+
+    @property
+    def journal(self) -> bool:
+        """Optuna's journal file: no heartbeat of its own (see TrialBeat, fail_dead_trials)."""
+        return self.storage.startswith("journal:")
 
     @property
     def directions(self) -> list[str]:
@@ -239,7 +245,7 @@ def fail_dead_trials(study, spec: SweepSpec) -> None:
     to stop two processes from retrying the same trial twice."""
     import optuna
 
-    if not spec.storage.startswith("journal:"):
+    if not spec.journal:
         optuna.storages.fail_stale_trials(study)  # the RDB heartbeat
         return
     from optuna.trial import TrialState
@@ -329,7 +335,7 @@ class Objective:
         params = suggest(trial, spec.space)
         cfg, model_cfg = self.configs(trial, params)
         tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
-        beat = TrialBeat(trial, spec.heartbeat) if spec.storage.startswith("journal:") else None
+        beat = TrialBeat(trial, spec.heartbeat) if spec.journal else None
         try:
             outcome = run_experiment(
                 cfg, model_cfg, tracking_uri=self.tracking_uri, experiment=self.experiment,
@@ -521,7 +527,7 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
 def watch(procs: list[subprocess.Popen], study, spec: SweepSpec) -> None:
     """Wait for the workers; meanwhile, for the journal, fail the trials of workers that died."""
     while any(p.poll() is None for p in procs):
-        if spec.storage.startswith("journal:"):
+        if spec.journal:
             with contextlib.suppress(Exception):
                 fail_dead_trials(study, spec)
         time.sleep(min(spec.heartbeat, 2))

@@ -400,11 +400,16 @@ def load_checkpoint(path: Path) -> dict:
 def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
     loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" or world_size() > 1
                                                       else "dataloader")
-    if splits.info.synthetic or not splits.resident:  # generated in memory / too large for it
-        if cfg.loader != "auto" and loader != ("gpu" if splits.info.synthetic else "dataloader"):
-            raise VitbenchError(f"--loader {loader} does not apply to {splits.info.name}: "
+    # synthetic images are generated in memory; an ImageFolder too large for it is read from disk
+    forced = "gpu" if splits.info.synthetic else None if splits.resident else "dataloader"
+    if forced is not None:
+        if cfg.loader not in ("auto", forced):
+            raise VitbenchError(f"--loader {cfg.loader} does not apply to {splits.info.name}: "
                                 f"{'synthetic images live in memory' if splits.info.synthetic else 'it is read from disk'}")
-        loader = "gpu" if splits.info.synthetic else "dataloader"
+        loader = forced
+    if loader == "dataloader" and world_size() > 1:  # a DataLoader would give every rank the whole batch
+        raise VitbenchError(f"--gpus N needs {splits.info.name} in memory on every rank; it does not fit "
+                            "(train on one GPU, or on a smaller --preset)")
     if loader == "gpu":
         train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
                              train=True, seed=cfg.seed, augment=cfg.augment, shard=(rank(), world_size()))
