@@ -131,9 +131,46 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
     ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``)."""
     from vitbench.tracking import connect
+    from vitbench.workers import Pool
 
-    connect(tracking_uri)
-    repeats = repeats or suite.repeats
+    # The workers start first: they import torch and MLflow and load the data while this process opens the store.
+    pool = Pool(suite, gpus, device, data_dir, tracking_uri, live or Every()) if len(gpus or []) > 1 else None
+    try:
+        connect(tracking_uri)
+        todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
+    except BaseException:
+        if pool:
+            pool.discard()
+        raise
+    display = display or Display("off", log=log)
+    made: list[str] = []
+    failed: list[str] = []
+
+    def done(name: str, r: int, run_id: str | None, seconds: float) -> None:
+        (made if run_id else failed).append(run_id or f"{name}#{r}")
+        eta.ran(name, seconds)
+
+    with display:
+        eta = SuiteClock(display, suite.name, todo, workers=min(len(gpus or []) or 1, max(len(todo), 1)))
+        if pool and len(todo) > 1:
+            run_on_workers(suite, todo, pool, tracking_uri, display, done)
+        else:
+            if pool:
+                pool.discard()
+            for cell, r in todo:
+                t0 = time.perf_counter()
+                run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
+                done(cell.name, r, run_id, time.perf_counter() - t0)
+        eta.close()
+    if failed:
+        raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
+                            f"{len(made)} made; re-run to retry them")
+    return made
+
+
+def runs_to_do(suite: Suite, repeats: int, force: bool, only: list[str] | None,
+               log: Callable[[str], None]) -> list[tuple[Cell, int]]:
+    """Every (cell, repeat) of the ``only`` cells (all if None) not yet FINISHED in the store."""
     done = set() if force else finished_cells(suite.name)
     unknown = set(only or []) - {c.name for c in suite.cells}
     if unknown:
@@ -148,40 +185,16 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
                 log(f"skip {cell.name} repeat {r}: already FINISHED (--force to redo)")
             else:
                 todo.append((cell, r))
-    display = display or Display("off", log=log)
-    made: list[str] = []
-    failed: list[str] = []
-
-    def done(name: str, r: int, run_id: str | None, seconds: float) -> None:
-        (made if run_id else failed).append(run_id or f"{name}#{r}")
-        eta.ran(name, seconds)
-
-    with display:
-        eta = SuiteClock(display, suite.name, todo, workers=len(gpus or []) or 1)
-        if gpus and len(gpus) > 1 and len(todo) > 1:
-            run_on_workers(suite, todo, gpus[: len(todo)], device, data_dir, tracking_uri, live or Every(), display, done)
-        else:
-            for cell, r in todo:
-                t0 = time.perf_counter()
-                run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
-                done(cell.name, r, run_id, time.perf_counter() - t0)
-        eta.close()
-    if failed:
-        raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
-                            f"{len(made)} made; re-run to retry them")
-    return made
+    return todo
 
 
-def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], gpus: list[str], device: str | None,
-                   data_dir: str | None, tracking_uri: str | None, live: Every, display: Display,
+def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_uri: str | None, display: Display,
                    done: Callable[[str, int, str | None, float], None]) -> None:
-    """The runs spread over one worker process per GPU (vitbench.workers); Ctrl-C ends each KILLED."""
+    """The runs spread over the pool's worker processes, one per GPU (vitbench.workers); Ctrl-C ends each KILLED."""
     from vitbench.tracking import connect, get_experiment_id
-    from vitbench.workers import Pool
 
     get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
-    display.note(f"suite {suite.name}: {len(todo)} runs on {len(gpus)} worker processes ({', '.join(gpus)})")
-    pool = Pool(suite, gpus, device, data_dir, tracking_uri, live)
+    display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)})")
     try:
         pool.run(todo, done, display.note)
     except KeyboardInterrupt:
@@ -197,13 +210,11 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
     from vitbench.runner import run_experiment
 
-    cfg, model_cfg = configs(cell, r, device)
-    if data_dir:
-        cfg = replace(cfg, data_dir=data_dir)
+    cfg, model_cfg = cell_configs(cell, r, device, data_dir)
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
     tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
     try:
-        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
+        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name, splits=splits_for(cfg, model_cfg),
                              run_name=cell_run_name(cell, cfg), tags=tags, log=lambda s: None, display=display, live=live)
     except Exception as e:  # the run is already ended FAILED with the error as a tag
         display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
@@ -212,6 +223,28 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     display.note(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
                  f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
     return out.run_id
+
+
+def cell_configs(cell: Cell, r: int, device: str | None, data_dir: str | None):
+    cfg, model_cfg = configs(cell, r, device)
+    return (replace(cfg, data_dir=data_dir) if data_dir else cfg), model_cfg
+
+
+_LOADED: dict[tuple, object] = {}
+
+
+def splits_for(cfg: TrainConfig, model_cfg):
+    """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
+    cells mostly share their dataset); only the last kept, so memory holds one dataset."""
+    from vitbench.runner import dataset_for, load_data
+
+    info = dataset_for(cfg.dataset, model_cfg)
+    key = (cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed if cfg.val_split else None, cfg.loader, cfg.device,
+           info.image_shape, info.num_classes)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_data(cfg, info, lambda s: None)
+    return _LOADED[key]
 
 
 def cell_run_name(cell: Cell, cfg) -> str:

@@ -50,13 +50,18 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
            live: Every, tasks, events, threads: int) -> None:
     """One worker process: runs (cell, repeat) pairs from ``tasks`` until it draws None."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator only; it passes one SIGINT on
+    import mlflow  # noqa: F401  (imported now: seconds the first run would otherwise wait)
     import torch
 
-    from vitbench.suite import load_suite, run_cell
+    from vitbench.suite import cell_configs, load_suite, run_cell, splits_for
 
     if device == "cpu" or gpu.startswith("cpu"):
         torch.set_num_threads(threads)
+    elif torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # the CUDA context, made while the coordinator opens the store
     suite = load_suite(path)
+    with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
+        splits_for(*cell_configs(suite.cells[0], 0, device, data_dir))
     cells = {c.name: c for c in suite.cells}
     shown = Display("off", log=lambda line: events.put(("note", gpu, line)))
     with contextlib.suppress(KeyboardInterrupt):
@@ -132,6 +137,12 @@ class Pool:
                 note(f"[{g}] worker died (exit code {p.exitcode}) during {held[0]} repeat {held[1]}")
                 self.holding[g] = None
                 on_done(held[0], held[1], None, time.perf_counter() - held[2])
+
+    def discard(self) -> None:
+        """No runs for the workers (all FINISHED, or one run only): stopped wherever they are in starting up."""
+        for p in self.procs.values():
+            p.kill()
+        self.close(timeout=10)
 
     def interrupt(self) -> int:
         """One SIGINT to each worker, then wait for them to end their runs KILLED; how many were running."""
