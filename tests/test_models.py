@@ -49,22 +49,74 @@ def test_implementations_compute_the_same_function(variant, part, impls):
     assert_same_function(variant, part, impls)
 
 
-def assert_same_function(variant: str, part: str, impls: list[str]) -> None:
-    x = batch("mnist", dtype=torch.float64)
+def assert_same_function(variant: str, part: str, impls: list[str], preset: str = "mnist") -> None:
+    """Outputs and gradients agree in float64; an attention without a CPU backward (flex) is compared on its
+    outputs here and on its gradients by the CUDA test below."""
+    x = batch(preset, dtype=torch.float64)
     torch.manual_seed(1)
-    models = {impl: create_model(variant, "mnist", **SMALL, **{part: impl}).double() for impl in impls}
+    models = {impl: create_model(variant, preset, **SMALL, **{part: impl}).double() for impl in impls}
     state = models[impls[0]].state_dict()
     results = {}
     for impl, m in models.items():
         m.load_state_dict(state)
-        results[impl] = _outputs_and_grads(m, x)
+        if part == "attention" and not ATTENTION[impl].cpu_backward:
+            with torch.no_grad():
+                results[impl] = (m(x), None)
+        else:
+            results[impl] = _outputs_and_grads(m, x)
     for a, b in itertools.combinations(impls, 2):
         (oa, ga), (ob, gb) = results[a], results[b]
         torch.testing.assert_close(oa, ob, rtol=1e-10, atol=1e-12, msg=f"{a} vs {b}: outputs differ")
+        if ga is None or gb is None:
+            continue
         assert ga.keys() == gb.keys()
         for name in ga:
             torch.testing.assert_close(ga[name], gb[name], rtol=1e-9, atol=1e-12,
                                        msg=f"{a} vs {b}: gradient of {name} differs")
+
+
+def test_the_fused_kernels_handle_the_cifar10_shapes():
+    """65 tokens (padded to a block of 128) and 12 dims per head (padded to 16), float64."""
+    assert_same_function("sdpa", "attention", ["sdpa", "triton", "flex"], preset="cifar10")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset", ["mnist", "cifar10"])
+@pytest.mark.parametrize("impl", ["flex", "triton"])
+def test_fused_attention_on_cuda_equals_sdpa(impl, preset):
+    """The compiled kernels (FlexAttention's, ours) against sdpa on the GPU: float32 outputs and gradients
+    to 1e-5 relative (Triton's float32 dots are IEEE here, FlexAttention's may use TF32: 2e-3), bf16 to 2e-2;
+    and inside torch.compile."""
+    x = batch(preset, n=64).cuda()
+    torch.manual_seed(3)
+    ref = create_model("sdpa", preset).cuda()
+    model = create_model("sdpa", preset, attention=impl).cuda()
+    model.load_state_dict(ref.state_dict())
+    tol = 1e-5 if impl == "triton" else 2e-3
+    for precision, rtol in (("fp32", tol), ("bf16", 2e-2)):
+        results = []
+        for m in (ref, model):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                results.append(_outputs_and_grads(m, x))
+        (o1, g1), (o2, g2) = results
+        assert (o1.float() - o2.float()).norm() / o1.float().norm() < rtol, precision
+        for name in g1:
+            assert (g1[name] - g2[name]).norm() / g1[name].norm().clamp_min(1e-12) < rtol * 5, (precision, name)
+    compiled = torch.compile(model)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    compiled(x).sum().backward()
+
+
+def test_attentions_that_cannot_run_somewhere_say_so():
+    cpu = torch.device("cpu")
+    assert "no CPU backward" in ATTENTION["flex"].unavailable(cpu)
+    assert ATTENTION["flex"].unavailable(cpu, training=False) is None
+    assert ATTENTION["triton"].unavailable(cpu) is None  # the tests run Triton's interpreter (conftest)
+    with pytest.raises(VitbenchError, match="takes up to 128 tokens; this model has 197"):
+        create_model("sdpa", "vit-ti16", attention="triton")
+    with pytest.raises(VitbenchError, match="no dropout on the attention weights"):
+        create_model("sdpa", attention="flex", dropout=0.1)
 
 
 @pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
@@ -76,7 +128,8 @@ def test_state_dicts_load_across_implementations_float32(part, impls):
         src = create_model("sdpa", "cifar10", **{part: b}).eval()
         dst = create_model("sdpa", "cifar10", **{part: a}).eval()
         dst.load_state_dict(src.state_dict())  # strict: same keys and shapes
-        ref, out = src(x), dst(x)
+        with torch.no_grad():  # flex has no CPU backward
+            ref, out = src(x), dst(x)
         assert (out - ref).norm() / ref.norm() <= 1e-5, f"{a} loaded from {b}"
 
 
@@ -101,7 +154,7 @@ def test_overrides_fall_through_and_presets_apply():
     (dict(patch_size=5), "patch size 5 does not divide image size 28"),
     (dict(dim=66), "dim 66 is not divisible by heads 4"),
     (dict(dim=66, heads=6, pos_embed="sincos2d"), "needs dim divisible by 4, got dim 66"),
-    (dict(attention="flash9"), "valid: naive, vectorized, torch-mha, sdpa"),
+    (dict(attention="flash9"), "valid: naive, vectorized, torch-mha, sdpa, flex, triton"),
     (dict(patchify="hex"), "valid: conv, loop, unfold"),
     (dict(pool="max"), "valid: cls, mean"),
     (dict(depth=0), "depth must be a positive integer"),

@@ -154,10 +154,28 @@ def _bad(*args: str, needle: str):
     (["--heads", "3"], "dim 64 is not divisible by heads 3"),
     (["--precision", "fp8"], "valid: fp32, bf16"),
     (["--augment", "mixup"], "valid: auto, none, crop, crop-flip"),
+    (["--attention", "flex"], "attention 'flex' cannot train on the CPU"),
+    (["--attention", "triton", "--patch-size", "2"], "takes up to 128 tokens; this model has 197"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, needle):
     _bad("run", "--device", "cpu", *args, needle=needle)
     assert not (workdir / "mlflow.db").exists() and not (workdir / "checkpoints").exists()
+
+
+def test_the_fused_triton_attention_trains_as_sdpa_does(workdir, tiny_mnist):
+    """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): the kernels' forward and
+    backward inside real runs; after the same steps from the same seed the weights equal sdpa's."""
+    args = ["--epochs", "1", "--max-steps", "3", "--batch-size", "8", "--heads", "1", *TINY]
+    for attention in ("sdpa", "triton"):
+        res = invoke("run", "--attention", attention, *args)
+        assert res.exit_code == 0, res.output
+    weights = {}
+    for run in runs():
+        assert run.info.status == "FINISHED"
+        ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+        weights[run.data.params["model.attention"]] = ckpt["model"]
+    for name, w in weights["sdpa"].items():
+        torch.testing.assert_close(weights["triton"][name], w, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_missing_data_offline(workdir, monkeypatch):

@@ -13,6 +13,7 @@ from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError
 from vitbench.loop import EpochCallback, Every, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
+from vitbench.models.attention import ATTENTION
 from vitbench.models.registry import PRESETS
 from vitbench.outbox import Outbox
 from vitbench.progress import Display
@@ -106,6 +107,8 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
     device = resolve_device(cfg.device)
+    if why := ATTENTION[model_cfg.attention].unavailable(device):
+        raise VitbenchError(why)
     info = dataset_for(cfg.dataset, model_cfg)
     resume = resume_checkpoint
     if resume_run_id and resume is None:

@@ -1,4 +1,4 @@
-"""Four implementations of one multi-head self-attention function.
+"""Six implementations of one multi-head self-attention function.
 
 Every class holds the same parameters -- a fused QKV projection ``qkv`` (dim -> 3*dim) and an output
 projection ``proj`` (dim -> dim) -- so a state_dict from one loads into any other, and they compute
@@ -7,7 +7,9 @@ softmax(Q K^T / sqrt(d_head)) V per head, then ``proj``. Only speed and memory d
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,20 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Parameters and the reference math shared by all implementations."""
+    """Parameters and the reference math shared by all implementations.
+
+    What an implementation cannot do, checked when a model or a run is set up: ``max_tokens`` (sequence
+    length), ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU).
+    """
+
+    max_tokens: int | None = None
+    attention_dropout = True
+    cpu_backward = True
+
+    @classmethod
+    def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
+        """Why this implementation cannot run there (None: it can)."""
+        return None
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
@@ -124,9 +139,74 @@ class TorchMHAAttention(Attention):
         return self.proj_drop(out)
 
 
+class FlexAttention(Attention):
+    """PyTorch's FlexAttention (``torch.nn.attention.flex_attention``), compiled into its fused Triton kernel on
+    CUDA. On the CPU torch has only its unfused reference, and no backward: there it evaluates, not trains."""
+
+    attention_dropout = False
+    cpu_backward = False
+
+    @classmethod
+    def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
+        if device.type == "cpu" and training:
+            return ("attention 'flex' cannot train on the CPU: torch's FlexAttention has no CPU backward; "
+                    "use a CUDA GPU or another attention")
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        B, N, D = x.shape
+        q, k, v = self.split_heads(x)  # (B, H, N, hd)
+        out = _flex_attention(x.is_cuda)(q, k, v)  # (B, H, N, hd)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, D)))
+
+
+@functools.cache
+def _flex_attention(cuda: bool):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if cuda:
+        return torch.compile(flex_attention, dynamic=False)
+
+    def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # "called without torch.compile()": the CPU has no fused kernel
+            warnings.simplefilter("ignore")
+            return flex_attention(q, k, v)
+
+    return reference
+
+
+MAX_TOKENS = 128  # the fused Triton kernel's one block per head
+
+
+class TritonAttention(Attention):
+    """Our own fused Triton kernel for short sequences and small heads (``vitbench.models.fused_attention``):
+    one program per (sample, head) reads q, k, v from the qkv projection and writes the heads' output in
+    place, with no copies around it. Up to 128 tokens; on the CPU it runs in Triton's interpreter (slow)."""
+
+    max_tokens = MAX_TOKENS
+    attention_dropout = False
+
+    @classmethod
+    def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
+        if device.type == "cuda":
+            return None
+        try:
+            from vitbench.models import fused_attention
+        except ImportError:
+            return "attention 'triton' needs the triton package (it comes with torch's CUDA builds on Linux)"
+        return None if fused_attention.interpreted() else fused_attention.CPU_NEEDS_INTERPRETER
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
+        from vitbench.models.fused_attention import fused_attention  # imports triton
+
+        return self.proj_drop(self.proj(fused_attention(self.qkv(x), self.heads)))
+
+
 ATTENTION: dict[str, type[Attention]] = {
     "naive": NaiveAttention,
     "vectorized": VectorizedAttention,
     "torch-mha": TorchMHAAttention,
     "sdpa": SDPAAttention,
+    "flex": FlexAttention,
+    "triton": TritonAttention,
 }

@@ -60,10 +60,22 @@ class ViTConfig:
             raise VitbenchError(f"pos_embed 'sincos2d' needs dim divisible by 4, got dim {self.dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise VitbenchError(f"dropout must be in [0, 1), got {self.dropout}")
+        impl = ATTENTION[self.attention]
+        if impl.max_tokens is not None and self.tokens > impl.max_tokens:
+            raise VitbenchError(f"attention {self.attention!r} takes up to {impl.max_tokens} tokens; this model has "
+                                f"{self.tokens} (a larger patch size gives fewer)")
+        if self.dropout and not impl.attention_dropout:
+            raise VitbenchError(f"attention {self.attention!r} has no dropout on the attention weights; "
+                                f"use dropout 0 or another attention")
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def tokens(self) -> int:
+        """The sequence length the attention sees: the patches, and the CLS token with CLS pooling."""
+        return self.num_patches + (self.pool == "cls")
 
     def to_dict(self) -> dict:
         return asdict(self)
