@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from vitbench import wall
 from vitbench.errors import Interrupted, VitbenchError
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
@@ -192,6 +193,7 @@ def run(
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
     from vitbench.train import TrainConfig, load_checkpoint
 
+    wall.mark("imports")
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     # the recipe's options, then every flag given on the command line (ctx.params: the parsed flags by name)
     values = {**recipe_options(recipe), **{k: v for k, v in ctx.params.items() if v is not None}}
@@ -225,6 +227,8 @@ def run(
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
         + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
     )
+    if not quiet:
+        typer.echo(wall.summary())
 
 
 def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vitbench import wall
 from vitbench.data import Splits
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.errors import VitbenchError
@@ -250,6 +251,7 @@ class Loop:
         synchronize(self.device)
         self.seconds = time.perf_counter() - t0
         pos["train_seconds"] += self.seconds
+        wall.add("training", self.seconds)
         self.epoch_t0 = None
 
     def stop_rules(self, signals: DeferredSignals, t0: float) -> bool:
@@ -287,7 +289,8 @@ class Loop:
             pos["epoch"], pos["batch"] = (epoch + 1, 0) if pos["batch"] >= self.spe else (epoch, pos["batch"])
             return
         t_eval = time.perf_counter()
-        val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
+        with wall.phase("evaluation"):
+            val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
         metrics = {
             "train_loss": loss, "train_acc": acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": float(trainer.optimizer.param_groups[0]["lr"]),  # for the next step
@@ -354,8 +357,9 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_
     # not what an earlier run in this process left.
     baseline_mb = free_memory(device)
     reset_peak_memory(device)
-    loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
-    trainer = Trainer(cfg, model_cfg, len(train_loader), log)
+    with wall.phase("data to device, model"):
+        loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
+        trainer = Trainer(cfg, model_cfg, len(train_loader), log)
     result = TrainResult(param_count=count_params(trainer.model))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
@@ -364,6 +368,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_
     first_x, first_y = next(first)
     first.close()
     result.warmup_seconds = trainer.warm_up(first_x, first_y)
+    wall.add("warm-up/compile", result.warmup_seconds)
     del first_x, first_y
     hooks = hooks or Hooks()
     monitor = Monitor(trainer, cfg, name or cfg.variant, len(train_loader), display, live, hooks.live)
@@ -390,5 +395,6 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
     x_inf = next(iter(loop.eval_loader.batches()))[0][: cfg.batch_size]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
+        with wall.phase("inference timing"):
+            result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
     result.model = trainer.model

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from vitbench import plots
+from vitbench import plots, wall
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError
@@ -119,13 +120,17 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             result = train(cfg, model_cfg, splits or load_data(cfg, info, lambda s: None), resume=resume,
                            log=lambda s: None)
             return RunOutcome("", result)
-    uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
-    splits = splits or load_data(cfg, info, log)
-    exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
+    with wall.phase("store"):
+        uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
+    with wall.phase("data from disk"):
+        splits = splits or load_data(cfg, info, log)
+    with wall.phase("store"):
+        exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
     name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
     import mlflow
 
     box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
+    t_store = time.perf_counter()
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, device, tags),
                      parent_run_id=parent_run_id,
                      system_metrics=system_metrics, finished_on=pruned_exceptions, outbox=box) as run_id:
@@ -136,6 +141,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                                "data.eval_set": splits.eval_set})
         else:
             mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
+        wall.add("store", time.perf_counter() - t_store)
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
         hooks = recording_hooks(box, on_epoch)
         try:
@@ -150,8 +156,11 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             box.flush()  # the live metrics queued during training
         box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
                   "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
-        box.metrics(result.final_metrics())
-        log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
+        with wall.phase("plots, artifacts, final metrics"):
+            box.metrics(result.final_metrics())
+            log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
+        t_store = time.perf_counter()
+    wall.add("store", time.perf_counter() - t_store)  # the run's end
     return RunOutcome(run_id, result)
 
 

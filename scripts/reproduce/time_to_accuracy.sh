@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Reproduces results/speed.md's time-to-accuracy sections (issue 15). GPU: one H100 (device kind nvidia-h100-x1).
+#   bash scripts/reproduce/time_to_accuracy.sh kernels  # the attention implementations (flex and our Triton kernel
+#                                                       # included) against timm, both presets, batch 1024, bf16,
+#                                                       # compiled in the same CUDA-graph step -> $OUT/kernels.csv
+#   bash scripts/reproduce/time_to_accuracy.sh wall     # `vitbench run --recipe mnist-fast` from the prompt back to
+#                                                       # the prompt, 3 times in a fresh folder (the first with a
+#                                                       # cold compile cache and a new store), with its breakdown
+#   bash scripts/reproduce/time_to_accuracy.sh search   # experiments/mnist_fast_search.yaml: candidates scored on a
+#                                                       # held-out 10% of the training set -> $OUT/search.db
+#   bash scripts/reproduce/time_to_accuracy.sh seeds    # the chosen recipes on the test set, seeds 0-4
+#                                                       # (RECIPES: mnist-fast mnist-strong) -> $OUT/seeds.db
+set -uo pipefail
+W=${W:-/tmp/tta}
+OUT=${OUT:-.}
+REPO=$PWD
+mkdir -p "$W"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+part=${1:?kernels, wall, search or seeds}
+
+if [ "$part" = kernels ]; then
+  python3 -m vitbench bench --variants sdpa --attention vectorized,sdpa,flex,triton --patchify unfold \
+    --preset mnist,cifar10 --peers timm --batch-sizes 1024 --precision bf16 --compile --mode train --warmup 5 \
+    --repeats 30 --max-seconds 5 --out "$OUT/kernels.csv" --tracking-uri "sqlite:///$W/kernels.db" 2>&1 \
+    | grep -vE "^\s+(sdpa|timm)"
+elif [ "$part" = wall ]; then
+  mkdir -p "$W/wall" && cd "$W/wall" || exit 1
+  TIMEFORMAT="prompt to prompt: %R s"
+  for seed in 0 1 2; do
+    time python3 -m vitbench run --recipe mnist-fast --seed "$seed" ${WALL_ARGS:-} 2>&1 | grep -E "^done|^wall|rror"
+  done
+  cd "$REPO" || exit 1
+elif [ "$part" = search ]; then
+  python3 -m vitbench suite experiments/mnist_fast_search.yaml --tracking-uri "sqlite:///$W/search.db" --quiet 2>&1 \
+    | grep -vE "^skip"
+  cp "$W/search.db" "$OUT/search.db"
+elif [ "$part" = seeds ]; then
+  for recipe in ${RECIPES:-mnist-fast mnist-strong}; do
+    for seed in 0 1 2 3 4; do
+      python3 -m vitbench run --recipe "$recipe" --seed "$seed" --experiment time-to-accuracy --quiet \
+        --tracking-uri "sqlite:///$W/seeds.db" 2>&1 | grep -E "^done|rror" | sed "s/^/$recipe seed $seed: /"
+      cp "$W/seeds.db" "$OUT/seeds.db"
+    done
+  done
+fi
