@@ -32,9 +32,8 @@ elif [ "$part" = wall ]; then
   done
   cd "$REPO" || exit 1
 elif [ "$part" = search ]; then
-  python3 -m vitbench suite experiments/mnist_fast_search.yaml --tracking-uri "sqlite:///$W/search.db" --quiet 2>&1 \
-    | grep -vE "^skip"
-  cp "$W/search.db" "$OUT/search.db"
+  python3 -m vitbench suite experiments/mnist_fast_search.yaml --tracking-uri "sqlite:///$OUT/search.db" --quiet \
+    2>&1 | grep -vE "^skip"
 elif [ "$part" = seeds ]; then
   for recipe in ${RECIPES:-mnist-fast mnist-strong}; do
     for seed in 0 1 2 3 4; do
