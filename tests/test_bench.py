@@ -150,3 +150,15 @@ def test_bench_bad_input(workdir, args, needle):
     res = CliRunner().invoke(app, ["bench", *TINY, *args])
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().startswith("error:") and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_fused_attentions_are_counted_as_their_batched_matmul_twin():
+    """FlopCounterMode cannot see inside a custom kernel: the same function's batched-matmul form is counted."""
+    from vitbench.bench import Entry, counting_twin
+    from vitbench.models import resolve_config
+
+    fused = Entry("sdpa[triton]", resolve_config("sdpa", "mnist", attention="triton"), compile=True)
+    twin = counting_twin(fused)
+    assert twin.cfg.attention == "vectorized" and not twin.compile and twin.cfg.dim == fused.cfg.dim
+    plain = Entry("sdpa", resolve_config("sdpa", "mnist"))
+    assert counting_twin(plain) is plain

@@ -91,6 +91,16 @@ def build_model(entry: Entry) -> nn.Module:
     raise VitbenchError(f"unknown peer {entry.peer!r}; valid: {', '.join(PEERS)}")
 
 
+def counting_twin(entry: Entry) -> Entry:
+    """The entry whose FLOPs are counted: itself, or for an attention the counter cannot see into (a fused
+    custom kernel, FlexAttention's compiled one) the same function written with batched matmuls."""
+    from vitbench.models.attention import ATTENTION
+
+    if entry.peer or ATTENTION[entry.cfg.attention].counts_flops:
+        return entry
+    return replace(entry, cfg=replace(entry.cfg, attention="vectorized"), compile=False)
+
+
 def flops_per_image(model: nn.Module, cfg: ViTConfig, device: torch.device) -> tuple[float, float]:
     """(forward, forward + backward) FLOPs for one image, counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -263,7 +273,8 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
         key = (entry.peer, c)
         if key not in flops_cache:
             torch.manual_seed(opts.seed)
-            flops_cache[key] = flops_per_image(build_model(entry).to(device), c, device)
+            counted = counting_twin(entry)
+            flops_cache[key] = flops_per_image(build_model(counted).to(device), counted.cfg, device)
         fwd, fwd_bwd = flops_cache[key]
         params = count_params(build_model(entry))
         for batch in batch_sizes:

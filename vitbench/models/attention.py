@@ -20,12 +20,14 @@ class Attention(nn.Module):
     """Parameters and the reference math shared by all implementations.
 
     What an implementation cannot do, checked when a model or a run is set up: ``max_tokens`` (sequence
-    length), ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU).
+    length), ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU);
+    ``counts_flops``: False where torch's FLOP counter cannot see inside (bench counts the batched-matmul twin).
     """
 
     max_tokens: int | None = None
     attention_dropout = True
     cpu_backward = True
+    counts_flops = True  # torch.utils.flop_counter sees its matmuls
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
@@ -145,6 +147,7 @@ class FlexAttention(Attention):
 
     attention_dropout = False
     cpu_backward = False
+    counts_flops = False
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
@@ -185,6 +188,7 @@ class TritonAttention(Attention):
 
     max_tokens = MAX_TOKENS
     attention_dropout = False
+    counts_flops = False
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
