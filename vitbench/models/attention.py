@@ -7,7 +7,6 @@ softmax(Q K^T / sqrt(d_head)) V per head, then ``proj``. Only speed and memory d
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -143,11 +142,18 @@ class TorchMHAAttention(Attention):
 
 class FlexAttention(Attention):
     """PyTorch's FlexAttention (``torch.nn.attention.flex_attention``), compiled into its fused Triton kernel on
-    CUDA. On the CPU torch has only its unfused reference, and no backward: there it evaluates, not trains."""
+    CUDA. On the CPU torch has only its unfused reference, and no backward: there it evaluates, not trains.
+    Its CUDA kernel takes heads of 16 dims or more: smaller heads are zero-padded to 16 (q.k and the kept
+    columns of the output are unchanged; the scale stays 1/sqrt(head dim))."""
 
     attention_dropout = False
     cpu_backward = False
     counts_flops = False
+    MIN_CUDA_HEAD_DIM = 16
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, qkv_bias, dropout)
+        _load_flex()  # here, not inside a compiled forward
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
@@ -159,23 +165,31 @@ class FlexAttention(Attention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
         B, N, D = x.shape
         q, k, v = self.split_heads(x)  # (B, H, N, hd)
-        out = _flex_attention(x.is_cuda)(q, k, v)  # (B, H, N, hd)
+        hd = self.head_dim
+        if not x.is_cuda:
+            out = _FLEX["cpu"](q, k, v)
+        else:
+            pad = max(0, self.MIN_CUDA_HEAD_DIM - hd)
+            if pad:
+                q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+            out = _FLEX["cuda"](q, k, v, scale=hd**-0.5)[..., :hd]  # (B, H, N, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, D)))
 
 
-@functools.cache
-def _flex_attention(cuda: bool):
-    from torch.nn.attention.flex_attention import flex_attention
+_FLEX: dict = {}
 
-    if cuda:
-        return torch.compile(flex_attention, dynamic=False)
+
+def _load_flex() -> None:
+    if _FLEX:
+        return
+    from torch.nn.attention.flex_attention import flex_attention
 
     def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # "called without torch.compile()": the CPU has no fused kernel
             warnings.simplefilter("ignore")
             return flex_attention(q, k, v)
 
-    return reference
+    _FLEX.update(cpu=reference, cuda=torch.compile(flex_attention, dynamic=False))
 
 
 MAX_TOKENS = 128  # the fused Triton kernel's one block per head
