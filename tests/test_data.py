@@ -174,3 +174,24 @@ def test_augment_policy_per_dataset_and_option(tmp_path):
     assert ev.augment == "none"
     with pytest.raises(VitbenchError, match="valid: auto, none, crop, crop-flip"):
         first("cutmix")
+
+
+def test_a_decoded_copy_spares_torchvision_until_the_files_change(workdir, tiny_mnist, monkeypatch):
+    import os
+
+    from vitbench import data
+
+    reads = []
+    real = data._read_tensors
+    monkeypatch.setattr(data, "_read_tensors", lambda *a: reads.append(a) or real(*a))
+    x1, y1 = data.load_tensors("mnist", tiny_mnist, train=True)
+    x2, y2 = data.load_tensors("mnist", tiny_mnist, train=True)
+    assert len(reads) == 1 and (tiny_mnist / "MNIST" / "raw" / "vitbench-decoded" / "train.pt").exists()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x2.dtype == torch.uint8
+    labels = tiny_mnist / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    blob = bytearray(labels.read_bytes())
+    blob[-1] = (blob[-1] + 1) % 10  # one label changed, same size: the modification time tells
+    labels.write_bytes(bytes(blob))
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    _, y3 = data.load_tensors("mnist", tiny_mnist, train=True)
+    assert len(reads) == 2 and y3[-1] == (y1[-1] + 1) % 10

@@ -4,6 +4,7 @@ stderr and exit code 2."""
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -458,7 +459,23 @@ def _terminate(signum, frame) -> None:
 def main() -> None:
     # SIGTERM (kill, timeout, a scheduler) ends runs KILLED like Ctrl-C, wherever it lands.
     signal.signal(signal.SIGTERM, _terminate)
-    app(prog_name="vitbench")
+    try:
+        app(prog_name="vitbench")
+    except SystemExit as e:
+        leave(e.code)
+    leave(0)
+
+
+def leave(code: int | str | None) -> None:
+    """Exit as soon as a command is done. Its work is recorded by then (runs ended, stores committed, files
+    closed), and the interpreter's own teardown -- torch's compile workers, the CUDA context, MLflow's thread
+    pools -- took seconds after the result was printed (3.5 s on a CPU, ~10 s on an H100 host)."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

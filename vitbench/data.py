@@ -7,6 +7,7 @@ augments on the device. Both take their sample order from ``epoch_order(seed, ep
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -122,7 +123,36 @@ def open_dataset(name: str, root: Path, train: bool, transform=None, download: b
 
 
 def load_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split as (N, C, H, W) uint8 images and (N,) int64 labels."""
+    """The split as (N, C, H, W) uint8 images and (N,) int64 labels: read by torchvision the first time, then
+    from a decoded copy beside the files (``vitbench-decoded/``), kept while the files' sizes and times stay
+    the same; saves importing torchvision and parsing the files on every run. A read-only folder keeps none."""
+    folder = root / get_dataset_info(name).folder
+    decoded = folder / "vitbench-decoded" / f"{'train' if train else 'test'}.pt"
+    source = _source_key(folder, name)
+    if source and decoded.exists():
+        try:
+            kept = torch.load(decoded, weights_only=True)
+            if kept["source"] == source:
+                return kept["images"], kept["labels"]
+        except Exception:  # unreadable or from another version: read the files again
+            pass
+    images, labels = _read_tensors(name, root, train)
+    source = _source_key(folder, name)  # after a download or decompression
+    with contextlib.suppress(OSError):
+        decoded.parent.mkdir(exist_ok=True)
+        part = decoded.with_suffix(f".{os.getpid()}.part")
+        torch.save({"source": source, "images": images, "labels": labels}, part)
+        part.replace(decoded)
+    return images, labels
+
+
+def _source_key(folder: Path, name: str) -> list[list]:
+    """What the decoded copy was made from: each file's name, size and modification time."""
+    files = [folder / f for f in get_dataset_info(name).files]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+
+
+def _read_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     ds = open_dataset(name, root, train)
     try:
         data, labels = ds.data, ds.targets
