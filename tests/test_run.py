@@ -241,8 +241,11 @@ def test_variants_command_lists_every_variant():
 
 
 def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
+    from vitbench.recipes import recipe_options
+
+    assert recipe_options("mnist-fast")["attention"] == "triton"  # overridden below: Triton's interpreter is slow
     res = invoke("run", "--recipe", "mnist-fast", "--batch-size", "32", "--max-steps", "3", "--epochs", "1",
-                 "--precision", "fp32", "--no-compile", *TINY)
+                 "--precision", "fp32", "--no-compile", "--attention", "vectorized", *TINY)
     assert res.exit_code == 0, res.output
     (run,) = runs()
     p = run.data.params
@@ -268,7 +271,7 @@ def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path
 
 def test_strong_recipe_sets_model_and_augmentation(workdir, tiny_mnist):
     res = invoke("run", "--recipe", "mnist-strong", "--max-steps", "2", "--epochs", "1", "--batch-size", "32",
-                 "--no-compile", "--precision", "fp32", "--depth", "1", "--device", "cpu")
+                 "--no-compile", "--precision", "fp32", "--depth", "1", "--device", "cpu", "--attention", "sdpa")
     assert res.exit_code == 0, res.output
     (run,) = runs()
     p = run.data.params

@@ -37,8 +37,9 @@ elif [ "$part" = search ]; then
 elif [ "$part" = seeds ]; then
   for recipe in ${RECIPES:-mnist-fast mnist-strong}; do
     for seed in 0 1 2 3 4; do
-      python3 -m vitbench run --recipe "$recipe" --seed "$seed" --experiment time-to-accuracy --quiet \
-        --tracking-uri "sqlite:///$W/seeds.db" 2>&1 | grep -E "^done|rror" | sed "s/^/$recipe seed $seed: /"
+      python3 -m vitbench run --recipe "$recipe" --seed "$seed" --experiment time-to-accuracy \
+        --progress-interval 600 --tracking-uri "sqlite:///$W/seeds.db" 2>&1 | grep -E "^done|^wall|rror" \
+        | sed "s/^/$recipe seed $seed: /"
       cp "$W/seeds.db" "$OUT/seeds.db"
     done
   done
