@@ -90,8 +90,8 @@ def interpreted() -> bool:
     return isinstance(forward, InterpretedFunction)
 
 
-CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU only in Triton's interpreter "
-                         "(slow, for tests): set TRITON_INTERPRET=1")
+CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU use another --attention "
+                         "(vectorized computes the same function) or set TRITON_INTERPRET=1 (Triton's interpreter: slow)")
 
 
 def _meta(n: int, head_dim: int, dtype: torch.dtype) -> dict:
