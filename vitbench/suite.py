@@ -20,12 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitbench.errors import Interrupted, VitbenchError
 from vitbench.loop import Every
 from vitbench.models.registry import MODEL_FIELDS
 from vitbench.progress import Display, duration
 from vitbench.train import TrainConfig
+
+if TYPE_CHECKING:
+    from vitbench.data import Splits
+    from vitbench.models import ViTConfig
 from vitbench.yamlfile import read_yaml
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
@@ -225,15 +230,15 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     return out.run_id
 
 
-def cell_configs(cell: Cell, r: int, device: str | None, data_dir: str | None):
+def cell_configs(cell: Cell, r: int, device: str | None, data_dir: str | None) -> tuple[TrainConfig, ViTConfig]:
     cfg, model_cfg = configs(cell, r, device)
     return (replace(cfg, data_dir=data_dir) if data_dir else cfg), model_cfg
 
 
-_LOADED: dict[tuple, object] = {}
+_LOADED: dict[tuple, Splits] = {}
 
 
-def splits_for(cfg: TrainConfig, model_cfg):
+def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
     cells mostly share their dataset); only the last kept, so memory holds one dataset."""
     from vitbench.runner import dataset_for, load_data
