@@ -196,6 +196,12 @@ class Splits:
     resident: bool = True  # False: an ImageFolder too large for memory; images are read from disk per batch
 
 
+def seed_picks_split(info: DatasetInfo, val_split: float) -> bool:
+    """Does ``load_splits`` draw a held-out split with the seed: asked for, or an ImageFolder without a
+    val/test folder (10 % by default)?"""
+    return bool(val_split) or info.torchvision_class == "ImageFolder"
+
+
 def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, seed: int = 0,
                 info: DatasetInfo | None = None, resident: bool = True) -> Splits:
     """Train and evaluation images; ``info`` describes a synthetic or ImageFolder dataset (its shape);

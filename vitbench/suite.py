@@ -27,11 +27,11 @@ from vitbench.loop import Every
 from vitbench.models.registry import MODEL_FIELDS
 from vitbench.progress import Display, duration
 from vitbench.train import TrainConfig
+from vitbench.yamlfile import read_yaml
 
 if TYPE_CHECKING:
     from vitbench.data import Splits
     from vitbench.models import ViTConfig
-from vitbench.yamlfile import read_yaml
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 CELL_KEYS = ("variant", "dataset", "preset", *TRAIN_FIELDS, *MODEL_FIELDS)
@@ -219,8 +219,9 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
     tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
     try:
-        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name, splits=splits_for(cfg, model_cfg),
-                             run_name=cell_run_name(cell, cfg), tags=tags, log=lambda s: None, display=display, live=live)
+        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
+                             splits=splits_for(cfg, model_cfg), run_name=cell_run_name(cell, cfg), tags=tags,
+                             log=lambda s: None, display=display, live=live)
     except Exception as e:  # the run is already ended FAILED with the error as a tag
         display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
         return None
@@ -241,11 +242,12 @@ _LOADED: dict[tuple, Splits] = {}
 def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
     cells mostly share their dataset); only the last kept, so memory holds one dataset."""
+    from vitbench.data import seed_picks_split
     from vitbench.runner import dataset_for, load_data
 
     info = dataset_for(cfg.dataset, model_cfg)
-    key = (cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed if cfg.val_split else None, cfg.loader, cfg.device,
-           info.image_shape, info.num_classes)
+    seed = cfg.seed if seed_picks_split(info, cfg.val_split) else None
+    key = (cfg.dataset, cfg.data_dir, cfg.val_split, seed, cfg.loader, cfg.device, info.image_shape, info.num_classes)
     if key not in _LOADED:
         _LOADED.clear()
         _LOADED[key] = load_data(cfg, info, lambda s: None)
