@@ -126,9 +126,10 @@ def load_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torc
     """The split as (N, C, H, W) uint8 images and (N,) int64 labels: read by torchvision the first time, then
     from a decoded copy beside the files (``vitbench-decoded/``), kept while the files' sizes and times stay
     the same; saves importing torchvision and parsing the files on every run. A read-only folder keeps none."""
-    folder = root / get_dataset_info(name).folder
+    info = get_dataset_info(name)
+    folder = root / info.folder
     decoded = folder / "vitbench-decoded" / f"{'train' if train else 'test'}.pt"
-    source = _source_key(folder, name)
+    source = _source_key(folder, info.files)
     if source and decoded.exists():
         try:
             kept = torch.load(decoded, weights_only=True)
@@ -137,7 +138,7 @@ def load_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torc
         except Exception:  # unreadable or from another version: read the files again
             pass
     images, labels = _read_tensors(name, root, train)
-    source = _source_key(folder, name)  # after a download or decompression
+    source = _source_key(folder, info.files)  # after a download or decompression
     with contextlib.suppress(OSError):
         decoded.parent.mkdir(exist_ok=True)
         part = decoded.with_suffix(f".{os.getpid()}.part")
@@ -146,9 +147,9 @@ def load_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torc
     return images, labels
 
 
-def _source_key(folder: Path, name: str) -> list[list]:
+def _source_key(folder: Path, names) -> list[list]:
     """What the decoded copy was made from: each file's name, size and modification time."""
-    files = [folder / f for f in get_dataset_info(name).files]
+    files = [folder / f for f in names]
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
 
 

@@ -9,8 +9,8 @@ the probabilities from the saved log-sum-exp and writes dq, dk, dv into the (B, 
 
 Sequences up to ``MAX_TOKENS`` tokens (one block); longer ones are refused when the model is built. On CUDA
 the kernels are compiled by Triton; on the CPU they run only in Triton's interpreter (``TRITON_INTERPRET=1``
-set before triton is imported, as the tests do), slowly, in any dtype it has, float64 included. Matmuls accumulate in float32 (float64 for float64 inputs); float32
-inputs use IEEE float32 dots, not TF32.
+set before triton is imported, as the tests do), slowly, in any dtype it has, float64 included. Matmuls
+accumulate in float32 (float64 for float64 inputs); float32 inputs use IEEE float32 dots, not TF32.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.con
     tl.store(out, o.to(O.dtype.element_ty), mask=valid)
     tl.store(LSE + pid * N + rows, m + tl.log(total), mask=rows < N)
 
+
 @triton.jit
 def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
              ACC: tl.constexpr, PRECISION: tl.constexpr):
@@ -76,11 +77,14 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOC
     tl.store(DQKV + offset + 2 * H * HD, dv.to(ty), mask=valid)
 
 
-def _launch(kernel, tensor: torch.Tensor):
-    """The kernel for where ``tensor`` lives: compiled on CUDA; on the CPU only Triton's interpreter runs it."""
-    if not tensor.is_cuda and not interpreted():
+def _run(kernel, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
+    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d): compiled on CUDA; on the CPU only Triton's
+    interpreter runs it."""
+    if not qkv.is_cuda and not interpreted():
         raise VitbenchError(CPU_NEEDS_INTERPRETER)
-    return kernel
+    B, N, three_d = qkv.shape
+    head_dim = three_d // (3 * heads)
+    kernel[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **_meta(N, head_dim, qkv.dtype))
 
 
 def interpreted() -> bool:
@@ -109,11 +113,9 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 def _forward(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     qkv = qkv.contiguous()
     B, N, three_d = qkv.shape
-    head_dim = three_d // (3 * heads)
-    out = qkv.new_empty(B, N, heads * head_dim)
+    out = qkv.new_empty(B, N, three_d // 3)
     lse = qkv.new_empty(B * heads, N, dtype=_lse_dtype(qkv.dtype))
-    _launch(forward, qkv)[(B * heads,)](qkv, out, lse, N, heads, head_dim, head_dim**-0.5,
-                                              **_meta(N, head_dim, qkv.dtype))
+    _run(forward, qkv, heads, qkv, out, lse)
     return out, lse
 
 
@@ -127,11 +129,8 @@ def _(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _backward(qkv: torch.Tensor, out: torch.Tensor, grad_out: torch.Tensor, lse: torch.Tensor,
               heads: int) -> torch.Tensor:
     qkv = qkv.contiguous()
-    B, N, three_d = qkv.shape
-    head_dim = three_d // (3 * heads)
     grad_qkv = torch.empty_like(qkv)
-    _launch(backward, qkv)[(B * heads,)](qkv, out, grad_out.contiguous().to(out.dtype), lse, grad_qkv, N, heads,
-                                              head_dim, head_dim**-0.5, **_meta(N, head_dim, qkv.dtype))
+    _run(backward, qkv, heads, qkv, out, grad_out.contiguous().to(out.dtype), lse, grad_qkv)
     return grad_qkv
 
 
