@@ -52,6 +52,8 @@ def test_two_workers_share_the_cells_and_a_failure_fails_only_itself(workdir, ti
     assert status == {"variant=sdpa": "FINISHED", "variant=vectorized-msa": "FINISHED",
                       "variant=simple-vit": "FINISHED", "diverges": "FAILED"}
     assert {r.data.tags["suite.gpu"] for r in done} == {"cpu0", "cpu1"}  # both workers took runs
+    shared = str(max(1, (os.cpu_count() or 1) // 2))  # the host's cores shared between the two workers
+    assert {r.data.tags["torch_threads"] for r in done} == {shared}
     proc = suite(workdir, tiny_mnist, 1)  # a re-run retries only what did not finish
     out = proc.communicate(timeout=400)[0]
     assert out.count("already FINISHED") == 3 and "worker processes" not in out and "1 run(s) failed" in out

@@ -149,6 +149,7 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         # which of the host's GPUs: a suite's or sweep's worker sees only its own
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "all") if cuda else "none",
         "cpu": platform.processor() or platform.machine(),
+        "torch_threads": str(torch.get_num_threads()),  # a suite's workers share the host's cores
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda or "none"),
         "cudnn_version": str(torch.backends.cudnn.version() or "none") if cuda else "none",

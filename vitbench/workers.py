@@ -55,9 +55,10 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
 
     from vitbench.suite import cell_configs, load_suite, run_cell, splits_for
 
-    if device == "cpu" or gpu.startswith("cpu"):
-        torch.set_num_threads(threads)
-    elif torch.cuda.is_available():
+    # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
+    # thread pool sized to the whole host made side-by-side runs contend for the cores.
+    torch.set_num_threads(threads)
+    if not (device == "cpu" or gpu.startswith("cpu")) and torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # the CUDA context, made while the coordinator opens the store
     suite = load_suite(path)
     with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
@@ -76,6 +77,11 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
                 events.put(("done", gpu, name, r, None, time.perf_counter() - t0))
                 raise
             events.put(("done", gpu, name, r, run_id, time.perf_counter() - t0))
+    # Every run is ended and its store committed: leave without the interpreter's teardown (torch's compile
+    # workers, the CUDA context, MLflow's thread pools), seconds the coordinator would wait for at the end.
+    events.close()
+    events.join_thread()
+    os._exit(0)
 
 
 class Pool:
