@@ -200,7 +200,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
         self.use_compile = compiles(cfg.compile, model_cfg)
-        self.forward = torch.compile(step_model) if self.use_compile else step_model
+        self.step_model = step_model
+        # Compiled: the loss and this step's counts fuse into the model's last kernels, the tally into one
+        # more; a step of a small model is a chain of short kernels, so fewer of them is time saved.
+        self.loss_and_correct = torch.compile(self._loss_and_correct) if self.use_compile else self._loss_and_correct
+        self.tally = torch.compile(self._tally) if self.use_compile else self._tally
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
@@ -226,17 +230,23 @@ class Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, loss, backward, clip, optimizer step, statistics: device work only."""
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            logits = self.forward(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        loss, correct = self.loss_and_correct(x, y)
         loss.backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
-        loss = loss.detach()
-        correct = (logits.detach().argmax(-1) == y).sum()
-        n = torch.full_like(loss, y.numel())  # a fill kernel, not a host->device copy: capturable
-        self.stats += torch.stack((loss * n, correct.float(), n))
+        self.tally(loss.detach(), correct, y.numel())
+
+    def _loss_and_correct(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast:
+            logits = self.step_model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        return loss, (logits.detach().argmax(-1) == y).sum()
+
+    @torch.no_grad()
+    def _tally(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        """The step's loss and counts added on the device; the first non-finite step remembered."""
+        self.stats += torch.stack((loss * n, correct.float(), torch.full_like(loss, n)))
         bad = ~torch.isfinite(loss) & (self.first_bad < 0)
         self.first_bad.copy_(torch.where(bad, self.step_count, self.first_bad))
         self.step_count += 1
