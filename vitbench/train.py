@@ -168,6 +168,37 @@ def compiles(requested: bool, model_cfg: ViTConfig | None) -> bool:
     return requested and not naive_parts(model_cfg)
 
 
+def loss_and_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float,
+                     bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's forward: the loss and how many of the batch the model got right."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    return loss, (logits.detach().argmax(-1) == y).sum()
+
+
+@torch.no_grad()
+def tally(stats: torch.Tensor, first_bad: torch.Tensor, step: torch.Tensor, loss: torch.Tensor,
+          correct: torch.Tensor, n: int) -> None:
+    """The step's loss and counts added on the device (no sync); the first non-finite step remembered."""
+    stats += torch.stack((loss * n, correct.float(), torch.full_like(loss, n)))
+    bad = ~torch.isfinite(loss) & (first_bad < 0)
+    first_bad.copy_(torch.where(bad, step, first_bad))
+    step += 1
+
+
+_COMPILED: dict[Callable, Callable] = {}
+
+
+def _compiled(fn: Callable) -> Callable:
+    """One compiled wrapper per function for the process. Its arguments are a module, tensors and plain
+    values, never an object of ours: a guard on such an object's identity would miss for every new Trainer
+    and, after torch's recompile limit (8), leave the step eager -- a suite's ninth run 2x slower."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]
+
+
 class Trainer:
     """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
 
@@ -203,8 +234,8 @@ class Trainer:
         self.step_model = step_model
         # Compiled: the loss and this step's counts fuse into the model's last kernels, the tally into one
         # more; a step of a small model is a chain of short kernels, so fewer of them is time saved.
-        self.loss_and_correct = torch.compile(self._loss_and_correct) if self.use_compile else self._loss_and_correct
-        self.tally = torch.compile(self._tally) if self.use_compile else self._tally
+        self.loss_and_correct = _compiled(loss_and_correct) if self.use_compile else loss_and_correct
+        self.tally = _compiled(tally) if self.use_compile else tally
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
@@ -230,26 +261,13 @@ class Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, loss, backward, clip, optimizer step, statistics: device work only."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct = self.loss_and_correct(x, y)
+        loss, correct = self.loss_and_correct(self.step_model, x, y, self.cfg.label_smoothing,
+                                              self.cfg.precision == "bf16")
         loss.backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
-        self.tally(loss.detach(), correct, y.numel())
-
-    def _loss_and_correct(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.autocast:
-            logits = self.step_model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
-        return loss, (logits.detach().argmax(-1) == y).sum()
-
-    @torch.no_grad()
-    def _tally(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        """The step's loss and counts added on the device; the first non-finite step remembered."""
-        self.stats += torch.stack((loss * n, correct.float(), torch.full_like(loss, n)))
-        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
-        self.first_bad.copy_(torch.where(bad, self.step_count, self.first_bad))
-        self.step_count += 1
+        self.tally(self.stats, self.first_bad, self.step_count, loss.detach(), correct, y.numel())
 
     def run_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.graph is None:
