@@ -249,11 +249,11 @@ def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
     assert res.exit_code == 0, res.output
     (run,) = runs()
     p = run.data.params
-    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.006", "vectorized", "unfold")
+    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.01", "vectorized", "unfold")
     # explicit flags win, model flags included (TINY sets dim 32 over the recipe's preset)
     assert (p["train.batch_size"], p["train.precision"], p["train.compile"], p["model.dim"]) == ("32", "fp32", "False", "32")
     assert run.data.tags["recipe"] == "mnist-fast"
-    _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-fast, mnist-strong")
+    _bad("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-10s, mnist-fast, mnist-strong")
 
 
 def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path):
@@ -269,8 +269,9 @@ def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path
         recipe_options("odd", tmp_path)
 
 
-def test_strong_recipe_sets_model_and_augmentation(workdir, tiny_mnist):
-    res = invoke("run", "--recipe", "mnist-strong", "--max-steps", "2", "--epochs", "1", "--batch-size", "32",
+@pytest.mark.parametrize("recipe", ["mnist-strong", "mnist-10s"])
+def test_strong_recipes_set_model_and_augmentation(workdir, tiny_mnist, recipe):
+    res = invoke("run", "--recipe", recipe, "--max-steps", "2", "--epochs", "1", "--batch-size", "32",
                  "--no-compile", "--precision", "fp32", "--depth", "1", "--device", "cpu", "--attention", "sdpa")
     assert res.exit_code == 0, res.output
     (run,) = runs()

@@ -66,7 +66,8 @@ def main() -> None:
     per_step = sum(len(v) for v in kernels.values()) / 10
     total = sum(sum(v) for v in kernels.values()) / 10
     print(f"outside the graph: {per_step:.0f} kernels per step, {total:.0f} us of kernel time per step")
-    print(f"{'us/step':>8} {'n/step':>6}  kernel")
+    if args.top:
+        print(f"{'us/step':>8} {'n/step':>6}  kernel")
     for name, ts in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
         print(f"{sum(ts) / 10:8.1f} {len(ts) / 10:6.1f}  {name[:110]}")
 

@@ -6,10 +6,13 @@
 #   bash scripts/reproduce/time_to_accuracy.sh wall     # `vitbench run --recipe mnist-fast` from the prompt back to
 #                                                       # the prompt, 3 times in a fresh folder (the first with a
 #                                                       # cold compile cache and a new store), with its breakdown
-#   bash scripts/reproduce/time_to_accuracy.sh search   # experiments/mnist_fast_search.yaml: candidates scored on a
-#                                                       # held-out 10% of the training set -> $OUT/search.db
+#   bash scripts/reproduce/time_to_accuracy.sh step     # where the mnist-fast step spends its GPU time (CUDA-graph
+#                                                       # replay time, then its kernels), batch 512 and 384
+#   bash scripts/reproduce/time_to_accuracy.sh search   # experiments/mnist_fast_search.yaml and mnist_10s_search.yaml:
+#                                                       # candidates scored on a held-out 10% of the training set
+#                                                       # -> $OUT/search.db, $OUT/search10.db
 #   bash scripts/reproduce/time_to_accuracy.sh seeds    # the chosen recipes on the test set, seeds 0-4
-#                                                       # (RECIPES: mnist-fast mnist-strong) -> $OUT/seeds.db
+#                                                       # (RECIPES: mnist-fast mnist-10s) -> $OUT/seeds.db
 set -uo pipefail
 W=${W:-/tmp/tta}
 OUT=${OUT:-.}
@@ -17,7 +20,7 @@ REPO=$PWD
 mkdir -p "$W"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-part=${1:?kernels, wall, search or seeds}
+part=${1:?kernels, wall, step, search or seeds}
 
 if [ "$part" = kernels ]; then
   python3 -m vitbench bench --variants sdpa --attention vectorized,sdpa,flex,triton --patchify unfold \
@@ -31,11 +34,16 @@ elif [ "$part" = wall ]; then
     time python3 -m vitbench run --recipe mnist-fast --seed "$seed" ${WALL_ARGS:-} 2>&1 | grep -E "^done|^wall|rror"
   done
   cd "$REPO" || exit 1
+elif [ "$part" = step ]; then
+  python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 512
+  python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 384 --top 0
 elif [ "$part" = search ]; then
   python3 -m vitbench suite experiments/mnist_fast_search.yaml --tracking-uri "sqlite:///$OUT/search.db" --quiet \
     2>&1 | grep -vE "^skip"
+  python3 -m vitbench suite experiments/mnist_10s_search.yaml --tracking-uri "sqlite:///$OUT/search10.db" --quiet \
+    2>&1 | grep -vE "^skip"
 elif [ "$part" = seeds ]; then
-  for recipe in ${RECIPES:-mnist-fast mnist-strong}; do
+  for recipe in ${RECIPES:-mnist-fast mnist-10s}; do
     for seed in 0 1 2 3 4; do
       python3 -m vitbench run --recipe "$recipe" --seed "$seed" --experiment time-to-accuracy \
         --progress-interval 600 --tracking-uri "sqlite:///$W/seeds.db" 2>&1 | grep -E "^done|^wall|rror" \
