@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from tests.test_run import TINY, runs
 from vitbench.cli import app
 from vitbench.errors import VitbenchError
-from vitbench.loop import Every
-from vitbench.progress import Display, duration
+from vitbench.progress import Display, Every, duration
 
 # naive-msa: slow enough on the CPU (Python loops) that a short interval sees several lines
 SLOW = ["run", "--variant", "naive-msa", "--epochs", "2", "--batch-size", "16", *TINY]  # 512 / 16 = 32 steps/epoch

@@ -90,3 +90,31 @@ def test_runs_are_failed_not_lost_when_every_worker_dies(workdir, tiny_mnist):
         run_suite(s, gpus=["cpu0", "cpu1"], device="cpu", data_dir=str(tiny_mnist),
                   display=Display("off", log=lines.append))
     assert sum("not run:" in line for line in lines) == 4
+
+
+def test_the_workers_start_before_torch_is_imported_on_a_guess_checked_after(monkeypatch):
+    """The CLI starts the workers on ``likely_gpus`` (no torch import), then checks it against
+    ``resolve_gpus``: they agree where the guess can be made, and 'all' or one GPU make no guess."""
+    from vitbench.workers import likely_gpus, resolve_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert likely_gpus("2", "cpu") == resolve_gpus("2", "cpu") == ["cpu0", "cpu1"]
+    assert likely_gpus("all", None) is None and likely_gpus("1", None) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert likely_gpus("2", None) == ["3", "5"] and likely_gpus("3", None) is None
+
+
+def test_a_wrong_guess_of_the_gpus_starts_the_workers_again(workdir, tiny_mnist):
+    """CUDA_VISIBLE_DEVICES names GPUs this torch cannot use: the workers started on them are stopped and
+    the suite runs on CPU workers, as ``resolve_gpus`` says."""
+    path = workdir / "parallel.yaml"
+    path.write_text(SUITE.format(epochs=1))
+    env = {**os.environ, "VITBENCH_DATA": str(tiny_mnist), "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "3,5"}
+    proc = subprocess.run([sys.executable, "-m", "vitbench", "suite", str(path), "--gpus", "2", "--cells",
+                           "variant=sdpa,variant=simple-vit", "--quiet"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 runs on 2 worker processes (cpu0, cpu1)" in proc.stdout and "Traceback" not in proc.stderr
+    done = runs(workdir)
+    assert [r.info.status for r in done] == ["FINISHED"] * 2
+    assert {r.data.tags["suite.gpu"] for r in done} <= {"cpu0", "cpu1"}

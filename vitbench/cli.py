@@ -189,7 +189,7 @@ def run(
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
-    from vitbench.loop import Every
+    from vitbench.progress import Every
     from vitbench.recipes import recipe_options
     from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
     from vitbench.train import TrainConfig, load_checkpoint
@@ -347,8 +347,8 @@ def sweep(
 ) -> None:
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""
     from vitbench.data import get_dataset_info
-    from vitbench.loop import Every
     from vitbench.models.registry import get_variant
+    from vitbench.progress import Every
     from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep, work
     from vitbench.train import TrainConfig
 
@@ -393,15 +393,27 @@ def suite(
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Run every cell of a declared grid into one MLflow experiment named after the suite."""
-    from vitbench.loop import Every
-    from vitbench.suite import load_suite, run_suite
-    from vitbench.workers import resolve_gpus
+    from vitbench.progress import Every
+    from vitbench.workers import Pool, likely_gpus
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    s = load_suite(path)
+    guess = likely_gpus(gpus, device) if path.is_file() else None
+    # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile.
+    pool = Pool(path, guess, device, data_dir, tracking_uri, live) if guess else None
+    try:
+        from vitbench.suite import load_suite, run_suite
+        from vitbench.workers import resolve_gpus
+
+        s, resolved = load_suite(path), resolve_gpus(gpus, device)
+        if pool and pool.gpus != resolved:  # the guess was wrong (e.g. no CUDA in this torch): start again
+            pool.discard()
+            pool = None
+    except BaseException:
+        if pool:
+            pool.discard()
+        raise
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
-                     data_dir=data_dir, only=split_list(cells), display=shown, live=live,
-                     gpus=resolve_gpus(gpus, device))
+                     data_dir=data_dir, only=split_list(cells), display=shown, live=live, gpus=resolved, pool=pool)
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
 
 

@@ -9,7 +9,6 @@ live metrics, what a stopped run did), the checkpoint file and ``DeferredSignals
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -21,9 +20,8 @@ import torch
 from vitbench import wall
 from vitbench.data import Splits
 from vitbench.distributed import AGREE_EVERY, agree, lead
-from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params
-from vitbench.progress import Display, duration
+from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from vitbench.train import (
     NAIVE_REASON,
@@ -38,31 +36,6 @@ from vitbench.train import (
 
 EpochCallback = Callable[[int, dict], None]
 STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
-
-
-@dataclass(frozen=True)
-class Every:
-    """A cadence: every ``seconds`` of wall time and/or every ``steps`` optimizer steps (None: never)."""
-
-    seconds: float | None = 10.0
-    steps: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Every:
-        """'10s', '2.5s', '200' (steps), '200steps', 'off'."""
-        t = text.strip().lower().replace(" ", "")
-        if t in ("off", "0", "never", "none"):
-            return cls(None, None)
-        if m := re.fullmatch(r"(\d+(?:\.\d+)?)s(?:ec(?:onds?)?)?", t):
-            if float(m[1]) > 0:
-                return cls(float(m[1]), None)
-        if m := re.fullmatch(r"(\d+)(?:steps?)?", t):
-            return cls(None, int(m[1]))
-        raise VitbenchError(f"cannot read {text!r} as a cadence; give seconds ('10s'), steps ('200') or 'off'")
-
-    @property
-    def on(self) -> bool:
-        return self.seconds is not None or self.steps is not None
 
 
 @dataclass

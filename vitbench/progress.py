@@ -7,9 +7,13 @@ alive. ``quiet``: neither. One-off notes (the projection of a run's length) are 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from vitbench.errors import VitbenchError
 
 MODES = ("auto", "bar", "lines", "off")
 
@@ -25,6 +29,31 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+@dataclass(frozen=True)
+class Every:
+    """A cadence: every ``seconds`` of wall time and/or every ``steps`` optimizer steps (None: never)."""
+
+    seconds: float | None = 10.0
+    steps: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        """'10s', '2.5s', '200' (steps), '200steps', 'off'."""
+        t = text.strip().lower().replace(" ", "")
+        if t in ("off", "0", "never", "none"):
+            return cls(None, None)
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)s(?:ec(?:onds?)?)?", t):
+            if float(m[1]) > 0:
+                return cls(float(m[1]), None)
+        if m := re.fullmatch(r"(\d+)(?:steps?)?", t):
+            return cls(None, int(m[1]))
+        raise VitbenchError(f"cannot read {text!r} as a cadence; give seconds ('10s'), steps ('200') or 'off'")
+
+    @property
+    def on(self) -> bool:
+        return self.seconds is not None or self.steps is not None
 
 
 class Display:

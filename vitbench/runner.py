@@ -12,12 +12,12 @@ from vitbench import plots, wall
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError
-from vitbench.loop import EpochCallback, Every, Hooks, train
+from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
 from vitbench.models.attention import ATTENTION
 from vitbench.models.registry import PRESETS
 from vitbench.outbox import Outbox
-from vitbench.progress import Display
+from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
 from vitbench.train import TrainConfig, TrainResult, load_checkpoint

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench.errors import Interrupted, VitbenchError
-from vitbench.loop import Every
 from vitbench.models.registry import MODEL_FIELDS
-from vitbench.progress import Display, duration
+from vitbench.progress import Display, Every, duration
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
 
@@ -132,14 +131,16 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
               only: list[str] | None = None, display: Display | None = None, live: Every | None = None,
-              gpus: list[str] | None = None) -> list[str]:
+              gpus: list[str] | None = None, pool=None) -> list[str]:
     """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
-    ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``)."""
+    ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``); ``pool``: those
+    workers, already started (the CLI starts them before it imports torch)."""
     from vitbench.tracking import connect
     from vitbench.workers import Pool
 
     # The workers start first: they import torch and MLflow and load the data while this process opens the store.
-    pool = Pool(suite, gpus, device, data_dir, tracking_uri, live or Every()) if len(gpus or []) > 1 else None
+    if pool is None and len(gpus or []) > 1:
+        pool = Pool(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
     try:
         connect(tracking_uri)
         todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)

@@ -24,8 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
-from vitbench.loop import Every
-from vitbench.progress import Display, duration
+from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"

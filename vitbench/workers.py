@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
-from vitbench.loop import Every
-from vitbench.progress import Display
+from vitbench.progress import Display, Every
 
 
 def resolve_gpus(gpus: str, device: str | None) -> list[str]:
@@ -46,6 +45,23 @@ def resolve_gpus(gpus: str, device: str | None) -> list[str]:
     return visible[:n]
 
 
+def likely_gpus(gpus: str, device: str | None) -> list[str] | None:
+    """What ``resolve_gpus`` will answer, told without importing torch (seconds), so that the workers can
+    start importing it alongside the coordinator; None where it cannot be told (``all``, fewer than 2).
+    The coordinator checks the guess against ``resolve_gpus`` and starts again where it was wrong."""
+    try:
+        n = int(gpus)
+    except ValueError:
+        return None
+    if n < 2:
+        return None
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if device == "cpu" or not (listed or Path("/dev/nvidia0").exists()):
+        return [f"cpu{i}" for i in range(n)]
+    ids = listed or [str(i) for i in range(n)]
+    return ids[:n] if len(ids) >= n else None
+
+
 def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracking_uri: str | None,
            live: Every, tasks, events, threads: int) -> None:
     """One worker process: runs (cell, repeat) pairs from ``tasks`` until it draws None."""
@@ -60,7 +76,10 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
     torch.set_num_threads(threads)
     if not (device == "cpu" or gpu.startswith("cpu")) and torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # the CUDA context, made while the coordinator opens the store
-    suite = load_suite(path)
+    try:
+        suite = load_suite(path)
+    except Exception:  # the coordinator reads the same file and says what is wrong with it, in one line
+        os._exit(1)
     with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
         splits_for(*cell_configs(suite.cells[0], 0, device, data_dir))
     cells = {c.name: c for c in suite.cells}
@@ -87,8 +106,8 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
 class Pool:
     """The coordinator's side: start one worker per GPU, feed the queue, follow what they report."""
 
-    def __init__(self, suite, gpus: list[str], device: str | None, data_dir: str | None, tracking_uri: str | None,
-                 live: Every) -> None:
+    def __init__(self, path: str | Path, gpus: list[str], device: str | None, data_dir: str | None,
+                 tracking_uri: str | None, live: Every) -> None:
         ctx = mp.get_context("spawn")  # a fresh interpreter: no CUDA state inherited from the coordinator
         self.tasks, self.events = ctx.Queue(), ctx.Queue()
         self.gpus, self.holding = gpus, {g: None for g in gpus}
@@ -98,7 +117,7 @@ class Pool:
             env = {} if g.startswith("cpu") else {"CUDA_VISIBLE_DEVICES": g}
             with environ(env):  # a spawned child copies the environment as it starts
                 p = ctx.Process(target=worker, name=f"vitbench-suite-{g}", daemon=False,
-                                args=(str(Path(suite.path).resolve()), g, device, data_dir, tracking_uri, live,
+                                args=(str(Path(path).resolve()), g, device, data_dir, tracking_uri, live,
                                       self.tasks, self.events, threads))
                 p.start()
             self.procs[g] = p
