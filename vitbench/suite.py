@@ -31,6 +31,7 @@ from vitbench.yamlfile import read_yaml
 if TYPE_CHECKING:
     from vitbench.data import Splits
     from vitbench.models import ViTConfig
+    from vitbench.workers import Pool
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 CELL_KEYS = ("variant", "dataset", "preset", *TRAIN_FIELDS, *MODEL_FIELDS)
@@ -131,7 +132,7 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
               only: list[str] | None = None, display: Display | None = None, live: Every | None = None,
-              gpus: list[str] | None = None, pool=None) -> list[str]:
+              gpus: list[str] | None = None, pool: Pool | None = None) -> list[str]:
     """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
     ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``); ``pool``: those
     workers, already started (the CLI starts them before it imports torch)."""
