@@ -313,6 +313,29 @@ def test_every_new_trainer_reuses_the_compiled_step():
     assert graphs[1:] == [graphs[0]] * 9, graphs
 
 
+def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
+    """A bench compares ten models in one process: each gets its compiled step (torch's default stops
+    compiling a function after 8 versions and runs the rest eagerly). Dynamo's tracing alone is checked
+    (backend 'eager'), which is what the limit counts."""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    from vitbench import train
+    from vitbench.runner import model_config_for
+
+    monkeypatch.setattr(train, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    graphs = []
+    for dim in range(8, 8 + 4 * 10, 4):  # ten distinct models
+        model_cfg = model_config_for("sdpa", "mnist", dim=dim, depth=1, heads=2, mlp_dim=16)
+        cfg = train.TrainConfig(compile=True, device="cpu", batch_size=4)
+        train.Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None).step(x, y)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert all(b > a for a, b in zip(graphs, graphs[1:], strict=False)), graphs  # a new graph for every model
+
+
 def test_naive_parts_are_never_compiled_and_say_so_once(workdir, tiny_mnist):
     res = invoke("run", "--variant", "naive-msa", "--compile", "--epochs", "1", "--max-steps", "2",
                  "--batch-size", "8", *TINY)

@@ -188,12 +188,18 @@ def tally(stats: torch.Tensor, first_bad: torch.Tensor, step: torch.Tensor, loss
 
 
 _COMPILED: dict[Callable, Callable] = {}
+MODELS_PER_PROCESS = 64  # distinct model shapes one process compiles the step for (bench, suites, sweeps)
 
 
 def _compiled(fn: Callable) -> Callable:
     """One compiled wrapper per function for the process. Its arguments are a module, tensors and plain
-    values, never an object of ours: a guard on such an object's identity would miss for every new Trainer
-    and, after torch's recompile limit (8), leave the step eager -- a suite's ninth run 2x slower."""
+    values, never an object of ours: a guard on such an object's identity would miss for every new Trainer.
+    Each distinct model (attention, preset, dims, a peer's) is one more version of the same compiled
+    function; torch runs a function eagerly once it has 8 versions, so a bench of ten models in one process
+    timed its last ones uncompiled. The limit is raised to MODELS_PER_PROCESS."""
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(config, limit, max(getattr(config, limit), MODELS_PER_PROCESS))
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
