@@ -181,7 +181,7 @@ def loss_and_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_s
 def tally(stats: torch.Tensor, first_bad: torch.Tensor, step: torch.Tensor, loss: torch.Tensor,
           correct: torch.Tensor, n: int) -> None:
     """The step's loss and counts added on the device (no sync); the first non-finite step remembered."""
-    stats += torch.stack((loss * n, correct.float(), torch.full_like(loss, n)))
+    stats += torch.stack((loss * n, correct.float(), torch.full_like(loss, n)))  # a fill, not a host copy: capturable
     bad = ~torch.isfinite(loss) & (first_bad < 0)
     first_bad.copy_(torch.where(bad, step, first_bad))
     step += 1

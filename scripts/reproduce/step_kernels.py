@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from vitbench.models.vit import ViTConfig
+from vitbench.models.registry import MODEL_FIELDS
 from vitbench.recipes import recipe_options
 from vitbench.runner import model_config_for
 from vitbench.train import TrainConfig, Trainer
@@ -28,11 +28,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     opts = recipe_options(args.recipe)
-    model_keys = {f.name for f in fields(ViTConfig)}
-    cfg = TrainConfig(**{k: v for k, v in opts.items() if k not in model_keys}, device="cuda")
+    cfg = replace(TrainConfig.from_dict(opts), device="cuda")
     if args.batch_size:
         cfg = replace(cfg, batch_size=args.batch_size)
-    model_cfg = model_config_for("sdpa", "mnist", **{k: v for k, v in opts.items() if k in model_keys})
+    model_cfg = model_config_for("sdpa", "mnist", **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
     trainer = Trainer(cfg, model_cfg, steps_per_epoch=100, log=lambda s: None)
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(cfg.batch_size, model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size,
