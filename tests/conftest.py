@@ -22,6 +22,7 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ["VITBENCH_WARM"] = "off"  # every `vitbench` a test starts runs in its own process; tests/test_warm.py: on
 if not torch.cuda.is_available():  # the fused Triton attention runs in Triton's interpreter on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -7,13 +7,14 @@ import functools
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vitbench import wall
+from vitbench import wall, warm
 from vitbench.errors import Interrupted, VitbenchError
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
@@ -464,6 +465,21 @@ def sync(
     send(run_id, checkpoint_dir, log=typer.echo)
 
 
+@app.command("warm")
+@cli_errors
+def warm_processes(
+    stop: Annotated[bool, typer.Option("--stop", help="ask each to leave (after the command it is running)")] = False,
+) -> None:
+    """The warm processes that serve `vitbench run` (VITBENCH_WARM=auto|on|off): list them, or stop them."""
+    found = warm.status(stop=stop)
+    if not found:
+        typer.echo("no warm process is running")
+    for p in found:
+        state = "running a command" if p["busy"] else f"idle for {time.time() - p['since']:.0f} s"
+        typer.echo(f"pid {p['pid']}: {'leaving' if stop else state}, {p['served']} command(s) served, "
+                   f"log {p['log']}")
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -471,6 +487,18 @@ def _terminate(signum, frame) -> None:
 def main() -> None:
     # SIGTERM (kill, timeout, a scheduler) ends runs KILLED like Ctrl-C, wherever it lands.
     signal.signal(signal.SIGTERM, _terminate)
+    argv = sys.argv[1:]
+    try:
+        to_warm = warm.wanted(argv)
+    except ValueError as e:
+        leave(f"error: {e}", 2)
+    if to_warm:  # `run` in the warm process, where torch, CUDA and MLflow are loaded already
+        try:
+            code = warm.forward(argv, note=lambda line: print(line, file=sys.stderr, flush=True))
+        except OSError:
+            code = None  # no warm process to be had (e.g. an unwritable socket folder): run it here
+        if code is not None:
+            leave(code)
     try:
         app(prog_name="vitbench")
     except SystemExit as e:
@@ -478,13 +506,13 @@ def main() -> None:
     leave(0)
 
 
-def leave(code: int | str | None) -> None:
+def leave(code: int | str | None, message_code: int = 1) -> None:
     """Exit as soon as a command is done. Its work is recorded by then (runs ended, stores committed, files
     closed), and the interpreter's own teardown -- torch's compile workers, the CUDA context, MLflow's thread
     pools -- took seconds after the result was printed (3.5 s on a CPU, ~10 s on an H100 host)."""
     if isinstance(code, str):
         print(code, file=sys.stderr)
-        code = 1
+        code = message_code
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)

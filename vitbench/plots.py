@@ -49,18 +49,26 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, classes: list[st
 
 def prediction_grid(images: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor, classes: list[str],
                     path: Path, title: str, n: int = 32) -> Path:
-    """Test images with their predicted class: green when right, red when wrong."""
-    n = min(n, len(images))
-    cols = 8
+    """Test images with their predicted class: green when right, red when wrong. One image of tiles, not one
+    axes per image: 32 axes took 2.3 s to lay out and save on our CPU, a sixth of a warm `run`."""
+    n, cols = min(n, len(images)), 8
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5))
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = images[i].cpu()
-        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
+    c, h, w = images.shape[1:]
+    band, gap = max(4, h // 3), max(2, w // 8)  # pixels: room for each label above its tile, and between tiles
+    tile_h, tile_w = h + band, w + gap
+    sheet = torch.ones(rows * tile_h, cols * tile_w, 3)  # white between the tiles
+    for i in range(n):
+        img = images[i].detach().float().cpu()
+        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)  # each scaled to its range, as imshow does
+        r, col = divmod(i, cols)
+        sheet[r * tile_h + band:(r + 1) * tile_h, col * tile_w:col * tile_w + w] = img.permute(1, 2, 0).expand(h, w, 3)
+    fig, ax = plt.subplots(figsize=(cols * 1.3, rows * 1.5))
+    ax.imshow(sheet.numpy(), interpolation="nearest")
+    ax.axis("off")
+    for i in range(n):
+        r, col = divmod(i, cols)
         ok = int(preds[i]) == int(labels[i])
-        ax.set_title(f"{classes[int(preds[i])]}", color="green" if ok else "red", fontsize=9)
+        ax.text(col * tile_w + w / 2, r * tile_h + band * 0.8, classes[int(preds[i])], ha="center", va="bottom",
+                fontsize=9, color="green" if ok else "red")
     fig.suptitle(f"{title} (title = prediction; green right, red wrong)")
     return save(fig, path)

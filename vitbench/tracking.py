@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vitbench import __version__
+from vitbench import __version__, warm
 from vitbench.errors import VitbenchError
 from vitbench.outbox import Outbox
 
@@ -150,6 +150,7 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "all") if cuda else "none",
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": str(torch.get_num_threads()),  # a suite's workers share the host's cores
+        "process": warm.process_tag(),  # a warm process (vitbench.warm) or one of the run's own
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda or "none"),
         "cudnn_version": str(torch.backends.cudnn.version() or "none") if cuda else "none",

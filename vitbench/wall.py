@@ -10,7 +10,15 @@ import contextlib
 import time
 
 START = time.perf_counter()
+SINCE = "vitbench was imported"
 PHASES: dict[str, float] = {}
+
+
+def restart(since: str) -> None:
+    """Count from now (a warm process taking its next command: ``vitbench.warm``)."""
+    global START, SINCE
+    START, SINCE = time.perf_counter(), since
+    PHASES.clear()
 
 
 def add(name: str, seconds: float) -> None:
@@ -35,4 +43,4 @@ def summary() -> str:
     total = time.perf_counter() - START
     parts = [f"{name} {seconds:.2f}" for name, seconds in PHASES.items() if seconds >= 0.005]
     rest = total - sum(PHASES.values())
-    return f"wall {total:.2f} s since vitbench was imported: " + ", ".join([*parts, f"other {rest:.2f}"])
+    return f"wall {total:.2f} s since {SINCE}: " + ", ".join([*parts, f"other {rest:.2f}"])

@@ -1,0 +1,228 @@
+"""`vitbench run` in a warm process (vitbench.warm): the same runs as in a process of their own, the caller's
+terminal, Ctrl-C and exit code; the protocol's parts (status, stop, idle, busy) in-process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, write_tiny_mnist
+from vitbench import warm
+
+TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def warm_env():
+    """The environment of a caller that uses a warm process (on the CPU: VITBENCH_WARM=on), in a socket folder
+    of its own; every warm process started under it is stopped at the end."""
+    folder = tempfile.mkdtemp(prefix="vw", dir="/tmp")  # a Unix socket's path must stay under 108 bytes
+    env = {**os.environ, "VITBENCH_WARM": "on", "VITBENCH_WARM_DIR": folder, "VITBENCH_WARM_IDLE": "300",
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    yield env
+    saved = dict(os.environ)
+    os.environ["VITBENCH_WARM_DIR"] = folder
+    try:
+        for p in warm.status(stop=True):
+            deadline = time.time() + 30
+            while time.time() < deadline and Path(f"/proc/{p['pid']}").exists():
+                time.sleep(0.1)
+            if Path(f"/proc/{p['pid']}").exists():
+                os.kill(p["pid"], signal.SIGKILL)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def vitbench(env: dict, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vitbench", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def only_run(folder: Path):
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "vitbench-mnist"]
+    (run,) = client.search_runs([exp.experiment_id])
+    return client, run
+
+
+def test_runs_in_the_warm_process_as_in_a_process_of_their_own(warm_env, tmp_path):
+    data = write_tiny_mnist(tmp_path / "data")
+    command = ["run", "--epochs", "2", "--batch-size", "32", "--data-dir", str(data), *TINY]
+    folders = {name: tmp_path / name for name in ("first", "second", "own")}
+    for f in folders.values():
+        f.mkdir()
+    first = vitbench(warm_env, folders["first"], *command)
+    second = vitbench(warm_env, folders["second"], *command)
+    own = vitbench({**warm_env, "VITBENCH_WARM": "off"}, folders["own"], *command)
+    for res in (first, second, own):
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "done: sdpa on mnist" in res.stdout and "Traceback" not in res.stderr
+    assert "a warm process (pid" in first.stderr and "a warm process" not in second.stderr
+    # the warm process's output reached each caller's own stdout, with its working directory
+    assert "since the warm process took the command" in second.stdout
+    assert "since vitbench was imported" in own.stdout
+
+    found = {name: only_run(f) for name, f in folders.items()}
+    tags = {name: run.data.tags["process"] for name, (_, run) in found.items()}
+    first_tag, second_tag = (re.fullmatch(r"warm \(pid (\d+), command (\d+)\)", tags[n]) for n in ("first", "second"))
+    assert first_tag and second_tag, tags
+    pid, served = int(first_tag[1]), int(second_tag[2])
+    assert int(second_tag[1]) == pid and served == int(first_tag[2]) + 1
+    assert tags["own"].startswith("own (pid ") and str(pid) not in tags["own"]
+    # same seed, same data, same hyperparameters: the same numbers, in whichever process
+    for name in ("first", "second"):
+        client, run = found[name]
+        own_client, own_run = found["own"]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["final_val_acc"] == own_run.data.metrics["final_val_acc"]
+        for metric in ("train_loss", "val_loss"):
+            ours = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+            theirs = [m.value for m in own_client.get_metric_history(own_run.info.run_id, metric)]
+            assert ours == pytest.approx(theirs, rel=1e-6), metric
+
+    # bad input: the one-line error and exit code of a process of its own, nothing recorded
+    bad = vitbench(warm_env, folders["second"], "run", "--variant", "nope", *TINY)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: unknown variant 'nope'") and len(bad.stderr.strip().splitlines()) == 1
+    status = vitbench(warm_env, tmp_path, "warm")
+    assert f"pid {pid}: idle for" in status.stdout and f"{served + 1} command(s) served" in status.stdout
+
+
+def wait_for_training(proc: subprocess.Popen) -> list[str]:
+    lines: list[str] = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("epoch 1:"):
+            return lines
+    proc.kill()
+    pytest.fail("the run never started: " + "".join(lines))
+
+
+def test_ctrl_c_and_a_vanished_caller_end_the_run_killed(warm_env, tmp_path):
+    data = write_tiny_mnist(tmp_path / "data")
+    command = [sys.executable, "-m", "vitbench", "run", "--epochs", "1000", "--batch-size", "16", "--data-dir",
+               str(data), *TINY]
+    for name, how in (("ctrl-c", signal.SIGINT), ("vanished", signal.SIGKILL)):
+        folder = tmp_path / name
+        folder.mkdir()
+        proc = subprocess.Popen(command, cwd=folder, env=warm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        lines = wait_for_training(proc)
+        time.sleep(0.5)
+        proc.send_signal(how)
+        out, _ = proc.communicate(timeout=120)
+        client, run = only_run(folder)
+        if how == signal.SIGINT:
+            assert proc.returncode == 130, "".join(lines) + out
+            assert "Traceback" not in out and f"run {run.info.run_id} was ended KILLED" in out
+        deadline = time.time() + 60  # a vanished caller: the warm process notices the closed socket
+        while time.time() < deadline and run.info.status == "RUNNING":
+            time.sleep(0.2)
+            run = client.get_run(run.info.run_id)
+        assert run.info.status == "KILLED"
+        assert (folder / "checkpoints" / run.info.run_id / "last.pt").exists()
+        assert run.data.tags["process"].startswith("warm")
+    # the warm process took both and goes on serving
+    assert any(p["served"] >= 2 for p in status_in(warm_env))
+
+
+def status_in(env: dict, stop: bool = False) -> list[dict]:
+    saved = os.environ.get("VITBENCH_WARM_DIR")
+    os.environ["VITBENCH_WARM_DIR"] = env["VITBENCH_WARM_DIR"]
+    try:
+        return warm.status(stop=stop)
+    finally:
+        if saved is None:
+            os.environ.pop("VITBENCH_WARM_DIR")
+        else:
+            os.environ["VITBENCH_WARM_DIR"] = saved
+
+
+@pytest.fixture
+def socket_folder(monkeypatch) -> Path:
+    monkeypatch.setenv("VITBENCH_WARM_DIR", tempfile.mkdtemp(prefix="vw", dir="/tmp"))
+    return warm.folder()
+
+
+def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_folder):
+    server = warm.Server(socket_folder / "a.sock", idle=30)
+    answers: list = []
+
+    def ask() -> None:
+        time.sleep(0.2)
+        answers.append(warm.status())
+        answers.append(warm.status(stop=True))
+
+    threading.Thread(target=ask).start()
+    t0 = time.perf_counter()
+    server.serve()  # returns on the stop, long before its 30 s of idleness
+    assert time.perf_counter() - t0 < 10
+    assert [a[0]["pid"] for a in answers] == [os.getpid()] * 2 and answers[0][0]["busy"] is False
+    assert not (socket_folder / "a.sock").exists() and warm.status() == []
+
+    idle = warm.Server(socket_folder / "b.sock", idle=0.2)
+    t0 = time.perf_counter()
+    idle.serve()
+    assert time.perf_counter() - t0 < 5 and not (socket_folder / "b.sock").exists()
+
+
+def test_a_busy_warm_process_sends_the_caller_back_to_run_it_itself(socket_folder, monkeypatch):
+    monkeypatch.setattr(warm, "key", lambda: "k")
+    server = warm.Server(socket_folder / "k.sock", idle=30)
+    server.busy = True  # a command is running
+    assert warm.forward(["run", "--device", "cpu"], note=print) is None
+    server.leave()
+    assert not (socket_folder / "k.sock").exists()
+
+
+@pytest.mark.parametrize("argv,env,gpu,expected", [
+    (["run"], {}, False, False),  # auto: no GPU, no warm process
+    (["run"], {}, True, True),
+    (["run", "--device", "cpu"], {}, True, False),
+    (["run", "--gpus", "2"], {}, True, False),  # data-parallel ranks are processes of their own
+    (["run"], {"CUDA_VISIBLE_DEVICES": ""}, True, False),
+    (["run"], {"CUDA_VISIBLE_DEVICES": "1"}, False, True),
+    (["run", "--help"], {"VITBENCH_WARM": "on"}, False, False),
+    (["run", "--device=cpu"], {"VITBENCH_WARM": "on"}, False, True),
+    (["run"], {"VITBENCH_WARM": "off"}, True, False),
+    (["bench"], {"VITBENCH_WARM": "on"}, True, False),
+])
+def test_which_commands_go_to_a_warm_process(monkeypatch, argv, env, gpu, expected):
+    monkeypatch.delenv("VITBENCH_WARM", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda p: gpu if str(p) == "/dev/nvidia0" else real_exists(p))
+    assert warm.wanted(argv) is expected
+
+
+def test_the_environment_torch_reads_at_import_picks_the_warm_process(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    first = warm.key()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VITBENCH_WARM_IDLE", "5")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # read per command: the same process
+    assert warm.key() == first
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert warm.key() != first
+
+
+def test_a_bad_vitbench_warm_value_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "VITBENCH_WARM": "sometimes", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "vitbench", "run"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr == "error: VITBENCH_WARM must be auto, on or off, got 'sometimes'\n"

@@ -1,0 +1,486 @@
+"""`vitbench run` in a process that outlives one command.
+
+A 0.5-s training run used to cost ~30 s at the prompt on an H100 host: importing torch, ``torch._dynamo``,
+MLflow and seaborn, opening the SQLite store, making the CUDA context, loading compiled kernels from the
+disk cache. The first ``vitbench run`` on a GPU host starts a *warm process* that has all of that done, and
+every later ``run`` from the same installation hands its command line to it over a Unix socket and waits:
+
+- the command runs in the warm process with the caller's working directory, environment and command line,
+  and its output goes straight to the caller's terminal: the caller's stdin/stdout/stderr are passed over
+  the socket (``SCM_RIGHTS``), so progress bars, colours and redirections behave as in a process of its own;
+- Ctrl-C (and SIGTERM) at the caller reaches the command as a Ctrl-C would: the run ends KILLED with its
+  checkpoint; a caller that disappears (a closed terminal, ``kill -9``) interrupts its command the same way;
+- the exit code comes back to the caller; one command at a time: a caller that finds the warm process
+  busy, or cannot reach it, runs the command itself;
+- the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
+  ``COMMANDS_PER_PROCESS`` commands (each distinct model is one more compiled version of the training
+  step, and torch caps how many a process keeps), on ``vitbench warm --stop``, and whenever the package's
+  source or the environment torch reads at import changes (those select another warm process: ``key``).
+
+``VITBENCH_WARM``: ``auto`` (default: on where a CUDA GPU is likely present), ``on`` (also on the CPU),
+``off`` (every command in a process of its own). Runs record which process trained them (tag
+``process``). This module imports nothing heavy: it is what the ``vitbench`` entry point runs first.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import fcntl
+import gc
+import hashlib
+import json
+import os
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+COMMANDS_PER_PROCESS = 20
+IDLE_SECONDS = 300.0
+START_SECONDS = 30.0  # how long a caller waits for a new warm process to listen
+# Read by torch, CUDA, Triton or Python when they are imported: a warm process made under other values
+# of these cannot serve a command (CUDA_VISIBLE_DEVICES picks the GPUs once, for the process's life).
+IMPORT_TIME_ENV = ("CUDA_", "NVIDIA_", "TORCH", "PYTORCH_", "TRITON_", "NCCL_", "OMP_", "MKL_", "LD_", "PYTHON",
+                   "VITBENCH_")
+_HEADER = struct.Struct("!I")
+
+# Set in a warm process while it serves a command: (pid, how many commands it has served, this one included).
+SERVING: tuple[int, int] | None = None
+
+
+def process_tag() -> str:
+    """Which process trained a run: a warm one (and its how-manieth command) or one of its own."""
+    return f"warm (pid {SERVING[0]}, command {SERVING[1]})" if SERVING else f"own (pid {os.getpid()})"
+
+
+def mode() -> str:
+    value = os.environ.get("VITBENCH_WARM", "auto").strip().lower() or "auto"
+    if value not in ("auto", "on", "off"):
+        raise ValueError(f"VITBENCH_WARM must be auto, on or off, got {value!r}")
+    return value
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def wanted(argv: list[str]) -> bool:
+    """Whether this command line goes to a warm process: ``run`` on one device (``--gpus N`` launches
+    processes of its own), where ``VITBENCH_WARM`` allows it."""
+    if not argv or argv[0] != "run" or "--help" in argv:
+        return False
+    m = mode()
+    if m == "off" or (_option(argv, "--gpus") or "1") != "1":
+        return False
+    if m == "on":
+        return True
+    if (_option(argv, "--device") or "auto") == "cpu":
+        return False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return visible.strip() not in ("", "-1")
+    return Path("/dev/nvidia0").exists()
+
+
+def folder() -> Path:
+    """Where the sockets, locks and logs of this user's warm processes are (``VITBENCH_WARM_DIR``)."""
+    base = os.environ.get("VITBENCH_WARM_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    path = Path(base) / f"vitbench-warm-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def key() -> str:
+    """Which warm process may serve this caller: the same interpreter, the same package source (its files'
+    latest change) and the same import-time environment."""
+    package = Path(__file__).resolve().parent
+    stamp = max(p.stat().st_mtime_ns for p in package.rglob("*.py"))
+    env = sorted((k, v) for k, v in os.environ.items()
+                 if k.startswith(IMPORT_TIME_ENV) and not k.startswith("VITBENCH_WARM"))
+    return hashlib.sha256(repr((sys.executable, str(package), stamp, env)).encode()).hexdigest()[:16]
+
+
+# ---- the caller's side ------------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def _start(where: Path, k: str, note: Callable[[str], None]) -> socket.socket | None:
+    """Start the warm process for ``k`` (one caller at a time, under a lock) and connect to it."""
+    path = where / f"{k}.sock"
+    with open(where / f"{k}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (s := _connect(path)) is not None:  # another caller started it meanwhile
+            return s
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a process that was killed
+        idle = os.environ.get("VITBENCH_WARM_IDLE", str(IDLE_SECONDS))
+        with open(where / f"{k}.log", "wb") as log:
+            p = subprocess.Popen([sys.executable, "-m", "vitbench.warm", str(path), idle], stdin=subprocess.DEVNULL,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline and p.poll() is None:
+            if (s := _connect(path)) is not None:
+                note(f"vitbench: a warm process (pid {p.pid}) keeps torch, CUDA and MLflow loaded for the next runs "
+                     f"and leaves after {float(idle):g} s without one; `vitbench warm --stop` ends it, "
+                     "VITBENCH_WARM=off runs each command in a process of its own")
+                return s
+            time.sleep(0.02)
+        return None
+
+
+def _send(s: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    packet = _HEADER.pack(len(data)) + data
+    if fds:
+        sent = socket.send_fds(s, [packet], fds)
+        s.sendall(packet[sent:])
+    else:
+        s.sendall(packet)
+
+
+def _lines(s: socket.socket):
+    buffered = b""
+    while True:
+        try:
+            chunk = s.recv(4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return
+        buffered += chunk
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            yield line.decode()
+
+
+def _own_fds() -> list[int]:
+    """stdin, stdout, stderr as they are; /dev/null for one that is closed."""
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
+    """Run ``vitbench <argv>`` in the warm process and return its exit code; None where it cannot take the
+    command (busy, not started) -- the caller then runs it itself."""
+    where, k = folder(), key()
+    s = _connect(where / f"{k}.sock") or _start(where, k, note)
+    if s is None:
+        return None
+    with s:
+        _send(s, {"op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, _own_fds())
+        replies = _lines(s)
+        first = next(replies, "busy")
+        if first == "busy":
+            return None
+        pid = int(first.split()[1])
+
+        def interrupt(signum, frame) -> None:  # the command's Ctrl-C, sent where the command runs
+            with contextlib.suppress(OSError):
+                s.sendall(b"i")
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, interrupt)
+        for line in replies:
+            if line.startswith("exit "):
+                return int(line.split()[1])
+    note(f"error: the warm process (pid {pid}) ended during the command; its log: {where / (k + '.log')}")
+    return 1
+
+
+def status(stop: bool = False) -> list[dict]:
+    """This user's warm processes (what each says of itself); ``stop``: ask each to leave once idle."""
+    found = []
+    for path in sorted(folder().glob("*.sock")):
+        s = _connect(path)
+        if s is None:
+            continue
+        with s:
+            _send(s, {"op": "stop" if stop else "status"})
+            reply = next(_lines(s), None)
+        if reply:
+            found.append(json.loads(reply))
+    return found
+
+
+# ---- the warm process ------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    """What every ``run`` would import and set up, done before the first command arrives."""
+    import mlflow  # noqa: F401
+    import torch
+    import torch._dynamo  # noqa: F401  (building any optimizer imports it: seconds)
+
+    import vitbench.cli  # noqa: F401
+    import vitbench.loop  # noqa: F401
+    import vitbench.plots  # noqa: F401  (seaborn, matplotlib)
+    import vitbench.runner  # noqa: F401
+
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # the CUDA context
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while len(data) < _HEADER.size:
+        data += conn.recv(1 << 16)
+    (size,) = _HEADER.unpack_from(data)
+    while len(data) < _HEADER.size + size:
+        more = conn.recv(1 << 16)
+        if not more:
+            raise ConnectionError("the caller left mid-request")
+        data += more
+    return json.loads(data[_HEADER.size:_HEADER.size + size]), list(fds)
+
+
+class Server:
+    """The warm process: one thread takes connections, the main thread runs the commands, one at a time."""
+
+    def __init__(self, path: Path, idle: float) -> None:
+        self.path, self.idle = path, idle
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.inode = path.stat().st_ino
+        self.lock = threading.Lock()
+        self.busy = self.closing = False
+        self.served, self.since = 0, time.time()
+        self.commands: queue.Queue = queue.Queue()
+        self.acceptor = threading.Thread(target=self._accept, name="vitbench-warm-accept", daemon=True)
+        self.acceptor.start()
+
+    def describe(self) -> dict:
+        return {"pid": os.getpid(), "served": self.served, "busy": self.busy, "since": self.since,
+                "socket": str(self.path), "log": str(self.path.with_suffix(".log"))}
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                request, fds = _receive(conn)
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            op = request.get("op")
+            with self.lock:
+                if op == "run" and not (self.busy or self.closing):
+                    self.busy = True
+                    self.commands.put((conn, request, fds))
+                    continue
+                if op == "stop":
+                    self.closing = True
+                    self.commands.put(None)
+            for fd in fds:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                conn.sendall(b"busy\n" if op == "run" else (json.dumps(self.describe()) + "\n").encode())
+            conn.close()
+
+    def _terminate(self, signum, frame) -> None:
+        self.closing = True  # leave after this command (a command's own handler makes it end KILLED)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGTERM, self._terminate)
+        while self.served < COMMANDS_PER_PROCESS and not self.closing:
+            try:
+                item = self.commands.get(timeout=self.idle)
+            except (queue.Empty, KeyboardInterrupt):
+                break
+            if item is None:
+                break
+            with contextlib.suppress(KeyboardInterrupt):  # an interrupt that arrived as the command ended
+                try:
+                    self.served += 1
+                    self.run(*item)
+                finally:
+                    with self.lock:
+                        self.busy = False
+        self.leave()
+
+    def leave(self) -> None:
+        with self.lock:
+            self.closing = True
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self.inode:  # not a successor's socket
+                self.path.unlink()
+        while True:  # commands accepted meanwhile: their callers run them themselves
+            try:
+                item = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                conn, _, fds = item
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"busy\n")
+                conn.close()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the acceptor (Linux) before its descriptor is closed
+        self.acceptor.join(timeout=2)
+        self.sock.close()
+
+    def run(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        global SERVING
+        conn.sendall(f"ok {os.getpid()}\n".encode())
+        guard, active = threading.Lock(), [True]
+
+        def watch() -> None:  # the caller's Ctrl-C, or the caller gone: the command is interrupted
+            while True:
+                try:
+                    data = conn.recv(64)
+                except OSError:
+                    data = b""
+                with guard:
+                    if active[0]:
+                        _thread.interrupt_main(signal.SIGINT)
+                if not data:
+                    return
+
+        code, caller = 1, Caller(request, fds)
+        watcher = threading.Thread(target=watch, name="vitbench-warm-watch", daemon=True)
+        try:
+            caller.enter()
+            SERVING = (os.getpid(), self.served)
+            watcher.start()
+            code = _invoke(request["argv"])
+        finally:
+            with guard:
+                active[0] = False
+            while True:  # no interrupt is asked for from here on; one asked for just before may still land
+                try:
+                    SERVING = None
+                    caller.leave()
+                    break
+                except KeyboardInterrupt:
+                    continue
+        with self.lock:  # the next caller is taken from here on; it waits for the clean-up below
+            self.busy, self.since = False, time.time()
+        with contextlib.suppress(OSError):
+            conn.sendall(f"exit {code}\n".encode())
+            conn.shutdown(socket.SHUT_RDWR)  # wakes the watcher: it must not outlive this socket's descriptor,
+        if watcher.is_alive():  # which the next caller's connection may get
+            watcher.join()
+        conn.close()
+        _release_memory()
+
+
+class Caller:
+    """The caller's stdin/stdout/stderr, working directory, environment and command line, for one command;
+    ``leave`` puts the warm process's own back and may be called again if it was interrupted."""
+
+    def __init__(self, request: dict, fds: list[int]) -> None:
+        self.request, self.fds = request, fds
+        self.saved: tuple | None = None
+
+    def enter(self) -> None:
+        from vitbench import tracking, wall
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = ([os.dup(fd) for fd in (0, 1, 2)], dict(os.environ), os.getcwd(), sys.argv)
+        for target, fd in enumerate(self.fds):
+            os.dup2(fd, target)
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))
+        os.environ.clear()
+        os.environ.update(self.request["env"])
+        os.chdir(self.request["cwd"])
+        sys.argv = ["vitbench", *self.request["argv"]]
+        wall.restart("the warm process took the command")
+        tracking.ENDED.clear()
+        tracking._git_commit.cache_clear()  # a commit made since the last command
+
+    def leave(self) -> None:
+        if self.saved is not None:
+            fds, env, cwd, argv = self.saved
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            sys.stdout.reconfigure(line_buffering=False)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(cwd)
+            sys.argv = argv
+            for fd in fds:
+                os.close(fd)
+            self.saved = None
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+
+
+def _invoke(argv: list[str]) -> int:
+    from vitbench.cli import app
+
+    try:
+        app(args=argv, prog_name="vitbench")
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        return e.code or 0
+    except BaseException:  # what a process of its own would print before exiting 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _release_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def main(path: str, idle: str) -> None:
+    server = Server(Path(path), float(idle))  # listening before the imports: the first caller waits in line
+    print(f"warm process {os.getpid()} on {path}, leaves after {float(idle):g} s idle", flush=True)
+    _preload()
+    print(f"ready after {time.time() - server.since:.1f} s", flush=True)
+    server.serve()
+    print(f"leaving after {server.served} command(s)", flush=True)
+    os._exit(0)  # as `vitbench run` does: no interpreter teardown (compile workers, the CUDA context)
+
+
+if __name__ == "__main__":  # `python -m vitbench.warm SOCKET IDLE`, as forward() starts it
+    # the module itself, not this __main__ copy of it: the runs read vitbench.warm.SERVING
+    from vitbench.warm import main as serve
+
+    serve(*sys.argv[1:3])
