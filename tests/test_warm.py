@@ -59,44 +59,41 @@ def only_run(folder: Path):
 def test_runs_in_the_warm_process_as_in_a_process_of_their_own(warm_env, tmp_path):
     data = write_tiny_mnist(tmp_path / "data")
     command = ["run", "--epochs", "2", "--batch-size", "32", "--data-dir", str(data), *TINY]
-    folders = {name: tmp_path / name for name in ("first", "second", "own")}
+    folders = {name: tmp_path / name for name in ("first", "second")}
     for f in folders.values():
         f.mkdir()
+    # no warm process yet: the first command runs in its own process and starts one alongside
     first = vitbench(warm_env, folders["first"], *command)
+    assert "vitbench: starting a warm process (pid" in first.stderr, first.stderr
+    ready = vitbench(warm_env, tmp_path, "warm", "--start")
+    assert ready.returncode == 0 and ready.stdout.startswith("pid "), ready.stdout + ready.stderr
+    pid = int(ready.stdout.split()[1].rstrip(":"))
     second = vitbench(warm_env, folders["second"], *command)
-    own = vitbench({**warm_env, "VITBENCH_WARM": "off"}, folders["own"], *command)
-    for res in (first, second, own):
+    for res in (first, second):
         assert res.returncode == 0, res.stdout + res.stderr
         assert "done: sdpa on mnist" in res.stdout and "Traceback" not in res.stderr
-    assert "a warm process (pid" in first.stderr and "a warm process" not in second.stderr
-    # the warm process's output reached each caller's own stdout, with its working directory
-    assert "since the warm process took the command" in second.stdout
-    assert "since vitbench was imported" in own.stdout
+    assert "since vitbench was imported" in first.stdout
+    # the warm process's output reached the caller's own stdout, and its run the caller's working directory
+    assert "since the warm process took the command" in second.stdout and "warm process" not in second.stderr
 
-    found = {name: only_run(f) for name, f in folders.items()}
-    tags = {name: run.data.tags["process"] for name, (_, run) in found.items()}
-    first_tag, second_tag = (re.fullmatch(r"warm \(pid (\d+), command (\d+)\)", tags[n]) for n in ("first", "second"))
-    assert first_tag and second_tag, tags
-    pid, served = int(first_tag[1]), int(second_tag[2])
-    assert int(second_tag[1]) == pid and served == int(first_tag[2]) + 1
-    assert tags["own"].startswith("own (pid ") and str(pid) not in tags["own"]
+    (own_client, own), (client, served) = only_run(folders["first"]), only_run(folders["second"])
+    assert own.data.tags["process"].startswith("own (pid ") and str(pid) not in own.data.tags["process"]
+    tag = re.fullmatch(r"warm \(pid (\d+), command (\d+)\)", served.data.tags["process"])
+    assert tag and int(tag[1]) == pid, served.data.tags["process"]
     # same seed, same data, same hyperparameters: the same numbers, in whichever process
-    for name in ("first", "second"):
-        client, run = found[name]
-        own_client, own_run = found["own"]
-        assert run.info.status == "FINISHED"
-        assert run.data.metrics["final_val_acc"] == own_run.data.metrics["final_val_acc"]
-        for metric in ("train_loss", "val_loss"):
-            ours = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
-            theirs = [m.value for m in own_client.get_metric_history(own_run.info.run_id, metric)]
-            assert ours == pytest.approx(theirs, rel=1e-6), metric
+    assert served.info.status == "FINISHED"
+    assert served.data.metrics["final_val_acc"] == own.data.metrics["final_val_acc"]
+    for metric in ("train_loss", "val_loss"):
+        ours = [m.value for m in client.get_metric_history(served.info.run_id, metric)]
+        theirs = [m.value for m in own_client.get_metric_history(own.info.run_id, metric)]
+        assert len(ours) == 2 and ours == pytest.approx(theirs, rel=1e-6), metric
 
     # bad input: the one-line error and exit code of a process of its own, nothing recorded
     bad = vitbench(warm_env, folders["second"], "run", "--variant", "nope", *TINY)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error: unknown variant 'nope'") and len(bad.stderr.strip().splitlines()) == 1
     status = vitbench(warm_env, tmp_path, "warm")
-    assert f"pid {pid}: idle for" in status.stdout and f"{served + 1} command(s) served" in status.stdout
+    assert f"pid {pid}: idle for" in status.stdout and f"{int(tag[2]) + 1} command(s) served" in status.stdout
 
 
 def wait_for_training(proc: subprocess.Popen) -> list[str]:
@@ -112,6 +109,7 @@ def wait_for_training(proc: subprocess.Popen) -> list[str]:
 
 
 def test_ctrl_c_and_a_vanished_caller_end_the_run_killed(warm_env, tmp_path):
+    assert vitbench(warm_env, tmp_path, "warm", "--start").returncode == 0
     data = write_tiny_mnist(tmp_path / "data")
     command = [sys.executable, "-m", "vitbench", "run", "--epochs", "1000", "--batch-size", "16", "--data-dir",
                str(data), *TINY]
@@ -179,10 +177,11 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
     assert time.perf_counter() - t0 < 5 and not (socket_folder / "b.sock").exists()
 
 
-def test_a_busy_warm_process_sends_the_caller_back_to_run_it_itself(socket_folder, monkeypatch):
+def test_a_busy_or_importing_warm_process_sends_the_caller_back_to_run_it_itself(socket_folder, monkeypatch):
     monkeypatch.setattr(warm, "key", lambda: "k")
     server = warm.Server(socket_folder / "k.sock", idle=30)
-    server.busy = True  # a command is running
+    assert warm.forward(["run", "--device", "cpu"], note=print) is None  # still importing
+    server.ready = server.busy = True  # a command is running
     assert warm.forward(["run", "--device", "cpu"], note=print) is None
     server.leave()
     assert not (socket_folder / "k.sock").exists()

@@ -468,14 +468,24 @@ def sync(
 @app.command("warm")
 @cli_errors
 def warm_processes(
+    start: Annotated[bool, typer.Option("--start", help="start one (if there is none) and wait until it is ready")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="ask each to leave (after the command it is running)")] = False,
 ) -> None:
-    """The warm processes that serve `vitbench run` (VITBENCH_WARM=auto|on|off): list them, or stop them."""
+    """The warm processes that serve `vitbench run` (VITBENCH_WARM=auto|on|off): list, start or stop them."""
+    if start:
+        t0 = time.perf_counter()
+        try:
+            p = warm.start()
+        except TimeoutError as e:
+            raise VitbenchError(str(e)) from None
+        typer.echo(f"pid {p['pid']}: ready ({time.perf_counter() - t0:.1f} s), log {p['log']}")
+        return
     found = warm.status(stop=stop)
     if not found:
         typer.echo("no warm process is running")
     for p in found:
-        state = "running a command" if p["busy"] else f"idle for {time.time() - p['since']:.0f} s"
+        state = ("running a command" if p["busy"] else f"idle for {time.time() - p['since']:.0f} s") if p["ready"] \
+            else "importing torch, CUDA, MLflow"
         typer.echo(f"pid {p['pid']}: {'leaving' if stop else state}, {p['served']} command(s) served, "
                    f"log {p['log']}")
 

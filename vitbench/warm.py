@@ -1,9 +1,10 @@
 """`vitbench run` in a process that outlives one command.
 
-A 0.5-s training run used to cost ~30 s at the prompt on an H100 host: importing torch, ``torch._dynamo``,
+A 0.5-s training run used to cost ~25 s at the prompt on an H100 host: importing torch, ``torch._dynamo``,
 MLflow and seaborn, opening the SQLite store, making the CUDA context, loading compiled kernels from the
-disk cache. The first ``vitbench run`` on a GPU host starts a *warm process* that has all of that done, and
-every later ``run`` from the same installation hands its command line to it over a Unix socket and waits:
+disk cache. The first ``vitbench run`` on a GPU host runs as before, in its own process, and starts a *warm
+process* alongside that does all of that once; every later ``run`` from the same installation hands its
+command line to the warm process over a Unix socket and waits:
 
 - the command runs in the warm process with the caller's working directory, environment and command line,
   and its output goes straight to the caller's terminal: the caller's stdin/stdout/stderr are passed over
@@ -11,7 +12,7 @@ every later ``run`` from the same installation hands its command line to it over
 - Ctrl-C (and SIGTERM) at the caller reaches the command as a Ctrl-C would: the run ends KILLED with its
   checkpoint; a caller that disappears (a closed terminal, ``kill -9``) interrupts its command the same way;
 - the exit code comes back to the caller; one command at a time: a caller that finds the warm process
-  busy, or cannot reach it, runs the command itself;
+  busy or still importing, or cannot reach it, runs the command itself;
 - the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
   ``COMMANDS_PER_PROCESS`` commands (each distinct model is one more compiled version of the training
   step, and torch caps how many a process keeps), on ``vitbench warm --stop``, and whenever the package's
@@ -126,28 +127,29 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
-def _start(where: Path, k: str, note: Callable[[str], None]) -> socket.socket | None:
-    """Start the warm process for ``k`` (one caller at a time, under a lock) and connect to it."""
+def _start(where: Path, k: str) -> int | None:
+    """Start the warm process for ``k`` (one caller at a time, under a lock); its pid, None where another
+    caller started it meanwhile. Returns once it listens: it answers 'busy' until its imports are done."""
     path = where / f"{k}.sock"
     with open(where / f"{k}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (s := _connect(path)) is not None:  # another caller started it meanwhile
-            return s
+        if (s := _connect(path)) is not None:
+            s.close()
+            return None
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a process that was killed
-        idle = os.environ.get("VITBENCH_WARM_IDLE", str(IDLE_SECONDS))
         with open(where / f"{k}.log", "wb") as log:
-            p = subprocess.Popen([sys.executable, "-m", "vitbench.warm", str(path), idle], stdin=subprocess.DEVNULL,
-                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            p = subprocess.Popen([sys.executable, "-m", "vitbench.warm", str(path), str(idle_seconds())],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline and p.poll() is None:
-            if (s := _connect(path)) is not None:
-                note(f"vitbench: a warm process (pid {p.pid}) keeps torch, CUDA and MLflow loaded for the next runs "
-                     f"and leaves after {float(idle):g} s without one; `vitbench warm --stop` ends it, "
-                     "VITBENCH_WARM=off runs each command in a process of its own")
-                return s
-            time.sleep(0.02)
-        return None
+        while time.monotonic() < deadline and p.poll() is None and not path.exists():
+            time.sleep(0.01)
+        return p.pid
+
+
+def idle_seconds() -> float:
+    return float(os.environ.get("VITBENCH_WARM_IDLE", IDLE_SECONDS))
 
 
 def _send(s: socket.socket, message: dict, fds: list[int] | None = None) -> None:
@@ -155,7 +157,8 @@ def _send(s: socket.socket, message: dict, fds: list[int] | None = None) -> None
     packet = _HEADER.pack(len(data)) + data
     if fds:
         sent = socket.send_fds(s, [packet], fds)
-        s.sendall(packet[sent:])
+        if sent < len(packet):
+            s.sendall(packet[sent:])
     else:
         s.sendall(packet)
 
@@ -189,10 +192,14 @@ def _own_fds() -> list[int]:
 
 def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
     """Run ``vitbench <argv>`` in the warm process and return its exit code; None where it cannot take the
-    command (busy, not started) -- the caller then runs it itself."""
+    command (none yet, still importing, busy) -- the caller then runs it itself."""
     where, k = folder(), key()
-    s = _connect(where / f"{k}.sock") or _start(where, k, note)
-    if s is None:
+    s = _connect(where / f"{k}.sock")
+    if s is None:  # this command runs here, as before; the warm process gets ready alongside, for the next
+        if (pid := _start(where, k)) is not None:
+            note(f"vitbench: starting a warm process (pid {pid}) that keeps torch, CUDA and MLflow loaded for the "
+                 f"runs after this one; it leaves after {idle_seconds():g} s without one. `vitbench warm --stop` "
+                 "ends it; VITBENCH_WARM=off runs every command in a process of its own")
         return None
     with s:
         _send(s, {"op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, _own_fds())
@@ -213,6 +220,26 @@ def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
                 return int(line.split()[1])
     note(f"error: the warm process (pid {pid}) ended during the command; its log: {where / (k + '.log')}")
     return 1
+
+
+def start(timeout: float = 600) -> dict:
+    """A warm process for this caller, started if there is none, once it is ready (``vitbench warm --start``)."""
+    where, k = folder(), key()
+    path = where / f"{k}.sock"
+    if (s := _connect(path)) is None:
+        _start(where, k)
+    else:
+        s.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (s := _connect(path)) is not None:
+            with s:
+                _send(s, {"op": "status"})
+                reply = next(_lines(s), None)
+            if reply and (state := json.loads(reply))["ready"]:
+                return state
+        time.sleep(0.1)
+    raise TimeoutError(f"the warm process was not ready after {timeout:g} s; its log: {path.with_suffix('.log')}")
 
 
 def status(stop: bool = False) -> list[dict]:
@@ -246,17 +273,22 @@ def _preload() -> None:
 
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # the CUDA context
+        # Inductor's compile workers and Triton's launcher started now, not in the first command's compile
+        torch.compile(lambda x: torch.relu(x) * 2)(torch.ones(8, device="cuda"))
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    while len(data) < _HEADER.size:
-        data += conn.recv(1 << 16)
-    (size,) = _HEADER.unpack_from(data)
-    while len(data) < _HEADER.size + size:
+    size = None
+    while size is None or len(data) < _HEADER.size + size:
+        if size is None and len(data) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(data)
+            continue
         more = conn.recv(1 << 16)
-        if not more:
-            raise ConnectionError("the caller left mid-request")
+        if not more:  # a caller that only looked whether anyone listens, or that left mid-request
+            for fd in fds:
+                os.close(fd)
+            raise ConnectionError("no request")
         data += more
     return json.loads(data[_HEADER.size:_HEADER.size + size]), list(fds)
 
@@ -271,14 +303,14 @@ class Server:
         self.sock.listen(16)
         self.inode = path.stat().st_ino
         self.lock = threading.Lock()
-        self.busy = self.closing = False
+        self.ready = self.busy = self.closing = False
         self.served, self.since = 0, time.time()
         self.commands: queue.Queue = queue.Queue()
         self.acceptor = threading.Thread(target=self._accept, name="vitbench-warm-accept", daemon=True)
         self.acceptor.start()
 
     def describe(self) -> dict:
-        return {"pid": os.getpid(), "served": self.served, "busy": self.busy, "since": self.since,
+        return {"pid": os.getpid(), "ready": self.ready, "served": self.served, "busy": self.busy, "since": self.since,
                 "socket": str(self.path), "log": str(self.path.with_suffix(".log"))}
 
     def _accept(self) -> None:
@@ -294,7 +326,7 @@ class Server:
                 continue
             op = request.get("op")
             with self.lock:
-                if op == "run" and not (self.busy or self.closing):
+                if op == "run" and self.ready and not (self.busy or self.closing):
                     self.busy = True
                     self.commands.put((conn, request, fds))
                     continue
@@ -470,10 +502,13 @@ def _release_memory() -> None:
 
 
 def main(path: str, idle: str) -> None:
-    server = Server(Path(path), float(idle))  # listening before the imports: the first caller waits in line
+    started = time.time()
+    server = Server(Path(path), float(idle))  # listening at once: callers are told 'busy' until it is ready
     print(f"warm process {os.getpid()} on {path}, leaves after {float(idle):g} s idle", flush=True)
     _preload()
-    print(f"ready after {time.time() - server.since:.1f} s", flush=True)
+    with server.lock:
+        server.ready, server.since = True, time.time()
+    print(f"ready after {time.time() - started:.1f} s", flush=True)
     server.serve()
     print(f"leaving after {server.served} command(s)", flush=True)
     os._exit(0)  # as `vitbench run` does: no interpreter teardown (compile workers, the CUDA context)
