@@ -273,8 +273,6 @@ def _preload() -> None:
 
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # the CUDA context
-        # Inductor's compile workers and Triton's launcher started now, not in the first command's compile
-        torch.compile(lambda x: torch.relu(x) * 2)(torch.ones(8, device="cuda"))
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
