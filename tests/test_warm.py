@@ -225,3 +225,14 @@ def test_a_bad_vitbench_warm_value_is_one_line_and_exit_2(tmp_path):
     res = subprocess.run([sys.executable, "-m", "vitbench", "run"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and res.stderr == "error: VITBENCH_WARM must be auto, on or off, got 'sometimes'\n"
+
+
+def test_no_warm_process_in_a_folder_others_can_write(monkeypatch, tmp_path):
+    monkeypatch.setenv("VITBENCH_WARM_DIR", str(tmp_path))
+    shared = tmp_path / f"vitbench-warm-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as another user could have made it in a shared /tmp
+    with pytest.raises(PermissionError):
+        warm.forward(["run"], note=print)
+    shared.chmod(0o700)
+    assert warm.folder() == shared

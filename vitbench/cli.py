@@ -472,15 +472,15 @@ def warm_processes(
     stop: Annotated[bool, typer.Option("--stop", help="ask each to leave (after the command it is running)")] = False,
 ) -> None:
     """The warm processes that serve `vitbench run` (VITBENCH_WARM=auto|on|off): list, start or stop them."""
-    if start:
-        t0 = time.perf_counter()
-        try:
+    t0 = time.perf_counter()
+    try:
+        if start:
             p = warm.start()
-        except TimeoutError as e:
-            raise VitbenchError(str(e)) from None
-        typer.echo(f"pid {p['pid']}: ready ({time.perf_counter() - t0:.1f} s), log {p['log']}")
-        return
-    found = warm.status(stop=stop)
+            typer.echo(f"pid {p['pid']}: ready ({time.perf_counter() - t0:.1f} s), log {p['log']}")
+            return
+        found = warm.status(stop=stop)
+    except OSError as e:  # a timeout, a socket folder that is not ours alone
+        raise VitbenchError(str(e)) from None
     if not found:
         typer.echo("no warm process is running")
     for p in found:

@@ -101,6 +101,11 @@ def folder() -> Path:
     base = os.environ.get("VITBENCH_WARM_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     path = Path(base) / f"vitbench-warm-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    # A caller hands its environment (tokens, passwords) and its terminal to whatever listens here: only to a
+    # folder that is ours alone, never to one another user made in a shared /tmp.
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not path.is_dir() or path.is_symlink():
+        raise PermissionError(f"{path} is not a folder of this user's alone: no warm process")
     return path
 
 
