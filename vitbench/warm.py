@@ -99,7 +99,7 @@ def wanted(argv: list[str]) -> bool:
 def folder() -> Path:
     """Where the sockets, locks and logs of this user's warm processes are (``VITBENCH_WARM_DIR``)."""
     base = os.environ.get("VITBENCH_WARM_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    path = Path(base) / f"vitbench-warm-{os.getuid()}"
+    path = Path(base).absolute() / f"vitbench-warm-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.lstat()
     # A caller hands its environment (tokens, passwords) and its terminal to whatever listens here: only to a
@@ -278,6 +278,19 @@ def _preload() -> None:
 
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # the CUDA context
+    _rehearse()
+
+
+def _rehearse() -> None:
+    """A tiny run into a throwaway store, so that what every run does for the first time in a process -- a
+    SQLite store's set-up, cuBLAS and the optimizer's kernels, a CUDA graph, the plots' fonts -- is done
+    before the first command rather than in it. Its records go with the folder."""
+    with tempfile.TemporaryDirectory(prefix="vitbench-warm-") as tmp:
+        code = _invoke(["run", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "4", "--batch-size", "16",
+                        "--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--no-compile", "--quiet",
+                        "--live-every", "off", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--checkpoint-dir",
+                        f"{tmp}/checkpoints", "--experiment", "warm-up"])
+    print(f"rehearsal run: exit code {code}", flush=True)
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -508,6 +521,7 @@ def main(path: str, idle: str) -> None:
     started = time.time()
     server = Server(Path(path), float(idle))  # listening at once: callers are told 'busy' until it is ready
     print(f"warm process {os.getpid()} on {path}, leaves after {float(idle):g} s idle", flush=True)
+    os.chdir("/")  # not the first caller's folder: each command runs in its caller's
     _preload()
     with server.lock:
         server.ready, server.since = True, time.time()
