@@ -270,9 +270,11 @@ def _preload() -> None:
     import mlflow  # noqa: F401
     import torch
     import torch._dynamo  # noqa: F401  (building any optimizer imports it: seconds)
+    import torch._inductor.compile_fx  # noqa: F401  (the first torch.compile() imports it: seconds)
 
     import vitbench.cli  # noqa: F401
     import vitbench.loop  # noqa: F401
+    import vitbench.models.fused_attention  # noqa: F401  (Triton)
     import vitbench.plots  # noqa: F401  (seaborn, matplotlib)
     import vitbench.runner  # noqa: F401
 
