@@ -68,6 +68,8 @@ def test_runs_in_the_warm_process_as_in_a_process_of_their_own(warm_env, tmp_pat
     ready = vitbench(warm_env, tmp_path, "warm", "--start")
     assert ready.returncode == 0 and ready.stdout.startswith("pid "), ready.stdout + ready.stderr
     pid = int(ready.stdout.split()[1].rstrip(":"))
+    # before its first command it rehearsed a tiny run into a throwaway store: store set-up, kernels, plots
+    assert "rehearsal run: exit code 0" in Path(ready.stdout.split("log ")[1].strip()).read_text()
     second = vitbench(warm_env, folders["second"], *command)
     for res in (first, second):
         assert res.returncode == 0, res.stdout + res.stderr
