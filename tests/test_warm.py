@@ -29,6 +29,8 @@ def warm_env():
     folder = tempfile.mkdtemp(prefix="vw", dir="/tmp")  # a Unix socket's path must stay under 108 bytes
     env = {**os.environ, "VITBENCH_WARM": "on", "VITBENCH_WARM_DIR": folder, "VITBENCH_WARM_IDLE": "300",
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    for name in ("MLFLOW_TRACKING_URI", "VITBENCH_DATA"):  # each run's store: mlflow.db in its own folder
+        env.pop(name, None)
     yield env
     saved = dict(os.environ)
     os.environ["VITBENCH_WARM_DIR"] = folder
@@ -166,10 +168,12 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
         answers.append(warm.status())
         answers.append(warm.status(stop=True))
 
-    threading.Thread(target=ask).start()
+    asking = threading.Thread(target=ask)
+    asking.start()
     t0 = time.perf_counter()
     server.serve()  # returns on the stop, long before its 30 s of idleness
     assert time.perf_counter() - t0 < 10
+    asking.join(timeout=10)  # the stop's answer may still be on its way when serve() returns
     assert [a[0]["pid"] for a in answers] == [os.getpid()] * 2 and answers[0][0]["busy"] is False
     assert not (socket_folder / "a.sock").exists() and warm.status() == []
 
