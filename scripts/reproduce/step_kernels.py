@@ -3,6 +3,7 @@ events, median of repeats), then each kernel the step launches (torch.profiler o
 outside the graph), grouped by name. Reproduces results/logs/step_kernels.txt (issue 15, target 1). GPU only.
 
     python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 512
+    python3 scripts/reproduce/step_kernels.py --dataset cifar10 --batch-size 1024  # target 3's cifar10 cell
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", default="mnist-fast")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--dataset", default="mnist", help="whose preset the model takes (the recipe's options on it)")
     ap.add_argument("--replays", type=int, default=300)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
@@ -31,7 +33,7 @@ def main() -> None:
     cfg = replace(TrainConfig.from_dict(opts), device="cuda")
     if args.batch_size:
         cfg = replace(cfg, batch_size=args.batch_size)
-    model_cfg = model_config_for("sdpa", "mnist", **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
+    model_cfg = model_config_for("sdpa", args.dataset, **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
     trainer = Trainer(cfg, model_cfg, steps_per_epoch=100, log=lambda s: None)
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(cfg.batch_size, model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size,
@@ -48,7 +50,7 @@ def main() -> None:
         end.synchronize()
         times.append(start.elapsed_time(end) * 1000)
     q = statistics.quantiles(times, n=20)
-    print(f"{args.recipe}, batch {cfg.batch_size}: step as a CUDA graph replay {statistics.median(times):.0f} us "
+    print(f"{args.recipe} on the {args.dataset} preset, batch {cfg.batch_size}: step as a CUDA graph replay {statistics.median(times):.0f} us "
           f"(median of {len(times)}; 5-95 %: {q[0]:.0f}-{q[-1]:.0f} us); torch {torch.__version__}, "
           f"{torch.cuda.get_device_name()}")
     for _ in range(3):

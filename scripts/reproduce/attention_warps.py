@@ -1,0 +1,56 @@
+"""Our fused Triton attention's tile: queries per step of a program's loop (BLOCK_M) and warps per program, by
+sequence length. The forward and the backward kernel timed alone (CUDA events, median of repeats) at the two
+presets' shapes, batch 1024, bf16. Reproduces the table behind ``fused_attention.TILES`` (results/speed.md).
+GPU only.
+
+    python3 scripts/reproduce/attention_warps.py
+"""
+
+from __future__ import annotations
+
+import statistics
+from functools import partial
+
+import torch
+
+from vitbench.models import fused_attention as fa
+
+SHAPES = {"mnist preset": (17, 4, 16), "cifar10 preset": (65, 4, 12)}  # tokens, heads, dims per head
+
+
+def time_us(fn, repeats: int = 200) -> float:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000)
+    return statistics.median(times)
+
+
+def main(batch: int = 1024) -> None:
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {batch}, bf16; kernel time in us")
+    print(f"{'shape':>15} {'BLOCK_M':>7} {'warps':>5} {'forward':>8} {'backward':>9}")
+    for name, (n, heads, d) in SHAPES.items():
+        g = torch.Generator(device="cuda").manual_seed(0)
+        qkv = torch.randn(batch, n, 3 * heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
+        out = qkv.new_empty(batch, n, heads * d)
+        lse = torch.empty(batch * heads, n, device="cuda")
+        grad_out, grad_qkv = torch.randn_like(out), torch.empty_like(qkv)
+        block_n = fa._meta(n, d, qkv.dtype)["BLOCK_N"]
+        for block_m in (16, 32, 64):
+            for warps in (1, 2, 4, 8):
+                if block_m > block_n:
+                    continue
+                fa.TILES[block_n] = (block_m, warps)
+                fwd = time_us(partial(fa._run, fa.forward, qkv, heads, qkv, out, lse))
+                bwd = time_us(partial(fa._run, fa.backward, qkv, heads, qkv, out, grad_out, lse, grad_qkv))
+                print(f"{name:>15} {block_m:>7} {warps:>5} {fwd:8.1f} {bwd:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
