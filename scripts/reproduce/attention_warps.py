@@ -1,7 +1,7 @@
-"""Our fused Triton attention's tile: queries per step of a program's loop (BLOCK_M) and warps per program, by
-sequence length. The forward and the backward kernel timed alone (CUDA events, median of repeats) at the two
-presets' shapes, batch 1024, bf16. Reproduces the table behind ``fused_attention.TILES`` (results/speed.md).
-GPU only.
+"""Our fused Triton attention's tiles, by sequence length: the whole-tile kernels by warps per program, the
+blocked ones by queries per step (BLOCK_M) and warps. The forward and the backward kernel timed alone (CUDA
+events, median of repeats) at the two presets' shapes, batch 1024, bf16. Reproduces the table behind
+``fused_attention.WARPS``, ``BLOCKED_FROM`` and ``TILES`` (results/speed.md). GPU only.
 
     python3 scripts/reproduce/attention_warps.py
 """
@@ -42,15 +42,14 @@ def main(batch: int = 1024) -> None:
         lse = torch.empty(batch * heads, n, device="cuda")
         grad_out, grad_qkv = torch.randn_like(out), torch.empty_like(qkv)
         block_n = fa._meta(n, d, qkv.dtype)["BLOCK_N"]
-        for block_m in (16, 32, 64):
-            for warps in (1, 2, 4, 8):
-                if block_m > block_n:
-                    continue
-                fa.TILES[block_n] = (block_m, warps)
-                fwd = time_us(partial(fa._run, fa.forward, qkv, heads, qkv, out, lse))
-                bwd = time_us(partial(fa._run, fa.backward, qkv, heads, qkv, out, grad_out, lse, grad_qkv))
-                print(f"{name:>15} {block_m:>7} {warps:>5} {fwd:8.1f} {bwd:9.1f}")
-
+        tiles = [(None, w) for w in (1, 2, 4, 8)]  # the whole-tile kernels
+        tiles += [(m, w) for m in (16, 32, 64) if m <= block_n for w in (1, 2, 4, 8)]  # the blocked ones
+        for block_m, warps in tiles:
+            fa.BLOCKED_FROM = 1 if block_m else 1 << 20
+            fa.WARPS[block_n], fa.TILES[block_n] = warps, (block_m, warps)
+            fwd = time_us(partial(fa._run, "forward", qkv, heads, qkv, out, lse))
+            bwd = time_us(partial(fa._run, "backward", qkv, heads, qkv, out, grad_out, lse, grad_qkv))
+            print(f"{name:>15} {block_m or 'whole':>7} {warps:>5} {fwd:8.1f} {bwd:9.1f}")
 
 if __name__ == "__main__":
     main()

@@ -1,13 +1,13 @@
 """A fused attention kernel of our own (Triton) for the short sequences and small heads of the tutorials' ViTs.
 
-The mnist preset has 17 tokens and 16 dims per head, the cifar10 preset 65 tokens and 12: one head's whole
-keys and values fit in one program's registers, and its queries go through in steps of BLOCK_M rows (small
-score tiles: a whole 128 x 128 padded one spilled registers at the cifar10 preset). So one program per
+The mnist preset has 17 tokens and 16 dims per head, the cifar10 preset 65 tokens and 12. One program per
 (sample, head) does all of it -- QK^T, softmax, PV -- reading q, k and v straight out of the ``qkv``
 projection's (B, N, 3, H, d) layout and writing the output straight into (B, N, H*d), so no permute or
-transpose copies are made around it. The backward pass is one program per (sample, head) too: it recomputes
-the probabilities from the saved log-sum-exp, block of queries by block, writes their dq and sums dk, dv over
-them, into the (B, N, 3, H, d) gradient of qkv.
+transpose copies are made around it. Up to 64 tokens a program holds the head's whole N x N score tile in its
+registers; from 65 tokens (padded to 128) that tile spilled, and the blocked kernels step through the queries
+BLOCK_M rows at a time against all keys instead. The backward pass is one program per (sample, head) too: it
+recomputes the probabilities from the saved log-sum-exp and writes dq, dk, dv into the (B, N, 3, H, d) gradient
+of qkv (the blocked one writes each block's dq and sums dk, dv over the blocks).
 
 Sequences up to ``MAX_TOKENS`` tokens (one block); longer ones are refused when the model is built. On CUDA
 the kernels are compiled by Triton; on the CPU they run only in Triton's interpreter (``TRITON_INTERPRET=1``
@@ -26,7 +26,61 @@ from vitbench.models.attention import MAX_TOKENS
 
 
 @triton.jit
-def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+            ACC: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    b, h = pid // H, pid % H
+    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
+    valid = (rows[:, None] < N) & (cols[None, :] < HD)
+    stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD)
+    at = QKV + b * N * stride_n + h * HD + rows[:, None] * stride_n + cols[None, :]
+    q = tl.load(at, mask=valid, other=0.0)
+    k = tl.load(at + H * HD, mask=valid, other=0.0)
+    v = tl.load(at + 2 * H * HD, mask=valid, other=0.0)
+    s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_N)
+    s = tl.where(rows[None, :] < N, s, float("-inf"))
+    m = tl.max(s, 1)
+    p = tl.exp(s - m[:, None])
+    total = tl.sum(p, 1)
+    o = tl.dot((p / total[:, None]).to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
+    out = O + b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]  # o: (B, N, H, HD)
+    tl.store(out, o.to(O.dtype.element_ty), mask=valid)
+    tl.store(LSE + pid * N + rows, m + tl.log(total), mask=rows < N)
+
+
+@triton.jit
+def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+             ACC: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    b, h = pid // H, pid % H
+    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
+    valid = (rows[:, None] < N) & (cols[None, :] < HD)
+    stride_n = 3 * H * HD
+    offset = b * N * stride_n + h * HD + rows[:, None] * stride_n + cols[None, :]
+    q = tl.load(QKV + offset, mask=valid, other=0.0)
+    k = tl.load(QKV + offset + H * HD, mask=valid, other=0.0)
+    v = tl.load(QKV + offset + 2 * H * HD, mask=valid, other=0.0)
+    at_o = b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]
+    o = tl.load(O + at_o, mask=valid, other=0.0)
+    do = tl.load(DO + at_o, mask=valid, other=0.0)
+    lse = tl.load(LSE + pid * N + rows, mask=rows < N, other=0.0)
+    s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale
+    p = tl.exp(s - lse[:, None])
+    p = tl.where((rows[:, None] < N) & (rows[None, :] < N), p, 0.0)  # padding rows and columns: 0
+    dv = tl.dot(tl.trans(p.to(do.dtype)), do, out_dtype=ACC, input_precision=PRECISION)
+    dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PRECISION)
+    delta = tl.sum(do.to(ACC) * o.to(ACC), 1)  # rowsum(dO * O) = rowsum(P * dP)
+    ds = p * (dp - delta[:, None]) * scale
+    dq = tl.dot(ds.to(k.dtype), k, out_dtype=ACC, input_precision=PRECISION)
+    dk = tl.dot(tl.trans(ds.to(q.dtype)), q, out_dtype=ACC, input_precision=PRECISION)
+    ty = DQKV.dtype.element_ty
+    tl.store(DQKV + offset, dq.to(ty), mask=valid)
+    tl.store(DQKV + offset + H * HD, dk.to(ty), mask=valid)
+    tl.store(DQKV + offset + 2 * H * HD, dv.to(ty), mask=valid)
+
+
+@triton.jit
+def forward_blocked(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
             ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
@@ -53,7 +107,7 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.con
 
 
 @triton.jit
-def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def backward_blocked(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
@@ -90,14 +144,17 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOC
     tl.store(DQKV + at_kv + 2 * H * HD, dv.to(ty), mask=kv_valid)
 
 
-def _run(kernel, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
-    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d): compiled on CUDA; on the CPU only Triton's
-    interpreter runs it."""
+def _run(kernel: str, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
+    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d), ``kernel`` 'forward' or 'backward': the whole-tile
+    kernel for short sequences, the blocked one from ``BLOCKED_FROM`` padded tokens. Compiled on CUDA; on the CPU
+    only Triton's interpreter runs it."""
     if not qkv.is_cuda and not interpreted():
         raise VitbenchError(CPU_NEEDS_INTERPRETER)
     B, N, three_d = qkv.shape
     head_dim = three_d // (3 * heads)
-    kernel[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **_meta(N, head_dim, qkv.dtype))
+    meta = _meta(N, head_dim, qkv.dtype)
+    fn = KERNELS[kernel, "BLOCK_M" in meta]
+    fn[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **meta)
 
 
 def interpreted() -> bool:
@@ -111,18 +168,27 @@ CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU
                          "(vectorized computes the same function) or set TRITON_INTERPRET=1 (Triton's interpreter: slow)")
 
 
-# Queries per step of a program's loop, and warps per program, by the padded sequence length BLOCK_N: a step
-# holds BLOCK_M x BLOCK_N score tiles (three in the backward pass) in the warps' registers. Chosen on the H100
-# by scripts/reproduce/attention_warps.py (results/speed.md).
-TILES = {16: (16, 4), 32: (16, 4), 64: (16, 4), 128: (16, 4)}
+# By the padded sequence length BLOCK_N: warps per program of the whole-tile kernels, and from BLOCKED_FROM on
+# (queries per step, warps) of the blocked ones, whose steps hold BLOCK_M x BLOCK_N score tiles instead of one
+# BLOCK_N x BLOCK_N tile (three in the backward pass: at 128 they spilled registers). Chosen on the H100 by
+# scripts/reproduce/attention_warps.py (results/speed.md).
+WARPS = {16: 4, 32: 4, 64: 4}
+BLOCKED_FROM = 128
+TILES = {128: (16, 1)}
+KERNELS = {("forward", False): forward, ("backward", False): backward,
+           ("forward", True): forward_blocked, ("backward", True): backward_blocked}
 
 
 def _meta(n: int, head_dim: int, dtype: torch.dtype) -> dict:
     block_n = max(16, triton.next_power_of_2(n))
-    block_m, warps = TILES.get(block_n, (16, 4))
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+    meta = dict(BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
                 ACC=tl.float64 if dtype == torch.float64 else tl.float32,
-                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32", num_warps=warps)
+                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32")
+    if block_n >= BLOCKED_FROM:
+        meta["BLOCK_M"], meta["num_warps"] = TILES.get(block_n, (16, 1))
+    else:
+        meta["num_warps"] = WARPS.get(block_n, 4)
+    return meta
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -136,7 +202,7 @@ def _forward(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]
     B, N, three_d = qkv.shape
     out = qkv.new_empty(B, N, three_d // 3)
     lse = qkv.new_empty(B * heads, N, dtype=_lse_dtype(qkv.dtype))
-    _run(forward, qkv, heads, qkv, out, lse)
+    _run("forward", qkv, heads, qkv, out, lse)
     return out, lse
 
 
@@ -151,7 +217,7 @@ def _backward(qkv: torch.Tensor, out: torch.Tensor, grad_out: torch.Tensor, lse:
               heads: int) -> torch.Tensor:
     qkv = qkv.contiguous()
     grad_qkv = torch.empty_like(qkv)
-    _run(backward, qkv, heads, qkv, out, grad_out.contiguous().to(out.dtype), lse, grad_qkv)
+    _run("backward", qkv, heads, qkv, out, grad_out.contiguous().to(out.dtype), lse, grad_qkv)
     return grad_qkv
 
 
