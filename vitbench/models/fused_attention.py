@@ -174,7 +174,7 @@ CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU
 # scripts/reproduce/attention_warps.py (results/speed.md).
 WARPS = {16: 4, 32: 4, 64: 4}
 BLOCKED_FROM = 128
-TILES = {128: (16, 1)}
+TILES = {128: (32, 2)}
 KERNELS = {("forward", False): forward, ("backward", False): backward,
            ("forward", True): forward_blocked, ("backward", True): backward_blocked}
 
