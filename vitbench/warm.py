@@ -206,20 +206,24 @@ def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
                  f"runs after this one; it leaves after {idle_seconds():g} s without one. `vitbench warm --stop` "
                  "ends it; VITBENCH_WARM=off runs every command in a process of its own")
         return None
+    pressed: list[int] = []
+
+    def interrupt(signum, frame) -> None:  # the command's Ctrl-C, sent where the command runs (from "ok" on)
+        pressed.append(signum)
+        with contextlib.suppress(OSError):
+            s.sendall(b"i")
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     with s:
         _send(s, {"op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, _own_fds())
         replies = _lines(s)
         first = next(replies, "busy")
-        if first == "busy":
-            return None
+        if first == "busy":  # nothing ran there: this process runs the command, unless it was interrupted already
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            return 130 if pressed else None
         pid = int(first.split()[1])
-
-        def interrupt(signum, frame) -> None:  # the command's Ctrl-C, sent where the command runs
-            with contextlib.suppress(OSError):
-                s.sendall(b"i")
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, interrupt)
         for line in replies:
             if line.startswith("exit "):
                 return int(line.split()[1])
