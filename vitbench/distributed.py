@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from vitbench.errors import VitbenchError
+from vitbench.gpus import listed_gpus
 
 AGREE_EVERY = 20  # optimizer steps between two agreements on stopping (a Ctrl-C waits at most this long)
 
@@ -45,7 +46,7 @@ def visible_gpus() -> list[str]:
     """The ids of this host's GPUs this process may use (its CUDA_VISIBLE_DEVICES, else all of them)."""
     if not torch.cuda.is_available():
         return []
-    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    listed = listed_gpus()
     return listed[: torch.cuda.device_count()] if listed else [str(i) for i in range(torch.cuda.device_count())]
 
 

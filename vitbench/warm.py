@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vitbench.gpus import DEVICE_FILE
+
 COMMANDS_PER_PROCESS = 20
 IDLE_SECONDS = 300.0
 START_SECONDS = 30.0  # how long a caller waits for a new warm process to listen
@@ -93,7 +95,7 @@ def wanted(argv: list[str]) -> bool:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return visible.strip() not in ("", "-1")
-    return Path("/dev/nvidia0").exists()
+    return DEVICE_FILE.exists()
 
 
 def folder() -> Path:
@@ -231,39 +233,35 @@ def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
     return 1
 
 
+def _ask(path: Path, op: str) -> dict | None:
+    """What the warm process listening on ``path`` says of itself after ``op`` ('status' or 'stop'); None
+    where none listens."""
+    s = _connect(path)
+    if s is None:
+        return None
+    with s:
+        _send(s, {"op": op})
+        reply = next(_lines(s), None)
+    return json.loads(reply) if reply else None
+
+
 def start(timeout: float = 600) -> dict:
     """A warm process for this caller, started if there is none, once it is ready (``vitbench warm --start``)."""
     where, k = folder(), key()
     path = where / f"{k}.sock"
-    if (s := _connect(path)) is None:
-        _start(where, k)
-    else:
-        s.close()
+    _start(where, k)  # starts none where one listens already
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (s := _connect(path)) is not None:
-            with s:
-                _send(s, {"op": "status"})
-                reply = next(_lines(s), None)
-            if reply and (state := json.loads(reply))["ready"]:
-                return state
+        if (state := _ask(path, "status")) and state["ready"]:
+            return state
         time.sleep(0.1)
     raise TimeoutError(f"the warm process was not ready after {timeout:g} s; its log: {path.with_suffix('.log')}")
 
 
 def status(stop: bool = False) -> list[dict]:
     """This user's warm processes (what each says of itself); ``stop``: ask each to leave once idle."""
-    found = []
-    for path in sorted(folder().glob("*.sock")):
-        s = _connect(path)
-        if s is None:
-            continue
-        with s:
-            _send(s, {"op": "stop" if stop else "status"})
-            reply = next(_lines(s), None)
-        if reply:
-            found.append(json.loads(reply))
-    return found
+    answers = (_ask(path, "stop" if stop else "status") for path in sorted(folder().glob("*.sock")))
+    return [a for a in answers if a]
 
 
 # ---- the warm process ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
+from vitbench.gpus import DEVICE_FILE, listed_gpus
 from vitbench.progress import Display, Every
 
 
@@ -55,8 +56,8 @@ def likely_gpus(gpus: str, device: str | None) -> list[str] | None:
         return None
     if n < 2:
         return None
-    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
-    if device == "cpu" or not (listed or Path("/dev/nvidia0").exists()):
+    listed = listed_gpus()
+    if device == "cpu" or not (listed or DEVICE_FILE.exists()):
         return [f"cpu{i}" for i in range(n)]
     ids = listed or [str(i) for i in range(n)]
     return ids[:n] if len(ids) >= n else None
