@@ -50,7 +50,7 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, classes: list[st
 def prediction_grid(images: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor, classes: list[str],
                     path: Path, title: str, n: int = 32) -> Path:
     """Test images with their predicted class: green when right, red when wrong. One image of tiles, not one
-    axes per image: 32 axes took 2.3 s to lay out and save on our CPU, a sixth of a warm `run`."""
+    axes per image: laying out and saving 32 axes was the slowest of a run's plots."""
     n, cols = min(n, len(images)), 8
     rows = -(-n // cols)
     c, h, w = images.shape[1:]
