@@ -82,6 +82,31 @@ def test_the_fused_kernels_handle_the_cifar10_shapes():
     assert_same_function("sdpa", "attention", ["sdpa", "triton", "flex"], preset="cifar10")
 
 
+@pytest.mark.parametrize("tokens,blocks", [(17, (32, 0)), (33, (32, 16)), (65, (64, 16)), (100, (128, 0))])
+def test_the_fused_kernel_equals_attention_in_every_key_layout(tokens, blocks):
+    """One block of keys or a block and a short tail block, one step of queries or several: the kernel's output
+    and its gradient of qkv against softmax(QK^T / sqrt(d)) V, 12 dims per head (padded to 16). Float64 in
+    Triton's interpreter on the CPU; float32 (IEEE dots) compiled on CUDA."""
+    from vitbench.models import fused_attention as fa
+
+    assert fa.key_blocks(tokens) == blocks
+    cuda = torch.cuda.is_available()
+    kw = dict(device="cuda", dtype=torch.float32) if cuda else dict(dtype=torch.float64)
+    tol = dict(rtol=1e-5, atol=1e-5) if cuda else dict(rtol=1e-10, atol=1e-12)
+    heads, d = 2, 12
+    torch.manual_seed(tokens)
+    qkv = torch.randn(2, tokens, 3 * heads * d, **kw, requires_grad=True)
+    weights = torch.randn(2, tokens, heads * d, **kw)
+    q, k, v = qkv.view(2, tokens, 3, heads, d).permute(2, 0, 3, 1, 4)
+    expected = ((q @ k.transpose(-1, -2)) * d**-0.5).softmax(-1) @ v
+    expected = expected.transpose(1, 2).reshape(2, tokens, heads * d)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), qkv)
+    out = fa.fused_attention(qkv, heads)
+    (grad,) = torch.autograd.grad((out * weights).sum(), qkv)
+    torch.testing.assert_close(out, expected, **tol)
+    torch.testing.assert_close(grad, grad_expected, **tol)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("preset", ["mnist", "cifar10"])

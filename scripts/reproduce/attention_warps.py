@@ -1,7 +1,7 @@
-"""Our fused Triton attention's tiles, by sequence length: the whole-tile kernels by warps per program, the
-blocked ones by queries per step (BLOCK_M) and warps. The forward and the backward kernel timed alone (CUDA
-events, median of repeats) at the two presets' shapes, batch 1024, bf16. Reproduces the table behind
-``fused_attention.WARPS``, ``BLOCKED_FROM`` and ``TILES`` (results/speed.md). GPU only.
+"""Our fused Triton attention's tiles, by sequence length: the keys padded to a power of two or split into a
+block and a short tail block (``key_blocks``), queries per step (BLOCK_M) and warps per program. The forward and
+the backward kernel timed alone (CUDA events, median of repeats) at the two presets' shapes, batch 1024, bf16.
+Reproduces the table behind ``fused_attention.TILES`` and ``SPLIT_KEYS`` (results/speed.md). GPU only.
 
     python3 scripts/reproduce/attention_warps.py
 """
@@ -34,22 +34,26 @@ def time_us(fn, repeats: int = 200) -> float:
 
 def main(batch: int = 1024) -> None:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {batch}, bf16; kernel time in us")
-    print(f"{'shape':>15} {'BLOCK_M':>7} {'warps':>5} {'forward':>8} {'backward':>9}")
+    print(f"{'shape':>15} {'keys':>8} {'BLOCK_M':>7} {'warps':>5} {'forward':>8} {'backward':>9}")
     for name, (n, heads, d) in SHAPES.items():
         g = torch.Generator(device="cuda").manual_seed(0)
         qkv = torch.randn(batch, n, 3 * heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
         out = qkv.new_empty(batch, n, heads * d)
         lse = torch.empty(batch * heads, n, device="cuda")
         grad_out, grad_qkv = torch.randn_like(out), torch.empty_like(qkv)
-        block_n = fa._meta(n, d, qkv.dtype)["BLOCK_N"]
-        tiles = [(None, w) for w in (1, 2, 4, 8)]  # the whole-tile kernels
-        tiles += [(m, w) for m in (16, 32, 64) if m <= block_n for w in (1, 2, 4, 8)]  # the blocked ones
-        for block_m, warps in tiles:
-            fa.BLOCKED_FROM = 1 if block_m else 1 << 20
-            fa.WARPS[block_n], fa.TILES[block_n] = warps, (block_m, warps)
-            fwd = time_us(partial(fa._run, "forward", qkv, heads, qkv, out, lse))
-            bwd = time_us(partial(fa._run, "backward", qkv, heads, qkv, out, grad_out, lse, grad_qkv))
-            print(f"{name:>15} {block_m or 'whole':>7} {warps:>5} {fwd:8.1f} {bwd:9.1f}")
+        for split in (False, True):
+            fa.SPLIT_KEYS = split
+            keys, tail = fa.key_blocks(n)
+            if split and tail == 0:  # the same layout as unsplit
+                continue
+            for block_m in (m for m in (16, 32, 64, 128) if m <= keys + tail):
+                for warps in (1, 2, 4, 8):
+                    fa.TILES[keys + tail] = (block_m, warps)
+                    fwd = time_us(partial(fa._run, "forward", qkv, heads, qkv, out, lse))
+                    bwd = time_us(partial(fa._run, "backward", qkv, heads, qkv, out, grad_out, lse, grad_qkv))
+                    layout = f"{keys}+{tail}" if tail else str(keys)
+                    print(f"{name:>15} {layout:>8} {block_m:>7} {warps:>5} {fwd:8.1f} {bwd:9.1f}")
+
 
 if __name__ == "__main__":
     main()

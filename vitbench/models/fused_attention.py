@@ -3,11 +3,12 @@
 The mnist preset has 17 tokens and 16 dims per head, the cifar10 preset 65 tokens and 12. One program per
 (sample, head) does all of it -- QK^T, softmax, PV -- reading q, k and v straight out of the ``qkv``
 projection's (B, N, 3, H, d) layout and writing the output straight into (B, N, H*d), so no permute or
-transpose copies are made around it. Up to 64 tokens a program holds the head's whole N x N score tile in its
-registers; from 65 tokens (padded to 128) that tile spilled, and the blocked kernels step through the queries
-BLOCK_M rows at a time against all keys instead. The backward pass is one program per (sample, head) too: it
-recomputes the probabilities from the saved log-sum-exp and writes dq, dk, dv into the (B, N, 3, H, d) gradient
-of qkv (the blocked one writes each block's dq and sums dk, dv over the blocks).
+transpose copies are made around it. A program keeps the head's keys and values and steps through its queries
+BLOCK_M rows at a time (one step for the short sequences: the whole score tile). ``tl.dot`` wants blocks of a
+power of two; rather than padding 65 keys to 128, they go as a block of 64 and a block of 16 (``key_blocks``),
+the softmax taken over both. The backward pass is one program per (sample, head) too: it recomputes the
+probabilities from the saved log-sum-exp, writes each step's dq and sums dk, dv over the steps, into the
+(B, N, 3, H, d) gradient of qkv.
 
 Sequences up to ``MAX_TOKENS`` tokens (one block); longer ones are refused when the model is built. On CUDA
 the kernels are compiled by Triton; on the CPU they run only in Triton's interpreter (``TRITON_INTERPRET=1``
@@ -26,135 +27,120 @@ from vitbench.models.attention import MAX_TOKENS
 
 
 @triton.jit
-def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-            ACC: tl.constexpr, PRECISION: tl.constexpr):
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
-    valid = (rows[:, None] < N) & (cols[None, :] < HD)
-    stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD)
-    at = QKV + b * N * stride_n + h * HD + rows[:, None] * stride_n + cols[None, :]
-    q = tl.load(at, mask=valid, other=0.0)
-    k = tl.load(at + H * HD, mask=valid, other=0.0)
-    v = tl.load(at + 2 * H * HD, mask=valid, other=0.0)
-    s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_N)
-    s = tl.where(rows[None, :] < N, s, float("-inf"))
-    m = tl.max(s, 1)
-    p = tl.exp(s - m[:, None])
-    total = tl.sum(p, 1)
-    o = tl.dot((p / total[:, None]).to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
-    out = O + b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]  # o: (B, N, H, HD)
-    tl.store(out, o.to(O.dtype.element_ty), mask=valid)
-    tl.store(LSE + pid * N + rows, m + tl.log(total), mask=rows < N)
+def _load(at, rows, cols, N, HD, stride_n):
+    """Rows ``rows`` (masked to N) and columns ``cols`` (masked to HD) of a (N, stride_n) matrix at ``at``."""
+    return tl.load(at + rows[:, None] * stride_n + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < HD),
+                   other=0.0)
 
 
 @triton.jit
-def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-             ACC: tl.constexpr, PRECISION: tl.constexpr):
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
-    valid = (rows[:, None] < N) & (cols[None, :] < HD)
-    stride_n = 3 * H * HD
-    offset = b * N * stride_n + h * HD + rows[:, None] * stride_n + cols[None, :]
-    q = tl.load(QKV + offset, mask=valid, other=0.0)
-    k = tl.load(QKV + offset + H * HD, mask=valid, other=0.0)
-    v = tl.load(QKV + offset + 2 * H * HD, mask=valid, other=0.0)
-    at_o = b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]
-    o = tl.load(O + at_o, mask=valid, other=0.0)
-    do = tl.load(DO + at_o, mask=valid, other=0.0)
-    lse = tl.load(LSE + pid * N + rows, mask=rows < N, other=0.0)
+def _store(at, x, rows, cols, N, HD, stride_n):
+    tl.store(at + rows[:, None] * stride_n + cols[None, :], x.to(at.dtype.element_ty),
+             mask=(rows[:, None] < N) & (cols[None, :] < HD))
+
+
+@triton.jit
+def _scores(q, k, keys, N, scale, ACC: tl.constexpr, PRECISION: tl.constexpr):
     s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale
-    p = tl.exp(s - lse[:, None])
-    p = tl.where((rows[:, None] < N) & (rows[None, :] < N), p, 0.0)  # padding rows and columns: 0
+    return tl.where(keys[None, :] < N, s, float("-inf"))
+
+
+@triton.jit
+def _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """One block of queries against one block of keys: their parts of dq, dk and dv."""
+    p = tl.exp(_scores(q, k, keys, N, scale, ACC, PRECISION) - lse[:, None])
+    p = tl.where(rows[:, None] < N, p, 0.0)  # padding rows: 0
     dv = tl.dot(tl.trans(p.to(do.dtype)), do, out_dtype=ACC, input_precision=PRECISION)
     dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PRECISION)
-    delta = tl.sum(do.to(ACC) * o.to(ACC), 1)  # rowsum(dO * O) = rowsum(P * dP)
     ds = p * (dp - delta[:, None]) * scale
     dq = tl.dot(ds.to(k.dtype), k, out_dtype=ACC, input_precision=PRECISION)
     dk = tl.dot(tl.trans(ds.to(q.dtype)), q, out_dtype=ACC, input_precision=PRECISION)
-    ty = DQKV.dtype.element_ty
-    tl.store(DQKV + offset, dq.to(ty), mask=valid)
-    tl.store(DQKV + offset + H * HD, dk.to(ty), mask=valid)
-    tl.store(DQKV + offset + 2 * H * HD, dv.to(ty), mask=valid)
+    return dq, dk, dv
 
 
 @triton.jit
-def forward_blocked(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-            ACC: tl.constexpr, PRECISION: tl.constexpr):
+def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr, TAIL: tl.constexpr,
+            BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
-    keys, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
-    stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD)
-    head = QKV + b * N * stride_n + h * HD
-    at_kv = head + keys[:, None] * stride_n + cols[None, :]
-    kv_valid = (keys[:, None] < N) & (cols[None, :] < HD)
-    k = tl.load(at_kv + H * HD, mask=kv_valid, other=0.0)  # (BLOCK_N, BLOCK_D): the whole sequence's keys
-    v = tl.load(at_kv + 2 * H * HD, mask=kv_valid, other=0.0)
-    for start in range(0, N, BLOCK_M):  # BLOCK_M queries at a time: small score tiles, few registers
+    stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD); o: (B, N, H, HD)
+    head, out = QKV + b * N * stride_n + h * HD, O + b * N * H * HD + h * HD
+    keys, cols = tl.arange(0, KEYS), tl.arange(0, BLOCK_D)
+    k = _load(head + H * HD, keys, cols, N, HD, stride_n)  # the keys and values stay; the queries step through
+    v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
+    if TAIL > 0:  # keys KEYS.. in a block of their own
+        tail = KEYS + tl.arange(0, TAIL)
+        k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
+        v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
+    for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
-        valid = (rows[:, None] < N) & (cols[None, :] < HD)
-        q = tl.load(head + rows[:, None] * stride_n + cols[None, :], mask=valid, other=0.0)
-        s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale  # (BLOCK_M, BLOCK_N)
-        s = tl.where(keys[None, :] < N, s, float("-inf"))
+        q = _load(head, rows, cols, N, HD, stride_n)
+        s = _scores(q, k, keys, N, scale, ACC, PRECISION)  # (BLOCK_M, KEYS)
         m = tl.max(s, 1)
+        if TAIL > 0:
+            s2 = _scores(q, k2, tail, N, scale, ACC, PRECISION)
+            m = tl.maximum(m, tl.max(s2, 1))
         p = tl.exp(s - m[:, None])
         total = tl.sum(p, 1)
-        o = tl.dot((p / total[:, None]).to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
-        out = O + b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]  # o: (B, N, H, HD)
-        tl.store(out, o.to(O.dtype.element_ty), mask=valid)
+        o = tl.dot(p.to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
+        if TAIL > 0:
+            p2 = tl.exp(s2 - m[:, None])
+            total += tl.sum(p2, 1)
+            o += tl.dot(p2.to(v2.dtype), v2, out_dtype=ACC, input_precision=PRECISION)
+        _store(out, o / total[:, None], rows, cols, N, HD, H * HD)
         tl.store(LSE + pid * N + rows, m + tl.log(total), mask=rows < N)
 
 
 @triton.jit
-def backward_blocked(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr,
+             TAIL: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
-    keys, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
     stride_n = 3 * H * HD
-    head = b * N * stride_n + h * HD
-    at_kv = head + keys[:, None] * stride_n + cols[None, :]
-    kv_valid = (keys[:, None] < N) & (cols[None, :] < HD)
-    k = tl.load(QKV + at_kv + H * HD, mask=kv_valid, other=0.0)
-    v = tl.load(QKV + at_kv + 2 * H * HD, mask=kv_valid, other=0.0)
-    dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
-    dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
+    at_head, at_out = b * N * stride_n + h * HD, b * N * H * HD + h * HD
+    keys, cols = tl.arange(0, KEYS), tl.arange(0, BLOCK_D)
+    k = _load(QKV + at_head + H * HD, keys, cols, N, HD, stride_n)
+    v = _load(QKV + at_head + 2 * H * HD, keys, cols, N, HD, stride_n)
+    dk = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
+    dv = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
+    if TAIL > 0:
+        tail = KEYS + tl.arange(0, TAIL)
+        k2 = _load(QKV + at_head + H * HD, tail, cols, N, HD, stride_n)
+        v2 = _load(QKV + at_head + 2 * H * HD, tail, cols, N, HD, stride_n)
+        dk2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
+        dv2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
     for start in range(0, N, BLOCK_M):  # dq of BLOCK_M queries at a time; dk, dv summed over all of them
         rows = start + tl.arange(0, BLOCK_M)
-        valid = (rows[:, None] < N) & (cols[None, :] < HD)
-        at_q = head + rows[:, None] * stride_n + cols[None, :]
-        q = tl.load(QKV + at_q, mask=valid, other=0.0)
-        at_o = b * N * H * HD + h * HD + rows[:, None] * (H * HD) + cols[None, :]
-        o = tl.load(O + at_o, mask=valid, other=0.0)
-        do = tl.load(DO + at_o, mask=valid, other=0.0)
+        q = _load(QKV + at_head, rows, cols, N, HD, stride_n)
+        o = _load(O + at_out, rows, cols, N, HD, H * HD)
+        do = _load(DO + at_out, rows, cols, N, HD, H * HD)
         lse = tl.load(LSE + pid * N + rows, mask=rows < N, other=0.0)
-        s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PRECISION) * scale
-        p = tl.exp(s - lse[:, None])
-        p = tl.where((rows[:, None] < N) & (keys[None, :] < N), p, 0.0)  # padding rows and columns: 0
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, out_dtype=ACC, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PRECISION)
         delta = tl.sum(do.to(ACC) * o.to(ACC), 1)  # rowsum(dO * O) = rowsum(P * dP)
-        ds = p * (dp - delta[:, None]) * scale
-        dq = tl.dot(ds.to(k.dtype), k, out_dtype=ACC, input_precision=PRECISION)
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, out_dtype=ACC, input_precision=PRECISION)
-        tl.store(DQKV + at_q, dq.to(DQKV.dtype.element_ty), mask=valid)
-    ty = DQKV.dtype.element_ty
-    tl.store(DQKV + at_kv + H * HD, dk.to(ty), mask=kv_valid)
-    tl.store(DQKV + at_kv + 2 * H * HD, dv.to(ty), mask=kv_valid)
+        dq, dk_part, dv_part = _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC, PRECISION)
+        dk += dk_part
+        dv += dv_part
+        if TAIL > 0:
+            dq2, dk_part, dv_part = _grads(q, do, lse, delta, k2, v2, rows, tail, N, scale, ACC, PRECISION)
+            dq += dq2
+            dk2 += dk_part
+            dv2 += dv_part
+        _store(DQKV + at_head, dq, rows, cols, N, HD, stride_n)
+    _store(DQKV + at_head + H * HD, dk, keys, cols, N, HD, stride_n)
+    _store(DQKV + at_head + 2 * H * HD, dv, keys, cols, N, HD, stride_n)
+    if TAIL > 0:
+        _store(DQKV + at_head + H * HD, dk2, tail, cols, N, HD, stride_n)
+        _store(DQKV + at_head + 2 * H * HD, dv2, tail, cols, N, HD, stride_n)
 
 
 def _run(kernel: str, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
-    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d), ``kernel`` 'forward' or 'backward': the whole-tile
-    kernel for short sequences, the blocked one from ``BLOCKED_FROM`` padded tokens. Compiled on CUDA; on the CPU
-    only Triton's interpreter runs it."""
+    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d), ``kernel`` 'forward' or 'backward'. Compiled on
+    CUDA; on the CPU only Triton's interpreter runs it."""
     if not qkv.is_cuda and not interpreted():
         raise VitbenchError(CPU_NEEDS_INTERPRETER)
     B, N, three_d = qkv.shape
     head_dim = three_d // (3 * heads)
-    meta = _meta(N, head_dim, qkv.dtype)
-    fn = KERNELS[kernel, "BLOCK_M" in meta]
-    fn[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **meta)
+    fn = forward if kernel == "forward" else backward
+    fn[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **_meta(N, head_dim, qkv.dtype))
 
 
 def interpreted() -> bool:
@@ -168,27 +154,30 @@ CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU
                          "(vectorized computes the same function) or set TRITON_INTERPRET=1 (Triton's interpreter: slow)")
 
 
-# By the padded sequence length BLOCK_N: warps per program of the whole-tile kernels, and from BLOCKED_FROM on
-# (queries per step, warps) of the blocked ones, whose steps hold BLOCK_M x BLOCK_N score tiles instead of one
-# BLOCK_N x BLOCK_N tile (three in the backward pass: at 128 they spilled registers). Chosen on the H100 by
-# scripts/reproduce/attention_warps.py (results/speed.md).
-WARPS = {16: 4, 32: 4, 64: 4}
-BLOCKED_FROM = 128
-TILES = {128: (32, 2)}
-KERNELS = {("forward", False): forward, ("backward", False): backward,
-           ("forward", True): forward_blocked, ("backward", True): backward_blocked}
+def key_blocks(n: int) -> tuple[int, int]:
+    """How ``n`` keys are laid out in blocks (``tl.dot`` wants powers of two, at least 16): (KEYS, TAIL), one
+    block of KEYS and, where a short second block pads less than the next power of two would, one of TAIL
+    (0: none). 65 tokens -> (64, 16): 80 keys instead of 128."""
+    whole = max(16, triton.next_power_of_2(n))
+    keys = whole // 2
+    tail = max(16, triton.next_power_of_2(n - keys)) if n > keys else 0
+    return (keys, tail) if SPLIT_KEYS and keys >= 16 and 0 < tail and keys + tail < whole else (whole, 0)
+
+
+# By the padded number of keys (KEYS + TAIL): (BLOCK_M queries per step, warps per program). A step holds
+# BLOCK_M x (KEYS + TAIL) scores (three such tiles in the backward pass); one step over the whole padded sequence
+# is the short sequences' best, while at 128 keys a whole tile spilled registers. Chosen on the H100 by
+# scripts/reproduce/attention_warps.py (results/speed.md); SPLIT_KEYS off pads to the next power of two.
+TILES = {16: (16, 4), 32: (32, 4), 64: (64, 4), 80: (32, 2), 128: (32, 2)}
+SPLIT_KEYS = True
 
 
 def _meta(n: int, head_dim: int, dtype: torch.dtype) -> dict:
-    block_n = max(16, triton.next_power_of_2(n))
-    meta = dict(BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+    keys, tail = key_blocks(n)
+    block_m, warps = TILES.get(keys + tail, (32, 2))
+    return dict(BLOCK_M=block_m, KEYS=keys, TAIL=tail, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
                 ACC=tl.float64 if dtype == torch.float64 else tl.float32,
-                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32")
-    if block_n >= BLOCKED_FROM:
-        meta["BLOCK_M"], meta["num_warps"] = TILES.get(block_n, (16, 1))
-    else:
-        meta["num_warps"] = WARPS.get(block_n, 4)
-    return meta
+                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32", num_warps=warps)
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
