@@ -1,7 +1,7 @@
 """Our fused Triton attention's tiles, by sequence length: the keys padded to a power of two or split into a
 block and a short tail block (``key_blocks``), queries per step (BLOCK_M) and warps per program. The forward and
-the backward kernel timed alone (CUDA events, median of repeats) at the two presets' shapes, batch 1024, bf16.
-Reproduces the table behind ``fused_attention.TILES`` and ``SPLIT_KEYS`` (results/speed.md). GPU only.
+the backward kernel timed alone (CUDA events around CUDA-graph replays, median) at the two presets' shapes,
+batch 1024, bf16. Reproduces the table behind ``fused_attention.TILES`` and ``SPLIT_KEYS`` (results/speed.md). GPU only.
 
     python3 scripts/reproduce/attention_warps.py
 """
@@ -18,17 +18,27 @@ from vitbench.models import fused_attention as fa
 SHAPES = {"mnist preset": (17, 4, 16), "cifar10 preset": (65, 4, 12)}  # tokens, heads, dims per head
 
 
-def time_us(fn, repeats: int = 200) -> float:
-    for _ in range(10):
+def time_us(fn, launches: int = 20, repeats: int = 50) -> float:
+    """GPU time of one ``fn()``: ``launches`` calls captured in one CUDA graph, the graph replayed ``repeats``
+    times between CUDA events; the median replay over ``launches``. Timing single launches measured Python's
+    launch overhead (~30-40 us) rather than these 10-100 us kernels."""
+    for _ in range(3):
         fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(launches):
+            fn()
+    for _ in range(3):
+        graph.replay()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        graph.replay()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1000)
+        times.append(start.elapsed_time(end) * 1000 / launches)
     return statistics.median(times)
 
 
