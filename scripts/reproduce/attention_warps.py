@@ -15,7 +15,7 @@ import torch
 
 from vitbench.models import fused_attention as fa
 
-SHAPES = {"mnist preset": (17, 4, 16), "cifar10 preset": (65, 4, 12)}  # tokens, heads, dims per head
+SHAPES = {"mnist preset": (17, 4, 16), "cifar10 preset": (65, 4, 12), "mnist-10s model": (50, 4, 32)}  # N, H, d
 
 
 def time_us(fn, launches: int = 20, repeats: int = 50) -> float:

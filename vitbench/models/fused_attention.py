@@ -168,7 +168,7 @@ def key_blocks(n: int) -> tuple[int, int]:
 # BLOCK_M x (KEYS + TAIL) scores (three such tiles in the backward pass); one step over the whole padded sequence
 # is the short sequences' best, while at 128 keys a whole tile spilled registers. Chosen on the H100 by
 # scripts/reproduce/attention_warps.py (results/speed.md); SPLIT_KEYS off pads to the next power of two.
-TILES = {16: (16, 4), 32: (32, 4), 64: (64, 4), 80: (32, 2), 128: (32, 2)}
+TILES = {16: (16, 4), 32: (16, 1), 64: (64, 4), 80: (16, 1), 128: (32, 2)}
 SPLIT_KEYS = True
 
 
