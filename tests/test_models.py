@@ -82,14 +82,20 @@ def test_the_fused_kernels_handle_the_cifar10_shapes():
     assert_same_function("sdpa", "attention", ["sdpa", "triton", "flex"], preset="cifar10")
 
 
-@pytest.mark.parametrize("tokens,blocks", [(17, (32, 0)), (33, (32, 16)), (65, (64, 16)), (100, (128, 0))])
-def test_the_fused_kernel_equals_attention_in_every_key_layout(tokens, blocks):
-    """One block of keys or a block and a short tail block, one step of queries or several: the kernel's output
-    and its gradient of qkv against softmax(QK^T / sqrt(d)) V, 12 dims per head (padded to 16). Float64 in
-    Triton's interpreter on the CPU; float32 (IEEE dots) compiled on CUDA."""
+@pytest.mark.parametrize("tokens,blocks,tile", [(17, (32, 0), None), (33, (32, 16), None), (50, (64, 0), None),
+                                               (65, (64, 16), None), (65, (64, 16), (128, 4, 3)), (100, (128, 0), None)])
+def test_the_fused_kernel_equals_attention_in_every_key_layout(tokens, blocks, tile, monkeypatch):
+    """One block of keys or a block and a short tail block, one step of queries or several (``tile``: queries per
+    step and warps, where the test sets them): the kernel's output and its gradient of qkv against
+    softmax(QK^T / sqrt(d)) V, 12 dims per head (padded to 16). Float64 in Triton's interpreter on the CPU;
+    float32 (IEEE dots) compiled on CUDA."""
     from vitbench.models import fused_attention as fa
 
     assert fa.key_blocks(tokens) == blocks
+    if tile:
+        monkeypatch.setitem(fa.TILES, sum(blocks), tile)
+    steps = -(-tokens // fa._meta(tokens, 12, torch.float32)["BLOCK_M"])
+    assert steps == {17: 2, 33: 2, 50: 1, 65: 1 if tile else 5, 100: 4}[tokens]
     cuda = torch.cuda.is_available()
     kw = dict(device="cuda", dtype=torch.float32) if cuda else dict(dtype=torch.float64)
     tol = dict(rtol=1e-5, atol=1e-5) if cuda else dict(rtol=1e-10, atol=1e-12)

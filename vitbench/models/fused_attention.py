@@ -59,6 +59,48 @@ def _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC: tl.constexpr, PRE
 
 
 @triton.jit
+def _forward_step(head, out, lse_at, start, k, v, k2, v2, keys, tail, cols, N, H, HD, scale, BLOCK_M: tl.constexpr,
+                  TAIL: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """Queries start..start+BLOCK_M against all the keys: their rows of the output and of the log-sum-exp."""
+    rows = start + tl.arange(0, BLOCK_M)
+    q = _load(head, rows, cols, N, HD, 3 * H * HD)
+    s = _scores(q, k, keys, N, scale, ACC, PRECISION)  # (BLOCK_M, KEYS)
+    m = tl.max(s, 1)
+    if TAIL > 0:
+        s2 = _scores(q, k2, tail, N, scale, ACC, PRECISION)  # (BLOCK_M, TAIL)
+        m = tl.maximum(m, tl.max(s2, 1))
+    p = tl.exp(s - m[:, None])
+    total = tl.sum(p, 1)
+    o = tl.dot(p.to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
+    if TAIL > 0:
+        p2 = tl.exp(s2 - m[:, None])
+        total += tl.sum(p2, 1)
+        o += tl.dot(p2.to(v2.dtype), v2, out_dtype=ACC, input_precision=PRECISION)
+    _store(out, o / total[:, None], rows, cols, N, HD, H * HD)
+    tl.store(lse_at + rows, m + tl.log(total), mask=rows < N)
+
+
+@triton.jit
+def _backward_step(head, out, grad_out, grad_head, lse_at, start, k, v, k2, v2, keys, tail, cols, N, H, HD, scale,
+                   BLOCK_M: tl.constexpr, TAIL: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """Queries start..start+BLOCK_M: their rows of dq, and their parts of dk and dv (of the tail block's too)."""
+    rows = start + tl.arange(0, BLOCK_M)
+    q = _load(head, rows, cols, N, HD, 3 * H * HD)
+    o = _load(out, rows, cols, N, HD, H * HD)
+    do = _load(grad_out, rows, cols, N, HD, H * HD)
+    lse = tl.load(lse_at + rows, mask=rows < N, other=0.0)
+    delta = tl.sum(do.to(ACC) * o.to(ACC), 1)  # rowsum(dO * O) = rowsum(P * dP)
+    dq, dk, dv = _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC, PRECISION)
+    if TAIL > 0:
+        dq2, dk2, dv2 = _grads(q, do, lse, delta, k2, v2, rows, tail, N, scale, ACC, PRECISION)
+        dq += dq2
+    else:
+        dk2, dv2 = dk, dv  # no tail block: not used
+    _store(grad_head, dq, rows, cols, N, HD, 3 * H * HD)
+    return dk, dv, dk2, dv2
+
+
+@triton.jit
 def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr, TAIL: tl.constexpr,
             BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
@@ -72,23 +114,15 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.conste
         tail = KEYS + tl.arange(0, TAIL)
         k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
         v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
-    for start in range(0, N, BLOCK_M):
-        rows = start + tl.arange(0, BLOCK_M)
-        q = _load(head, rows, cols, N, HD, stride_n)
-        s = _scores(q, k, keys, N, scale, ACC, PRECISION)  # (BLOCK_M, KEYS)
-        m = tl.max(s, 1)
-        if TAIL > 0:
-            s2 = _scores(q, k2, tail, N, scale, ACC, PRECISION)
-            m = tl.maximum(m, tl.max(s2, 1))
-        p = tl.exp(s - m[:, None])
-        total = tl.sum(p, 1)
-        o = tl.dot(p.to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
-        if TAIL > 0:
-            p2 = tl.exp(s2 - m[:, None])
-            total += tl.sum(p2, 1)
-            o += tl.dot(p2.to(v2.dtype), v2, out_dtype=ACC, input_precision=PRECISION)
-        _store(out, o / total[:, None], rows, cols, N, HD, H * HD)
-        tl.store(LSE + pid * N + rows, m + tl.log(total), mask=rows < N)
+    else:
+        tail, k2, v2 = keys, k, v  # not used
+    if BLOCK_M >= KEYS + TAIL:  # one step takes every query; no loop (a loop of one step ran slower)
+        _forward_step(head, out, LSE + pid * N, 0, k, v, k2, v2, keys, tail, cols, N, H, HD, scale, BLOCK_M, TAIL,
+                      ACC, PRECISION)
+    else:
+        for start in range(0, N, BLOCK_M):
+            _forward_step(head, out, LSE + pid * N, start, k, v, k2, v2, keys, tail, cols, N, H, HD, scale,
+                          BLOCK_M, TAIL, ACC, PRECISION)
 
 
 @triton.jit
@@ -97,39 +131,40 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
     stride_n = 3 * H * HD
-    at_head, at_out = b * N * stride_n + h * HD, b * N * H * HD + h * HD
+    head, grad_head = QKV + b * N * stride_n + h * HD, DQKV + b * N * stride_n + h * HD
+    out, grad_out = O + b * N * H * HD + h * HD, DO + b * N * H * HD + h * HD
     keys, cols = tl.arange(0, KEYS), tl.arange(0, BLOCK_D)
-    k = _load(QKV + at_head + H * HD, keys, cols, N, HD, stride_n)
-    v = _load(QKV + at_head + 2 * H * HD, keys, cols, N, HD, stride_n)
-    dk = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
-    dv = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
+    k = _load(head + H * HD, keys, cols, N, HD, stride_n)
+    v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
     if TAIL > 0:
         tail = KEYS + tl.arange(0, TAIL)
-        k2 = _load(QKV + at_head + H * HD, tail, cols, N, HD, stride_n)
-        v2 = _load(QKV + at_head + 2 * H * HD, tail, cols, N, HD, stride_n)
-        dk2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
-        dv2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
-    for start in range(0, N, BLOCK_M):  # dq of BLOCK_M queries at a time; dk, dv summed over all of them
-        rows = start + tl.arange(0, BLOCK_M)
-        q = _load(QKV + at_head, rows, cols, N, HD, stride_n)
-        o = _load(O + at_out, rows, cols, N, HD, H * HD)
-        do = _load(DO + at_out, rows, cols, N, HD, H * HD)
-        lse = tl.load(LSE + pid * N + rows, mask=rows < N, other=0.0)
-        delta = tl.sum(do.to(ACC) * o.to(ACC), 1)  # rowsum(dO * O) = rowsum(P * dP)
-        dq, dk_part, dv_part = _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC, PRECISION)
-        dk += dk_part
-        dv += dv_part
+        k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
+        v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
+    else:
+        tail, k2, v2 = keys, k, v  # not used
+    if BLOCK_M >= KEYS + TAIL:  # one step
+        dk, dv, dk2, dv2 = _backward_step(head, out, grad_out, grad_head, LSE + pid * N, 0, k, v, k2, v2, keys, tail,
+                                          cols, N, H, HD, scale, BLOCK_M, TAIL, ACC, PRECISION)
+    else:  # dq of BLOCK_M queries at a time; dk, dv summed over all of them
+        dk = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
+        dv = tl.zeros((KEYS, BLOCK_D), dtype=ACC)
         if TAIL > 0:
-            dq2, dk_part, dv_part = _grads(q, do, lse, delta, k2, v2, rows, tail, N, scale, ACC, PRECISION)
-            dq += dq2
-            dk2 += dk_part
-            dv2 += dv_part
-        _store(DQKV + at_head, dq, rows, cols, N, HD, stride_n)
-    _store(DQKV + at_head + H * HD, dk, keys, cols, N, HD, stride_n)
-    _store(DQKV + at_head + 2 * H * HD, dv, keys, cols, N, HD, stride_n)
+            dk2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
+            dv2 = tl.zeros((TAIL, BLOCK_D), dtype=ACC)
+        for start in range(0, N, BLOCK_M):
+            dk_part, dv_part, dk2_part, dv2_part = _backward_step(
+                head, out, grad_out, grad_head, LSE + pid * N, start, k, v, k2, v2, keys, tail, cols, N, H, HD,
+                scale, BLOCK_M, TAIL, ACC, PRECISION)
+            dk += dk_part
+            dv += dv_part
+            if TAIL > 0:
+                dk2 += dk2_part
+                dv2 += dv2_part
+    _store(grad_head + H * HD, dk, keys, cols, N, HD, stride_n)
+    _store(grad_head + 2 * H * HD, dv, keys, cols, N, HD, stride_n)
     if TAIL > 0:
-        _store(DQKV + at_head + H * HD, dk2, tail, cols, N, HD, stride_n)
-        _store(DQKV + at_head + 2 * H * HD, dv2, tail, cols, N, HD, stride_n)
+        _store(grad_head + H * HD, dk2, tail, cols, N, HD, stride_n)
+        _store(grad_head + 2 * H * HD, dv2, tail, cols, N, HD, stride_n)
 
 
 def _run(kernel: str, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
@@ -164,20 +199,21 @@ def key_blocks(n: int) -> tuple[int, int]:
     return (keys, tail) if SPLIT_KEYS and keys >= 16 and 0 < tail and keys + tail < whole else (whole, 0)
 
 
-# By the padded number of keys (KEYS + TAIL): (BLOCK_M queries per step, warps per program). A step holds
-# BLOCK_M x (KEYS + TAIL) scores (three such tiles in the backward pass); one step over the whole padded sequence
-# is the short sequences' best, while at 128 keys a whole tile spilled registers. Chosen on the H100 by
-# scripts/reproduce/attention_warps.py (results/speed.md); SPLIT_KEYS off pads to the next power of two.
-TILES = {16: (16, 4), 32: (16, 1), 64: (64, 4), 80: (16, 1), 128: (32, 2)}
+# By the padded number of keys (KEYS + TAIL): (BLOCK_M queries per step, warps per program, software-pipelining
+# stages). A step holds BLOCK_M x (KEYS + TAIL) scores (three such tiles in the backward pass); one step over the
+# whole padded sequence is the short sequences' best, while at 128 keys a whole tile spilled registers. Chosen on
+# the H100 by scripts/reproduce/attention_warps.py (results/speed.md); SPLIT_KEYS off pads to the next power of two.
+TILES = {16: (16, 4, 3), 32: (16, 1, 3), 64: (64, 4, 3), 80: (16, 1, 3), 128: (32, 2, 3)}
 SPLIT_KEYS = True
 
 
 def _meta(n: int, head_dim: int, dtype: torch.dtype) -> dict:
     keys, tail = key_blocks(n)
-    block_m, warps = TILES.get(keys + tail, (32, 2))
+    block_m, warps, stages = TILES.get(keys + tail, (32, 2, 3))
     return dict(BLOCK_M=block_m, KEYS=keys, TAIL=tail, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
                 ACC=tl.float64 if dtype == torch.float64 else tl.float32,
-                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32", num_warps=warps)
+                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32", num_warps=warps,
+                num_stages=stages)
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
