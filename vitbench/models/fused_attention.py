@@ -203,7 +203,7 @@ def key_blocks(n: int) -> tuple[int, int]:
 # stages). A step holds BLOCK_M x (KEYS + TAIL) scores (three such tiles in the backward pass); one step over the
 # whole padded sequence is the short sequences' best, while at 128 keys a whole tile spilled registers. Chosen on
 # the H100 by scripts/reproduce/attention_warps.py (results/speed.md); SPLIT_KEYS off pads to the next power of two.
-TILES = {16: (16, 4, 3), 32: (16, 1, 3), 64: (64, 4, 3), 80: (16, 1, 3), 128: (32, 2, 3)}
+TILES = {16: (16, 4, 3), 32: (32, 2, 3), 64: (64, 4, 3), 80: (16, 1, 3), 128: (32, 2, 1)}
 SPLIT_KEYS = True
 
 
