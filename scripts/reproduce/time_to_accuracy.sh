@@ -15,7 +15,7 @@
 #                                                       # candidates scored on a held-out 10% of the training set
 #                                                       # -> $OUT/search.db, $OUT/search10.db
 #   bash scripts/reproduce/time_to_accuracy.sh seeds    # the chosen recipes on the test set, seeds 0-4
-#                                                       # (RECIPES: mnist-fast mnist-10s) -> $OUT/seeds.db
+#                                                       # (RECIPES: mnist-fast mnist-10s; SEEDS: 0 1 2 3 4) -> $OUT/seeds.db
 set -uo pipefail
 W=${W:-/tmp/tta}
 OUT=${OUT:-.}
@@ -62,7 +62,7 @@ elif [ "$part" = search ]; then
     2>&1 | grep -vE "^skip"
 elif [ "$part" = seeds ]; then
   for recipe in ${RECIPES:-mnist-fast mnist-10s}; do
-    for seed in 0 1 2 3 4; do
+    for seed in ${SEEDS:-0 1 2 3 4}; do
       python3 -m vitbench run --recipe "$recipe" --seed "$seed" --experiment time-to-accuracy \
         --progress-interval 600 --tracking-uri "sqlite:///$W/seeds.db" 2>&1 | grep -E "^done|^wall|rror" \
         | sed "s/^/$recipe seed $seed: /"
