@@ -25,6 +25,10 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ["VITBENCH_WARM"] = "off"  # every `vitbench` a test starts runs in its own process; tests/test_warm.py: on
 if not torch.cuda.is_available():  # the fused Triton attention runs in Triton's interpreter on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# A shell without job control starts `pytest &` with SIGINT ignored, and every command a test starts would
+# inherit that: the Ctrl-C tests' SIGINT would do nothing. Handled here, it is the default again in them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "datasets" / "MNIST" / "raw"
