@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_tiny_mnist
 from vitbench.cli import app
 from vitbench.errors import VitbenchError
 
@@ -162,10 +162,12 @@ def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, n
     assert not (workdir / "mlflow.db").exists() and not (workdir / "checkpoints").exists()
 
 
-def test_the_fused_triton_attention_trains_as_sdpa_does(workdir, tiny_mnist):
+def test_the_fused_triton_attention_trains_as_sdpa_does(workdir):
     """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): the kernels' forward and
-    backward inside real runs; after the same steps from the same seed the weights equal sdpa's."""
-    args = ["--epochs", "1", "--max-steps", "3", "--batch-size", "8", "--heads", "1", *TINY]
+    backward inside real runs; after the same steps from the same seed the weights equal sdpa's. 32 test
+    images: the interpreter evaluates 256 in ~9 s."""
+    data = write_tiny_mnist(workdir / "data", n_train=64, n_test=32)
+    args = ["--epochs", "1", "--max-steps", "3", "--batch-size", "8", *TINY, "--data-dir", str(data)]
     for attention in ("sdpa", "triton"):
         res = invoke("run", "--attention", attention, *args)
         assert res.exit_code == 0, res.output
@@ -175,7 +177,12 @@ def test_the_fused_triton_attention_trains_as_sdpa_does(workdir, tiny_mnist):
         ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
         weights[run.data.params["model.attention"]] = ckpt["model"]
     for name, w in weights["sdpa"].items():
-        torch.testing.assert_close(weights["triton"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+        mine = weights["triton"][name]
+        if name.endswith("attn.qkv.bias"):  # not the keys' third: a softmax ignores a shift shared by all keys, so
+            # that bias's gradient is 0 but for rounding, which AdamW's normalisation turns into lr-sized steps
+            q, k, v = w.chunk(3)
+            w, mine = torch.cat([q, v]), torch.cat([mine.chunk(3)[0], mine.chunk(3)[2]])
+        torch.testing.assert_close(mine, w, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_missing_data_offline(workdir, monkeypatch):
