@@ -301,6 +301,68 @@ def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)
 
 
+def test_ema_averages_the_weights_step_by_step_and_evaluation_uses_it():
+    """--ema: after every step ema <- decay * ema + (1 - decay) * weights, from the initial weights; warm-up leaves
+    it at the initial weights; evaluation sees the average and gives the model its own weights back."""
+    from vitbench.runner import model_config_for
+    from vitbench.train import TrainConfig, Trainer
+
+    model_cfg = model_config_for("sdpa", "mnist", dim=16, depth=1, heads=2, mlp_dim=32)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    trainer = Trainer(TrainConfig(device="cpu", batch_size=8, ema=0.9), model_cfg, steps_per_epoch=10,
+                      log=lambda s: None)
+    params = list(trainer.model.parameters())
+    expected = [p.detach().clone() for p in params]
+    trainer.warm_up(x, y)
+    for e, p in zip(trainer.ema, expected, strict=True):
+        assert torch.equal(e, p)
+    for _ in range(3):
+        trainer.step(x, y)
+        expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, params, strict=True)]
+    for e, want in zip(trainer.ema, expected, strict=True):
+        torch.testing.assert_close(e, want)
+    assert not any(torch.equal(e, p) for e, p in zip(trainer.ema, params, strict=True))  # they differ by now
+
+    class Batches:
+        def batches(self):
+            yield x, y
+
+    live = [p.detach().clone() for p in params]
+    loss, acc, preds = trainer.evaluate(Batches(), y)
+    for p, p0 in zip(params, live, strict=True):
+        assert torch.equal(p, p0)  # its own weights back
+    with torch.no_grad():
+        for p, e in zip(params, trainer.ema, strict=True):
+            p.copy_(e)
+        trainer.model.eval()
+        logits = trainer.model(x)
+    assert torch.equal(preds, logits.argmax(-1))
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, y).item())
+
+
+def test_ema_in_a_run_resumes_exactly_and_is_what_inspect_loads(workdir, tiny_mnist):
+    common = ["run", "--epochs", "2", "--batch-size", "64", "--ema", "0.8", *TINY]
+    assert invoke(*common, "--run-name", "straight").exit_code == 0
+    res = invoke(*common, "--run-name", "halves", "--max-steps", "8")
+    assert res.exit_code == 0, res.output
+    by_name = {r.info.run_name: r for r in runs()}
+    half = by_name["halves"].info.run_id
+    assert by_name["halves"].data.params["train.ema"] == "0.8"
+    assert invoke("run", "--resume", half).exit_code == 0
+    a = torch.load(workdir / "checkpoints" / by_name["straight"].info.run_id / "last.pt", weights_only=True)
+    b = torch.load(workdir / "checkpoints" / half / "last.pt", weights_only=True)
+    for ea, eb in zip(a["ema"], b["ema"], strict=True):  # the average resumed as it was
+        assert torch.equal(ea, eb)
+    from vitbench.inspect_run import load_run
+
+    model = load_run(by_name["straight"].info.run_id, None, "checkpoints", None)[0]  # what `inspect` looks at
+    params = list(model.parameters())
+    assert len(params) == len(a["ema"]) and all(torch.equal(p, e) for p, e in zip(params, a["ema"], strict=True))
+    assert not torch.equal(params[0], a["model"][next(n for n, _ in model.named_parameters())])
+    res = invoke("run", "--ema", "1.0", *TINY)
+    assert res.exit_code == 2 and "ema is a decay per step in [0, 1)" in res.output
+
+
 def test_every_new_trainer_reuses_the_compiled_step():
     """A suite or a sweep builds a Trainer per run in one process. Each must reuse the compiled step, not
     compile it anew: torch stops compiling a function after 8 versions and runs it eagerly from then on

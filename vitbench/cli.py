@@ -67,6 +67,8 @@ Lr = Annotated[float | None, typer.Option(help="peak learning rate [2.1e-3]")]
 WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay [0.06]")]
 WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epochs [0.6]")]
 LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.14]")]
+Ema = Annotated[float | None, typer.Option(help="evaluate and keep an exponential moving average of the weights, "
+                                                "this decay per step, e.g. 0.999 [0: off]")]
 Augment = Annotated[str | None, typer.Option(help="training augmentation: none | crop | crop-flip "
                                                    "[crop-flip for CIFAR, none for the digits]")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
@@ -116,7 +118,7 @@ def display(quiet: bool, interval: float):
 # The flags of run and sweep that set a config field, by the field's name: --batch-size sets
 # TrainConfig.batch_size, --patch-size ViTConfig.patch_size. tests/test_cli.py checks that every flag of
 # `run` is one of these or a command option, and that each field exists with the flag's type.
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "augment",
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "ema", "augment",
               "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
               "max_steps", "time_budget", "num_workers", "data_dir")
 MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "depth", "heads", "mlp_dim",
@@ -167,8 +169,8 @@ def recipes() -> None:
 def run(
     ctx: typer.Context, variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
-    optimizer: Optimizer = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
+    augment: Augment = None, optimizer: Optimizer = None,
     scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
     cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
     val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
@@ -335,8 +337,8 @@ def sweep(
                                                 "them is declared dead and its trial retried")] = 10,
     worker: Annotated[int | None, typer.Option(hidden=True, help="worker index (set by the coordinator)")] = None,
     epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, augment: Augment = None,
-    optimizer: Optimizer = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
+    augment: Augment = None, optimizer: Optimizer = None,
     scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
     cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
     val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,

@@ -55,7 +55,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     from vitbench.models import ViT, ViTConfig
     from vitbench.runner import dataset_for, find_checkpoint, load_data
     from vitbench.tracking import connect
-    from vitbench.train import TrainConfig, load_checkpoint
+    from vitbench.train import TrainConfig, load_checkpoint, load_ema
 
     connect(tracking_uri)
     try:
@@ -67,6 +67,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     model_cfg = ViTConfig(**ckpt["model_config"])
     model = ViT(model_cfg)
     model.load_state_dict(ckpt["model"])
+    load_ema(model, ckpt.get("ema", []))  # --ema: the weights the run evaluated
     model.eval()
     if data_dir:
         cfg = replace(cfg, data_dir=data_dir)

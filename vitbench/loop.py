@@ -370,4 +370,5 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
         warnings.simplefilter("ignore")
         with wall.phase("inference timing"):
             result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
+    trainer.adopt_ema()  # with --ema the model evaluated is the average; the checkpoint keeps both
     result.model = trainer.model

@@ -28,7 +28,7 @@ from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
-TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "augment", "epochs",
+TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "ema", "augment", "epochs",
                 "optimizer", "scheduler", "precision")
 MODEL_PARAMS = ("dropout", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
                 "attention", "patchify")

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -45,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.06  # decoupled (AdamW); not applied to biases, norms, positions, CLS
     warmup_epochs: float = 0.6  # linear warm-up from 0, in epochs
     label_smoothing: float = 0.14
+    ema: float = 0.0  # >0: evaluate (and keep) an exponential moving average of the weights, this decay per step
     augment: str = "auto"  # none | crop | crop-flip; auto: the dataset's (crop-flip for CIFAR, none for digits)
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     optimizer: str = "adamw"  # adamw | adam
@@ -78,6 +79,8 @@ class TrainConfig:
                 raise VitbenchError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise VitbenchError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema < 1.0:
+            raise VitbenchError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}")
         if self.max_steps is not None and self.max_steps < 1:
             raise VitbenchError(f"max_steps must be >= 1, got {self.max_steps}")
 
@@ -249,6 +252,9 @@ class Trainer:
         self.step_count = torch.zeros((), dtype=torch.long, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_x = self.static_y = None
+        # The moving average of the weights (--ema), updated inside the step (and its graph); evaluation and the
+        # final model use it.
+        self.ema = [p.detach().clone() for p in self.model.parameters()] if cfg.ema > 0 else []
 
     def _graph_reason(self) -> str:
         """Why the whole-step CUDA graph does not apply ('' when it does)."""
@@ -273,6 +279,9 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
+        if self.ema:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, list(self.model.parameters()), 1.0 - self.cfg.ema)
         self.tally(self.stats, self.first_bad, self.step_count, loss.detach(), correct, y.numel())
 
     def run_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -306,6 +315,8 @@ class Trainer:
         with torch.no_grad():
             for t, t0_ in zip(self._state_tensors(), initial, strict=True):
                 t.copy_(t0_)
+            for e, p in zip(self.ema, self.model.parameters(), strict=True):
+                e.copy_(p)
             for state in self.optimizer.state.values():  # a fresh Adam state is all zeros
                 for v in state.values():
                     if torch.is_tensor(v):
@@ -335,11 +346,36 @@ class Trainer:
         loss_sum, correct, n, bad = self.read_sums(every_rank)
         return loss_sum / max(n, 1), correct / max(n, 1), n, bad
 
-    @torch.inference_mode()
+    @contextmanager
+    def ema_weights(self):
+        """The model holds the moving average of its weights inside (with --ema; else as it is), its own after."""
+        if not self.ema:
+            yield
+            return
+        params = list(self.model.parameters())
+        with torch.no_grad():
+            live = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, self.ema)  # in place: a captured graph keeps pointing at the same tensors
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, live)
+
+    def adopt_ema(self) -> None:
+        """Training is over: the model keeps the moving average of its weights (with --ema)."""
+        load_ema(self.model, self.ema)
+
     def evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None = None
                  ) -> tuple[float, float, torch.Tensor]:
-        """(mean loss, accuracy, predictions) over the evaluation set in its fixed order; with
-        ``max_seconds``, over the first batches that fit in that time (at least one)."""
+        """(mean loss, accuracy, predictions) over the evaluation set in its fixed order, of the moving average
+        of the weights with --ema; with ``max_seconds``, over the first batches that fit in that time (at least
+        one)."""
+        with self.ema_weights():
+            return self._evaluate(loader, labels, max_seconds)
+
+    @torch.inference_mode()
+    def _evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None) -> tuple[float, float, torch.Tensor]:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         preds = []
@@ -382,6 +418,7 @@ class Trainer:
             "train_config": asdict(self.cfg),
             "model_config": self.model_cfg.to_dict(),
             "position": position,
+            **({"ema": [e.clone() for e in self.ema]} if self.ema else {}),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -401,6 +438,9 @@ class Trainer:
         else:
             self.optimizer.load_state_dict(opt_state)
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        with torch.no_grad():
+            for e, saved in zip(self.ema, ckpt.get("ema", []), strict=True):
+                e.copy_(saved)
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.device.type == "cuda" and ckpt["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -414,6 +454,14 @@ class Trainer:
             raise VitbenchError(f"checkpoint does not match the model: missing {missing[:3]}")
         live = dict(self.model.named_buffers())
         return [sd[n] if n in sd else live[n] for n in names]
+
+
+def load_ema(model: nn.Module, ema: list[torch.Tensor]) -> None:
+    """Put ``ema`` (a checkpoint's "ema": the moving average of the parameters, in ``parameters()`` order) into
+    ``model``'s parameters, in place; nothing without one."""
+    if ema:
+        with torch.no_grad():
+            torch._foreach_copy_(list(model.parameters()), ema)
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
