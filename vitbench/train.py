@@ -315,8 +315,8 @@ class Trainer:
         with torch.no_grad():
             for t, t0_ in zip(self._state_tensors(), initial, strict=True):
                 t.copy_(t0_)
-            for e, p in zip(self.ema, self.model.parameters(), strict=True):
-                e.copy_(p)
+            if self.ema:
+                torch._foreach_copy_(self.ema, list(self.model.parameters()))
             for state in self.optimizer.state.values():  # a fresh Adam state is all zeros
                 for v in state.values():
                     if torch.is_tensor(v):
