@@ -59,6 +59,23 @@ def _grads(q, do, lse, delta, k, v, rows, keys, N, scale, ACC: tl.constexpr, PRE
 
 
 @triton.jit
+def _keys_and_values(head, N, H, HD, cols, KEYS: tl.constexpr, TAIL: tl.constexpr):
+    """The head's keys and values, kept by the program while its queries step through: the block of KEYS and,
+    with TAIL, the keys from KEYS on in a block of their own (else the first block again, not used)."""
+    stride_n = 3 * H * HD
+    keys = tl.arange(0, KEYS)
+    k = _load(head + H * HD, keys, cols, N, HD, stride_n)
+    v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
+    if TAIL > 0:
+        tail = KEYS + tl.arange(0, TAIL)
+        k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
+        v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
+    else:
+        tail, k2, v2 = keys, k, v
+    return keys, k, v, tail, k2, v2
+
+
+@triton.jit
 def _forward_step(head, out, lse_at, start, k, v, k2, v2, keys, tail, cols, N, H, HD, scale, BLOCK_M: tl.constexpr,
                   TAIL: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     """Queries start..start+BLOCK_M against all the keys: their rows of the output and of the log-sum-exp."""
@@ -107,15 +124,8 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.conste
     b, h = pid // H, pid % H
     stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD); o: (B, N, H, HD)
     head, out = QKV + b * N * stride_n + h * HD, O + b * N * H * HD + h * HD
-    keys, cols = tl.arange(0, KEYS), tl.arange(0, BLOCK_D)
-    k = _load(head + H * HD, keys, cols, N, HD, stride_n)  # the keys and values stay; the queries step through
-    v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
-    if TAIL > 0:  # keys KEYS.. in a block of their own
-        tail = KEYS + tl.arange(0, TAIL)
-        k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
-        v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
-    else:
-        tail, k2, v2 = keys, k, v  # not used
+    cols = tl.arange(0, BLOCK_D)
+    keys, k, v, tail, k2, v2 = _keys_and_values(head, N, H, HD, cols, KEYS, TAIL)
     if BLOCK_M >= KEYS + TAIL:  # one step takes every query; no loop (a loop of one step ran slower)
         _forward_step(head, out, LSE + pid * N, 0, k, v, k2, v2, keys, tail, cols, N, H, HD, scale, BLOCK_M, TAIL,
                       ACC, PRECISION)
@@ -133,15 +143,8 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS
     stride_n = 3 * H * HD
     head, grad_head = QKV + b * N * stride_n + h * HD, DQKV + b * N * stride_n + h * HD
     out, grad_out = O + b * N * H * HD + h * HD, DO + b * N * H * HD + h * HD
-    keys, cols = tl.arange(0, KEYS), tl.arange(0, BLOCK_D)
-    k = _load(head + H * HD, keys, cols, N, HD, stride_n)
-    v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
-    if TAIL > 0:
-        tail = KEYS + tl.arange(0, TAIL)
-        k2 = _load(head + H * HD, tail, cols, N, HD, stride_n)
-        v2 = _load(head + 2 * H * HD, tail, cols, N, HD, stride_n)
-    else:
-        tail, k2, v2 = keys, k, v  # not used
+    cols = tl.arange(0, BLOCK_D)
+    keys, k, v, tail, k2, v2 = _keys_and_values(head, N, H, HD, cols, KEYS, TAIL)
     if BLOCK_M >= KEYS + TAIL:  # one step
         dk, dv, dk2, dv2 = _backward_step(head, out, grad_out, grad_head, LSE + pid * N, 0, k, v, k2, v2, keys, tail,
                                           cols, N, H, HD, scale, BLOCK_M, TAIL, ACC, PRECISION)
