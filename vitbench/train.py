@@ -352,15 +352,12 @@ class Trainer:
         if not self.ema:
             yield
             return
-        params = list(self.model.parameters())
-        with torch.no_grad():
-            live = [p.detach().clone() for p in params]
-            torch._foreach_copy_(params, self.ema)  # in place: a captured graph keeps pointing at the same tensors
+        live = [p.detach().clone() for p in self.model.parameters()]
+        load_ema(self.model, self.ema)  # in place: a captured graph keeps pointing at the same tensors
         try:
             yield
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, live)
+            load_ema(self.model, live)
 
     def adopt_ema(self) -> None:
         """Training is over: the model keeps the moving average of its weights (with --ema)."""
@@ -418,7 +415,7 @@ class Trainer:
             "train_config": asdict(self.cfg),
             "model_config": self.model_cfg.to_dict(),
             "position": position,
-            **({"ema": [e.clone() for e in self.ema]} if self.ema else {}),
+            **({"ema": self.ema} if self.ema else {}),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -457,8 +454,8 @@ class Trainer:
 
 
 def load_ema(model: nn.Module, ema: list[torch.Tensor]) -> None:
-    """Put ``ema`` (a checkpoint's "ema": the moving average of the parameters, in ``parameters()`` order) into
-    ``model``'s parameters, in place; nothing without one."""
+    """Put ``ema`` (a checkpoint's "ema": the moving average of the parameters, or any tensors in
+    ``parameters()`` order) into ``model``'s parameters, in place; nothing without one."""
     if ema:
         with torch.no_grad():
             torch._foreach_copy_(list(model.parameters()), ema)
