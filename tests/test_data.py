@@ -18,6 +18,7 @@ from vitbench.data import (
     data_root,
     epoch_order,
     load_splits,
+    random_affine,
     random_crop_flip,
     resolve_augment,
 )
@@ -145,6 +146,31 @@ def test_gpu_augmentation_crops_and_flips_deterministically():
         assert torch.equal(img, src) or torch.equal(img, src.flip(2))
 
 
+def test_gpu_affine_augmentation_is_torchvisions_random_affine():
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = torch.zeros(6, 1, 28, 28)
+    x[:, :, 8:20, 12:15], x[:, :, 5:8, 5:22] = 200, 100  # a "T", so rotations, zooms and shifts all show
+    g = torch.Generator()
+    out = random_affine(x, g.manual_seed(0), shift=2)
+    assert out.shape == x.shape and torch.equal(out, random_affine(x, g.manual_seed(0), shift=2))
+    assert not torch.equal(out, random_affine(x, g.manual_seed(1), shift=2)), "augmentation ignores its seed"
+    # the draws, replayed: each image is torchvision's affine with that angle, shift and zoom
+    u = torch.rand((4, 6), generator=g.manual_seed(0))
+    angles, zooms = (2 * u[0] - 1) * 10, 0.9 + 0.2 * u[1]
+    shifts = torch.round((2 * u[2:] - 1) * 2).int()
+    assert angles.abs().max() > 3 and shifts.abs().max() == 2  # the draws cover the ranges
+    for i in range(6):
+        ref = TF.affine(x[i], angle=float(angles[i]), translate=shifts[:, i].tolist(), scale=float(zooms[i]),
+                        shear=[0.0, 0.0], interpolation=InterpolationMode.BILINEAR)
+        torch.testing.assert_close(out[i], ref, atol=1e-2, rtol=0)
+    # no rotation, zoom or shift: the identity; a data-parallel rank's part equals that part of the whole
+    torch.testing.assert_close(random_affine(x, g, shift=0, degrees=0, scale=(1, 1)), x, atol=1e-3, rtol=0)
+    part = random_affine(x[2:4], g.manual_seed(0), shift=2, whole=6, part=slice(2, 4))
+    torch.testing.assert_close(part, out[2:4])
+
+
 def test_augment_policy_per_dataset_and_option(tmp_path):
     splits = load_splits("mnist", str(write_tiny_mnist(tmp_path)))
     cpu = torch.device("cpu")
@@ -169,6 +195,15 @@ def test_augment_policy_per_dataset_and_option(tmp_path):
                   for dy in range(-2, 3) for dx in range(-2, 3)]
         assert any(shifts)
     assert torch.equal(first("crop")[1][0], crop), "the same seed gives the same crops"
+    kind, (affine, y2) = first("affine")
+    assert kind == "affine" and torch.equal(y0, y2) and affine.shape == plain.shape
+    assert affine.dtype == plain.dtype and not torch.equal(affine, plain) and not torch.equal(affine, crop)
+    # the tutorials' pipeline applies torchvision's RandomAffine with the same ranges
+    tl = TorchLoader(splits, 32, cpu, train=True, seed=0, augment="affine")
+    (rand_affine,) = [t for t in tl.loader.dataset.transform.transforms if type(t).__name__ == "RandomAffine"]
+    assert (rand_affine.degrees, rand_affine.translate, rand_affine.scale) == ([-10.0, 10.0], (2 / 28, 2 / 28),
+                                                                                (0.9, 1.1))
+    assert next(tl.batches(0))[0].shape == plain.shape
     # evaluation batches are never augmented
     ev = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, 32, cpu, False, 0, "crop-flip")
     assert ev.augment == "none"

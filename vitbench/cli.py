@@ -69,7 +69,8 @@ WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epo
 LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.14]")]
 Ema = Annotated[float | None, typer.Option(help="evaluate and keep an exponential moving average of the weights, "
                                                 "this decay per step, e.g. 0.999 [0: off]")]
-Augment = Annotated[str | None, typer.Option(help="training augmentation: none | crop | crop-flip "
+Augment = Annotated[str | None, typer.Option(help="training augmentation: none | crop | crop-flip | affine "
+                                                   "(crop's shifts, +-10 degrees, zoom 0.9-1.1) "
                                                    "[crop-flip for CIFAR, none for the digits]")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
 Scheduler = Annotated[str | None, typer.Option(help="cosine | step | constant [cosine]")]

@@ -226,7 +226,8 @@ def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return (images_u8.float() / 255.0 - mean) / std  # (B, C, H, W) float32
 
 
-AUGMENTS = ("none", "crop", "crop-flip")
+AUGMENTS = ("none", "crop", "crop-flip", "affine")
+AFFINE_DEGREES, AFFINE_SCALE = 10.0, (0.9, 1.1)  # "affine": rotation, zoom, and the crop's shifts
 
 
 def resolve_augment(augment: str | None, info: DatasetInfo) -> str:
@@ -251,6 +252,27 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, 
     out = padded[torch.arange(B, device=x.device)[:, None, None, None],
                  torch.arange(C, device=x.device)[None, :, None, None], rows, cols]  # (B, C, H, W)
     return torch.where((flips % 2 == 1)[:, None, None, None], out.flip(3), out) if flip else out
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, shift: int = 2, degrees: float = AFFINE_DEGREES,
+                  scale: tuple[float, float] = AFFINE_SCALE, whole: int | None = None,
+                  part: slice = slice(None)) -> torch.Tensor:
+    """Per-sample random rotation (uniform in +-``degrees``), zoom (uniform in ``scale``) and whole-pixel
+    shift (uniform in +-``shift``) about the image centre, bilinear, black outside: torchvision's
+    ``RandomAffine(degrees, translate=(shift/W, shift/H), scale, interpolation=BILINEAR)``, on x's device.
+    Returns float pixels on x's scale. ``whole`` and ``part`` as for ``random_crop_flip``."""
+    B, C, H, W = x.shape
+    u = torch.rand((4, whole or B), device=x.device, generator=generator)[:, part]
+    angle = torch.deg2rad((2 * u[0] - 1) * degrees)
+    zoom = scale[0] + u[1] * (scale[1] - scale[0])
+    shifts = torch.round((2 * u[2:] - 1) * shift)  # pixels: (dx, dy)
+    # affine_grid maps output to input coordinates (in [-1, 1]): the inverse of shift . zoom . rotation
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    tx, ty = 2 * shifts[0] / W, 2 * shifts[1] / H
+    theta = torch.stack([torch.stack([cos, sin, -(cos * tx + sin * ty)], 1),
+                         torch.stack([-sin, cos, sin * tx - cos * ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, [B, C, H, W], align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class DeviceLoader:
@@ -288,10 +310,13 @@ class DeviceLoader:
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
             idx = order[sl][self.part] if order is not None else sl
             x = self.images[idx]
-            if self.augment != "none":  # on the uint8 pixels, so the padding is black as in torchvision
+            if self.augment != "none":  # on the raw pixels, so the padding is black as in torchvision
                 self.generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step)
-                x = random_crop_flip(x, self.generator, self.pad, flip=self.augment == "crop-flip",
-                                     whole=self.batch_size, part=self.part)
+                if self.augment == "affine":
+                    x = random_affine(x, self.generator, self.pad, whole=self.batch_size, part=self.part)
+                else:
+                    x = random_crop_flip(x, self.generator, self.pad, flip=self.augment == "crop-flip",
+                                         whole=self.batch_size, part=self.part)
             yield normalize(x, self.mean, self.std), self.labels[idx]
 
 
@@ -323,7 +348,12 @@ class TorchLoader:
         steps = [T.ToTensor(), T.Normalize(info.mean, info.std)]
         if augment == "crop-flip":
             steps.insert(0, T.RandomHorizontalFlip())
-        if augment != "none":
+        if augment == "affine":
+            H, W = info.image_shape[1:]
+            pad = info.crop_padding
+            steps.insert(0, T.RandomAffine(AFFINE_DEGREES, translate=(pad / W, pad / H), scale=AFFINE_SCALE,
+                                           interpolation=T.InterpolationMode.BILINEAR))
+        elif augment != "none":
             steps.insert(0, T.RandomCrop(info.image_shape[1], padding=info.crop_padding))
         official_train = train or splits.eval_index is not None  # a held-out split comes from the train set
         if info.torchvision_class == "ImageFolder":

@@ -46,7 +46,7 @@ class TrainConfig:
     warmup_epochs: float = 0.6  # linear warm-up from 0, in epochs
     label_smoothing: float = 0.14
     ema: float = 0.0  # >0: evaluate (and keep) an exponential moving average of the weights, this decay per step
-    augment: str = "auto"  # none | crop | crop-flip; auto: the dataset's (crop-flip for CIFAR, none for digits)
+    augment: str = "auto"  # none | crop | crop-flip | affine; auto: the dataset's (crop-flip for CIFAR, none for digits)
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     optimizer: str = "adamw"  # adamw | adam
     scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant

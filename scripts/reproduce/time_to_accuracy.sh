@@ -14,6 +14,8 @@
 #   bash scripts/reproduce/time_to_accuracy.sh search   # experiments/mnist_fast_search.yaml and mnist_10s_search.yaml:
 #                                                       # candidates scored on a held-out 10% of the training set
 #                                                       # -> $OUT/search.db, $OUT/search10.db
+#                                                       # (SEARCHES: mnist_fast mnist_10s; CELLS: all, or a
+#                                                       # comma-separated list of cell names)
 #   bash scripts/reproduce/time_to_accuracy.sh seeds    # the chosen recipes on the test set, seeds 0-4
 #                                                       # (RECIPES: mnist-fast mnist-10s; SEEDS: 0 1 2 3 4) -> $OUT/seeds.db
 set -uo pipefail
@@ -56,10 +58,11 @@ elif [ "$part" = step ]; then
   python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 512
   python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 384 --top 0
 elif [ "$part" = search ]; then
-  python3 -m vitbench suite experiments/mnist_fast_search.yaml --tracking-uri "sqlite:///$OUT/search.db" --quiet \
-    2>&1 | grep -vE "^skip"
-  python3 -m vitbench suite experiments/mnist_10s_search.yaml --tracking-uri "sqlite:///$OUT/search10.db" --quiet \
-    2>&1 | grep -vE "^skip"
+  for search in ${SEARCHES:-mnist_fast mnist_10s}; do
+    db=$([ "$search" = mnist_fast ] && echo search.db || echo search10.db)
+    python3 -m vitbench suite "experiments/${search}_search.yaml" ${CELLS:+--cells "$CELLS"} \
+      --tracking-uri "sqlite:///$OUT/$db" --quiet 2>&1 | grep -vE "^skip"
+  done
 elif [ "$part" = seeds ]; then
   for recipe in ${RECIPES:-mnist-fast mnist-10s}; do
     for seed in ${SEEDS:-0 1 2 3 4}; do
