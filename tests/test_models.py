@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -192,11 +193,63 @@ def test_overrides_fall_through_and_presets_apply():
     (dict(patchify="hex"), "valid: conv, loop, unfold"),
     (dict(pool="max"), "valid: cls, mean"),
     (dict(depth=0), "depth must be a positive integer"),
+    (dict(patch_drop=1.0), "patch_drop must be in [0, 1)"),
     (dict(bogus=1), "unknown model option"),
 ])
 def test_impossible_configurations_fail_at_construction(kwargs, needle):
-    with pytest.raises(VitbenchError, match=needle.replace("(", r"\(")):
+    with pytest.raises(VitbenchError, match=re.escape(needle)):
         create_model("sdpa", **kwargs)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_patch_dropout_keeps_a_random_subset_of_patches_in_training_only(pool):
+    model = create_model("sdpa", pool=pool, patch_size=4, patch_drop=0.25)  # 49 patches, 37 kept
+    assert model.cfg.kept_patches == 37
+    seen = {}
+    model.blocks.register_forward_hook(lambda m, inp, out: seen.update(tokens=inp[0]))
+    x = batch("mnist", n=3)
+    model.train()
+    torch.manual_seed(0)
+    model(x)
+    dropped = seen["tokens"]
+    assert dropped.shape == (3, 37 + (pool == "cls"), 64)
+    model.eval()
+    model(x)
+    full = seen["tokens"]
+    assert full.shape == (3, 49 + (pool == "cls"), 64), "evaluation sees every patch"
+    prefix = int(pool == "cls")
+    if prefix:
+        assert torch.equal(dropped[:, 0], full[:, 0]), "the CLS token always stays"
+    # every kept token is one of the image's own tokens, position included, each at most once
+    kept = [[int(torch.nonzero((full[b, prefix:] == t).all(1))[0]) for t in dropped[b, prefix:]] for b in range(3)]
+    assert all(len(set(k)) == 37 for k in kept) and kept[0] != kept[1], "each image draws its own patches"
+    model.train()
+    torch.manual_seed(0)
+    model(x)
+    assert torch.equal(seen["tokens"], dropped), "the seed decides which patches are dropped"
+    assert create_model("sdpa", patch_size=4).cfg.kept_patches == 49
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_patch_dropout_draws_anew_at_each_cuda_graph_replay():
+    """The engine captures the compiled step in a CUDA graph: the patches dropped must change per replay."""
+    model = torch.compile(create_model("sdpa", patch_size=4, patch_drop=0.5).cuda().train())
+    x = batch("mnist", n=8).cuda()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(x)
+    outs = []
+    for _ in range(3):
+        graph.replay()
+        outs.append(out.clone())
+    assert not torch.equal(outs[0], outs[1]) and not torch.equal(outs[1], outs[2])
 
 
 def test_unknown_variant_lists_valid_ones():

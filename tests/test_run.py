@@ -286,6 +286,17 @@ def test_strong_recipes_set_model_and_augmentation(workdir, tiny_mnist, recipe):
     assert run.data.metrics["param_count"] > 100_000  # dim 128 at patch 4, not the mnist preset
 
 
+def test_patch_dropout_trains_compiled_and_is_recorded(workdir, tiny_mnist):
+    res = invoke("run", "--patch-drop", "0.25", "--compile", "--epochs", "1", "--max-steps", "3", "--batch-size", "32",
+                 *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    assert run.data.params["model.patch_drop"] == "0.25" and run.info.status == "FINISHED"
+    assert run.data.metrics["val_acc"] >= 0
+    res = invoke("run", "--patch-drop", "1", *TINY)
+    assert res.exit_code != 0 and "patch_drop must be in [0, 1)" in res.output and "Traceback" not in res.output
+
+
 def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
     """The fast path's step function, compiled (on CUDA it is also captured in a graph), runs on the CPU
     and computes what the eager step computes."""

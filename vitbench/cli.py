@@ -99,6 +99,8 @@ Heads = Annotated[int | None, typer.Option(help="attention heads")]
 MlpDim = Annotated[int | None, typer.Option(help="MLP hidden width")]
 PatchSize = Annotated[int | None, typer.Option(help="patch size in pixels")]
 Dropout = Annotated[float | None, typer.Option(help="dropout")]
+PatchDrop = Annotated[float | None, typer.Option(help="training only: drop this fraction of each image's patch "
+                                                      "tokens at random (PatchDropout) [0]")]
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
                                                          "else sqlite:///mlflow.db)")]
 Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
@@ -123,7 +125,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "la
               "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
               "max_steps", "time_budget", "num_workers", "data_dir")
 MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "depth", "heads", "mlp_dim",
-              "patch_size", "dropout")
+              "patch_size", "dropout", "patch_drop")
 
 
 def pick(options: dict, keys: tuple[str, ...]) -> dict:
@@ -178,7 +180,7 @@ def run(
     num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
     pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
     heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
-    tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    patch_drop: PatchDrop = None, tracking_uri: TrackingUri = None, experiment: Experiment = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
     resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
@@ -346,7 +348,7 @@ def sweep(
     num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
     pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
     heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
-    tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    patch_drop: PatchDrop = None, tracking_uri: TrackingUri = None, experiment: Experiment = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""

@@ -30,7 +30,7 @@ from vitbench.yamlfile import read_yaml
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
 TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "ema", "augment", "epochs",
                 "optimizer", "scheduler", "precision")
-MODEL_PARAMS = ("dropout", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
+MODEL_PARAMS = ("dropout", "patch_drop", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
                 "attention", "patchify")
 OBJECTIVES = ("val_acc", "train_images_per_sec")
 

@@ -37,6 +37,7 @@ class ViTConfig:
     heads: int = 4  # attention heads; must divide dim
     mlp_dim: int = 128  # hidden width of each block's MLP
     dropout: float = 0.0  # on attention weights, projections and the MLP
+    patch_drop: float = 0.0  # training only: this fraction of each image's patch tokens dropped at random
     qkv_bias: bool = True
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class ViTConfig:
         if impl.max_tokens is not None and self.tokens > impl.max_tokens:
             raise VitbenchError(f"attention {self.attention!r} takes up to {impl.max_tokens} tokens; this model has "
                                 f"{self.tokens} (a larger patch size gives fewer)")
+        if not 0.0 <= self.patch_drop < 1.0:  # so at least one patch is kept
+            raise VitbenchError(f"patch_drop must be in [0, 1), got {self.patch_drop}")
         if self.dropout and not impl.attention_dropout:
             raise VitbenchError(f"attention {self.attention!r} has no dropout on the attention weights; "
                                 f"use dropout 0 or another attention")
@@ -71,6 +74,11 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def kept_patches(self) -> int:
+        """The patch tokens a training forward keeps (all of them in evaluation)."""
+        return self.num_patches - int(self.num_patches * self.patch_drop)
 
     @property
     def tokens(self) -> int:
@@ -137,7 +145,18 @@ class ViT(nn.Module):
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+N, D)
         x = self.drop(self.pos_embed(x))
+        if self.training and cfg.kept_patches < cfg.num_patches:
+            x = self.drop_patches(x)
         return self.norm(self.blocks(x))
+
+    def drop_patches(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T - dropped, D)
+        """PatchDropout (Liu et al., 2022; timm's ``patch_drop_rate``): each image keeps a random
+        ``kept_patches`` of its patch tokens, positions already added; the CLS token always stays."""
+        B, _, D = x.shape
+        prefix = 1 if self.cls_token is not None else 0
+        keep = torch.rand(B, self.cfg.num_patches, device=x.device).argsort(dim=1)[:, : self.cfg.kept_patches]
+        patches = x[:, prefix:].gather(1, keep.unsqueeze(-1).expand(-1, -1, D))
+        return torch.cat((x[:, :prefix], patches), dim=1)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, classes)
         x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
