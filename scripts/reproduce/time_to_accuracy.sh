@@ -15,7 +15,8 @@
 #                                                       # candidates scored on a held-out 10% of the training set
 #                                                       # -> $OUT/search.db, $OUT/search10.db
 #                                                       # (SEARCHES: mnist_fast mnist_10s; CELLS: all, or a
-#                                                       # comma-separated list of cell names)
+#                                                       # comma-separated list of cell names; REPEATS: the
+#                                                       # suite's, or this many seeds)
 #   bash scripts/reproduce/time_to_accuracy.sh seeds    # the chosen recipes on the test set, seeds 0-4
 #                                                       # (RECIPES: mnist-fast mnist-10s; SEEDS: 0 1 2 3 4) -> $OUT/seeds.db
 set -uo pipefail
@@ -60,7 +61,7 @@ elif [ "$part" = step ]; then
 elif [ "$part" = search ]; then
   for search in ${SEARCHES:-mnist_fast mnist_10s}; do
     db=$([ "$search" = mnist_fast ] && echo search.db || echo search10.db)
-    python3 -m vitbench suite "experiments/${search}_search.yaml" ${CELLS:+--cells "$CELLS"} \
+    python3 -m vitbench suite "experiments/${search}_search.yaml" ${CELLS:+--cells "$CELLS"} ${REPEATS:+--repeats "$REPEATS"} \
       --tracking-uri "sqlite:///$OUT/$db" --quiet 2>&1 | grep -vE "^skip"
   done
 elif [ "$part" = seeds ]; then
