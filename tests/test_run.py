@@ -283,6 +283,8 @@ def test_strong_recipes_set_model_and_augmentation(workdir, tiny_mnist, recipe):
     (run,) = runs()
     p = run.data.params
     assert (p["model.patch_size"], p["model.dim"], p["model.depth"], p["train.augment"]) == ("4", "128", "1", "crop")
+    if recipe == "mnist-10s":
+        assert (p["model.pool"], p["model.pos_embed"], p["model.patch_drop"]) == ("mean", "sincos2d", "0.25")
     assert run.data.metrics["param_count"] > 100_000  # dim 128 at patch 4, not the mnist preset
 
 
