@@ -67,6 +67,7 @@ def write_tiny_mnist(root: Path, folder: str = "MNIST", n_train: int = 512, n_te
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))  # outbox markers (vitbench.outbox.pending_folder)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("VITBENCH_DATA", raising=False)
     import mlflow

@@ -52,7 +52,7 @@ def _run_object(host: str, pid: str, beat_ago: float | None, started_ago: float 
     if beat_ago is not None:
         tags["vitbench.heartbeat"] = f"{now - beat_ago:.0f}"
     return types.SimpleNamespace(data=types.SimpleNamespace(tags=tags),
-                                 info=types.SimpleNamespace(start_time=int((now - started_ago) * 1000)))
+                                 info=types.SimpleNamespace(start_time=int((now - started_ago) * 1000), run_id="r1"))
 
 
 def test_orphan_rules():
@@ -100,13 +100,26 @@ def test_unreachable_server_for_other_commands(workdir, args):
     assert res.exit_code == 2 and "is not reachable" in res.stderr, res.output
 
 
+SECRET = "s3cr3t-pw"
+
+
+def vitbench_process(cwd, *args: str) -> subprocess.CompletedProcess:
+    """`vitbench ...` as a user runs it (its own process, its own stdout/stderr), output merged."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "vitbench", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tiny_mnist):
+    """The server dies after epoch 1 and comes back after the run: every point the run logged (each step's
+    live metrics too) reaches it after `sync`, the next command does not take the finished run for a dead one,
+    and the password in the tracking URL shows nowhere -- not in MLflow's own "View run" lines either."""
     port = free_port()
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
     server = start_mlflow_server(f"sqlite:///{workdir / 'server.db'}", workdir / "artifacts", port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "vitbench", "run", "--epochs", "4", "--batch-size", "16",
-                             "--tracking-uri", uri, "--quiet", *TINY], cwd=workdir, env=env,
+                             "--tracking-uri", uri, "--quiet", "--live-every", "1", *TINY], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []
@@ -123,23 +136,51 @@ def test_a_server_lost_mid_run_keeps_the_training_and_sync_sends_it(workdir, tin
     out = "".join(lines) + out
     assert proc.returncode == 0, out  # the training went on to the end
     assert "Traceback" not in out and "epoch 4:" in out and "done: sdpa" in out
+    assert SECRET not in out and "alice:***@" in out, out
     lost = [line for line in out.splitlines() if " lost (" in line]
     assert len(lost) == 1 and f"vitbench sync {run_id}" in lost[0], out  # said once, with the command
     unsent = workdir / "checkpoints" / run_id / "unsent.jsonl"
     assert unsent.exists() and (workdir / "checkpoints" / run_id / "last.pt").exists()
     server = start_mlflow_server(f"sqlite:///{workdir / 'server.db'}", workdir / "artifacts", port)  # back
     try:
-        res = CliRunner().invoke(app, ["sync", run_id, "--tracking-uri", uri])
-        assert res.exit_code == 0 and "sent" in res.output, res.output
         mlflow.set_tracking_uri(uri)
         client = MlflowClient()
+        # the next command opens the experiment: the run's process is gone, but its records wait to be sent
+        res = vitbench_process(workdir, "report", "--experiment", "vitbench-mnist", "--tracking-uri", uri,
+                               "--out", str(workdir / "r"))
+        assert SECRET not in res.stdout + res.stderr
+        assert client.get_run(run_id).info.status == "RUNNING" and "error" not in client.get_run(run_id).data.tags
+        res = vitbench_process(workdir, "sync", run_id, "--tracking-uri", uri)
+        assert res.returncode == 0 and "sent" in res.stdout, res.stdout + res.stderr
+        assert SECRET not in res.stdout + res.stderr and "View run" in res.stdout  # MLflow's line, masked
         run = client.get_run(run_id)
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and "error" not in run.data.tags
         assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
         assert run.data.metrics["steps"] == 4 * 32 and "final_eval" in run.data.tags
+        live = sorted(m.step for m in client.get_metric_history(run_id, "live/train_loss"))
+        assert live == list(range(1, 4 * 32 + 1)), live  # every step's point, before and after the loss
         arts = {a.path for d in ("plots", "checkpoint") for a in client.list_artifacts(run_id, d)}
-        assert {"checkpoint/last.pt", "plots/learning_curves.png"} <= arts
+        assert {"checkpoint/last.pt", "checkpoint/last.pt.sha256", "plots/learning_curves.png"} <= arts
         assert not unsent.exists() and unsent.with_name("sent.jsonl").exists()
     finally:
         stop_server(server)
         mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def test_sync_corrects_a_run_the_reaper_ended_while_its_records_waited(workdir, tiny_mnist):
+    """Another host's reaper cannot see the outbox: it ends the run FAILED 'process gone'. `sync` then
+    leaves the run's true record: FINISHED, without that error."""
+    from vitbench.outbox import sync
+
+    res = CliRunner().invoke(app, ["run", "--epochs", "1", "--max-steps", "3", "--quiet", *TINY])
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    rid = run.info.run_id
+    client = MlflowClient()
+    client.set_tag(rid, "error", "process gone: no heartbeat from elsewhere since ...")
+    client.set_terminated(rid, "FAILED")
+    unsent = workdir / "checkpoints" / rid / "unsent.jsonl"
+    unsent.write_text('{"metrics": {"late": 1.0}, "step": 3, "time": 1}\n{"end": "FINISHED", "time": 2}\n')
+    assert sync(rid, workdir / "checkpoints", log=lambda s: None) == 2
+    run = client.get_run(rid)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags and run.data.metrics["late"] == 1.0

@@ -16,13 +16,14 @@ import typer
 
 from vitbench import wall, warm
 from vitbench.errors import Interrupted, VitbenchError
+from vitbench.secrets import guard_streams
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
 def fail(message: str, code: int = 2) -> None:
-    from vitbench.tracking import mask_secrets  # no password reaches a terminal or a log
+    from vitbench.secrets import mask_secrets  # no password reaches a terminal or a log
 
     typer.echo(f"error: {mask_secrets(message)}", err=True)
     raise typer.Exit(code)
@@ -429,7 +430,7 @@ def report(
     experiment: Annotated[str, typer.Option(help="MLflow experiment(s), comma-separated (a suite's name, "
                                                  "vitbench-bench, ...)")],
     filter: Annotated[str | None, typer.Option(help="MLflow search filter, e.g. \"params.`train.epochs` = '5'\"")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder [results/<experiment>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder [reports/<experiment>]")] = None,
     target: Annotated[float, typer.Option(help="accuracy for the time-to-target column")] = 0.98,
     note: Annotated[str | None, typer.Option(help="a Notes section (caveats, context) for the report")] = None,
     tracking_uri: TrackingUri = None,
@@ -500,6 +501,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
+    guard_streams()  # no password reaches the terminal, whoever prints it (MLflow's "View run at" lines)
     # SIGTERM (kill, timeout, a scheduler) ends runs KILLED like Ctrl-C, wherever it lands.
     signal.signal(signal.SIGTERM, _terminate)
     argv = sys.argv[1:]

@@ -78,13 +78,41 @@ def open_folder(info: DatasetInfo, train: bool, steps: list):
     c, h, w = info.image_shape
     first = [T.Grayscale(c)] if c != 3 else []
     try:
-        ds = torchvision.datasets.ImageFolder(str(root), transform=T.Compose([*first, T.Resize((h, w)), *steps]))
+        ds = torchvision.datasets.ImageFolder(str(root), transform=T.Compose([*first, T.Resize((h, w)), *steps]),
+                                              loader=read_image)
     except (FileNotFoundError, RuntimeError) as e:
         raise VitbenchError(f"imagefolder {root}: {str(e).splitlines()[0][:200]}") from None
     if list(ds.classes) != list(info.files):
         raise VitbenchError(f"imagefolder: {root} has classes {ds.classes[:5]}..., the training folder "
                             f"{list(info.files)[:5]}...; both need the same class folders")
     return ds
+
+
+def read_image(path: str):
+    """An image file as an RGB PIL image; one that cannot be read is one line naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as e:  # PIL.UnidentifiedImageError, a truncated file, OSError
+        raise VitbenchError(f"imagefolder: cannot read image {path}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120] if str(e) else ''}") from None
+
+
+def check_images(paths: list[str], limit: int = 200_000) -> None:
+    """Open every image's header before a run starts (cheap: a few seconds for 100,000 files), so a file that
+    is no image fails the command at once, not a run half-way; folders larger than ``limit`` are left to the
+    loader, which names a bad file when it meets it."""
+    from PIL import Image
+
+    for path in paths[:limit]:
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 -- the header was parsed
+        except Exception as e:
+            raise VitbenchError(f"imagefolder: cannot read image {path}: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:120] if str(e) else ''}") from None
 
 
 def decode(ds, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,7 +122,10 @@ def decode(ds, index: torch.Tensor | None = None) -> torch.Tensor:
     if index is not None:
         ds = Subset(ds, index.tolist())
     workers = min(8, os.cpu_count() or 1)
-    batches = [x for x, _ in DataLoader(ds, batch_size=256, num_workers=workers if len(ds) > 1024 else 0)]
+    try:
+        batches = [x for x, _ in DataLoader(ds, batch_size=256, num_workers=workers if len(ds) > 1024 else 0)]
+    except VitbenchError as e:  # from a worker process: its message ends with the original one
+        raise VitbenchError(str(e).strip().splitlines()[-1].split("VitbenchError: ")[-1]) from None
     return torch.cat(batches) if batches else torch.empty(0, dtype=torch.uint8)
 
 
@@ -128,6 +159,7 @@ def folder_splits(info: DatasetInfo, val_split: float, seed: int, resident: bool
         return Splits(info, Path(info.folder), x if tr is None else x[tr], train_labels, xe, eval_labels,
                       eval_set, tr, va)
     # Streamed: per batch from disk by the DataLoader; the first evaluation images for the prediction grid.
+    check_images([p for p, _ in train_ds.samples] + ([p for p, _ in eval_ds.samples] if eval_root is not None else []))
     first = va[:32] if va is not None else torch.arange(min(32, len(eval_labels)))
     empty = torch.empty(0, *info.image_shape, dtype=torch.uint8)
     return Splits(info, Path(info.folder), empty, train_labels, decode(eval_ds, first), eval_labels, eval_set,

@@ -277,9 +277,11 @@ class Loop:
             pos["epoch"], pos["batch"] = epoch + 1, 0
         self.log(f"epoch {epoch + 1}: train_loss {loss:.4f} train_acc {acc:.4f} val_loss {val_loss:.4f} "
                  f"val_acc {val_acc:.4f} ({metrics['train_images_per_sec']:,.0f} img/s)")
-        self.checkpoint()
-        for callback in self.hooks.epoch:
-            callback(epoch + 1, metrics)
+        try:  # the epoch's metrics are recorded first: a checkpoint that cannot be written loses none of them
+            for callback in self.hooks.epoch:
+                callback(epoch + 1, metrics)
+        finally:
+            self.checkpoint()
 
     def done_so_far(self) -> dict[str, float]:
         """Training time, steps, images and mean throughput up to now (the epoch in progress included)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitbench import verdicts
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, write_error
 
 NEEDED = ("final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb", "param_count")
 
@@ -278,6 +279,13 @@ def findings_section(t: pd.DataFrame) -> list[str]:
     return lines + [verdicts.METHOD, ""]
 
 
+def default_out(experiment: str) -> Path:
+    """``reports/<experiment>`` in the working directory: one folder name made of the experiment names, so
+    no name ('../../x') reaches outside it. The project's showcase in results/ is written with --out."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", experiment.replace(",", "+")).lstrip(".") or "report"
+    return Path("reports") / name
+
+
 def build_report(experiment: str, out: str | Path | None = None, filter_string: str | None = None,
                  tracking_uri: str | None = None, target: float = 0.98,
                  log: Callable[[str], None] = print, note: str | None = None) -> Path:
@@ -286,8 +294,11 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
 
     connect(tracking_uri)
     exp_id, runs = load_runs(experiment, filter_string)
-    out = Path(out or Path("results") / experiment.replace(",", "+"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if out else default_out(experiment)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e, "report folder") from None
     t = training_runs(runs)
     order = {e.strip(): i for i, e in enumerate(experiment.split(","))}  # as the user listed them
     t = t.sort_values(["experiment", "start_time"], key=lambda c: c.map(order) if c.name == "experiment" else c)
@@ -337,7 +348,7 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
 
 
 def conditions(runs: pd.DataFrame) -> pd.DataFrame:
-    from vitbench.tracking import mask_secrets
+    from vitbench.secrets import mask_secrets
 
     cols = {"run_id": "run id", "tags.mlflow.runName": "run", "tags.gpu": "GPU", "tags.driver_version": "driver",
             "tags.torch_version": "torch", "tags.cuda_version": "CUDA", "tags.vitbench_version": "vitbench",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -11,7 +13,7 @@ from pathlib import Path
 from vitbench import plots, wall
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, write_error
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig, resolve_config
 from vitbench.models.attention import ATTENTION
@@ -20,7 +22,7 @@ from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
-from vitbench.train import TrainConfig, TrainResult, load_checkpoint
+from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpoint
 
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -120,10 +122,14 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             result = train(cfg, model_cfg, splits or load_data(cfg, info, lambda s: None), resume=resume,
                            log=lambda s: None)
             return RunOutcome("", result)
+    writable_folder(Path(checkpoint_dir), "checkpoint folder")
     with wall.phase("store"):
         uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
     with wall.phase("data from disk"):
         splits = splits or load_data(cfg, info, log)
+    if cfg.batch_size > len(splits.train_labels):
+        raise VitbenchError(f"batch size {cfg.batch_size:,} is larger than the training set "
+                            f"({len(splits.train_labels):,} images)")
     with wall.phase("store"):
         exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
     name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
@@ -149,8 +155,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                 result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
                                display=shown, live=live, name=run_name or cfg.variant, log=log)
         except BaseException:
-            if ckpt.exists():
-                box.artifact(ckpt, "checkpoint")
+            log_checkpoint(ckpt, box)
             raise
         finally:
             box.flush()  # the live metrics queued during training
@@ -162,6 +167,24 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         t_store = time.perf_counter()
     wall.add("store", time.perf_counter() - t_store)  # the run's end
     return RunOutcome(run_id, result)
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Prove, before any run exists, that files can be written in ``folder``; folders made for the proof
+    are removed again (a command that fails later leaves nothing)."""
+    folder = folder.absolute()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    probe = folder / f".vitbench-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise write_error(folder, e, what) from None
+    finally:
+        for p in made:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, device, tags: dict | None) -> dict[str, str]:
@@ -216,23 +239,47 @@ def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, s
                               plot_dir / "predictions.png", f"{title}: predictions")
     for png in sorted(plot_dir.glob("*.png")):
         box.artifact(png, "plots")
-    if ckpt.exists():
-        box.artifact(ckpt, "checkpoint")
+    log_checkpoint(ckpt, box)
+
+
+def log_checkpoint(ckpt: Path, box: Outbox) -> None:
+    """The checkpoint and its checksum, as the run's ``checkpoint/`` artifacts."""
+    for f in (ckpt, checksum_path(ckpt)):
+        if f.exists():
+            box.artifact(f, "checkpoint")
 
 
 def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str | None) -> Path:
-    """The run's last checkpoint: on local disk if there, else from the run's artifacts."""
+    """The run's last checkpoint: on local disk if there, else brought from the run's artifacts (with its
+    checksum) into ``checkpoint_dir/RUN``; a download that fails leaves nothing behind."""
     local = Path(checkpoint_dir) / run_id / "last.pt"
     if local.exists():
         return local
+    import shutil
+    import tempfile
+
     import mlflow
 
     connect(tracking_uri)
+    made = not local.parent.exists()
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/last.pt")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=local.parent))
+    except OSError as e:
+        raise write_error(local.parent, e) from None
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint", dst_path=str(staging)))
+        if not (got / "last.pt").exists():
+            raise FileNotFoundError("checkpoint/last.pt")
+        for f in got.iterdir():
+            os.replace(f, local.parent / f.name)
     except Exception:
         raise VitbenchError(f"no checkpoint for run {run_id}: looked in {local} and in the run's artifacts") from None
-    return Path(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and not any(local.parent.iterdir()):
+            local.parent.rmdir()
+    return local
 
 
 def resume_configs(ckpt: dict, **changes) -> tuple[TrainConfig, ViTConfig]:

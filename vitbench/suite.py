@@ -98,7 +98,9 @@ def load_suite(path: str | Path) -> Suite:
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise VitbenchError(f"suite {path}: cell names repeat: {names}")
-    repeats = int(spec.get("repeats", 1))
+    repeats = spec.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise VitbenchError(f"suite {path}: repeats must be a positive whole number, got {repeats!r}")
     for cell in cells:  # fail on impossible cells before anything runs
         configs(cell, seed_offset=0)
     return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")))

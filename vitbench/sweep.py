@@ -79,7 +79,7 @@ def suggest(trial, space: dict[str, dict]) -> dict:
 # -- storage, study, parent run -----------------------------------------------------------------------
 def redact(url: str) -> str:
     """A storage URL without its password, fit for logs and MLflow params."""
-    from vitbench.tracking import mask_secrets
+    from vitbench.secrets import mask_secrets
 
     return mask_secrets(url)
 
@@ -93,8 +93,9 @@ def journal_storage(url: str):
     if not raw:
         raise VitbenchError("--storage journal:PATH needs a file path, e.g. journal:optuna.journal")
     path = Path(raw).expanduser()
+    if not path.parent.is_dir():  # a typo is not a reason to create folders anywhere
+        raise VitbenchError(f"cannot open Optuna journal {path}: folder {path.parent} does not exist")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as e:
         raise VitbenchError(f"cannot open Optuna journal {path}: {e.strerror or e}") from None

@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import os
 import platform
-import re
 import shlex
 import socket
 import subprocess
@@ -22,17 +21,11 @@ import torch
 
 from vitbench import __version__, warm
 from vitbench.errors import VitbenchError
-from vitbench.outbox import Outbox
+from vitbench.outbox import PROCESS_GONE, Outbox, has_pending
+from vitbench.secrets import mask_secrets
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
 HEARTBEAT_SECONDS = 60  # how often a running run stamps its heartbeat tag
 HEARTBEAT_TIMEOUT = 15 * 60  # a run of another host silent this long is ended FAILED
-
-
-def mask_secrets(text: str) -> str:
-    """Every ``scheme://user:password@`` in ``text`` with the password replaced by ***: for params,
-    tags, logs, reports and error messages."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -72,7 +65,35 @@ def connect(uri: str | None = None) -> str:
     elif uri.startswith(("http://", "https://")):
         check_server(uri)
     mlflow.set_tracking_uri(uri)
+    if db is not None:
+        with folder_lock(db.parent if str(db.parent) else Path(".")):
+            open_store(uri)
     return uri
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock held on a folder (flock on its descriptor): several vitbench commands started together
+    on a new SQLite store take turns creating its schema (MLflow's migrations race each other otherwise)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def open_store(uri: str) -> None:
+    """Open the store now: a new database gets its tables (or an old one its migrations) here."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as e:  # SQLAlchemy / MLflow errors: one line
+        raise VitbenchError(mask_secrets(f"tracking store {uri} is not usable: {type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:200]}")) from None
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -103,7 +124,12 @@ def get_experiment_id(name: str, uri: str | None = None) -> str:
         if exp is not None:
             reap_orphans([exp.experiment_id])
             return exp.experiment_id
-        return mlflow.create_experiment(name, artifact_location=default_artifact_root(uri))
+        try:
+            return mlflow.create_experiment(name, artifact_location=default_artifact_root(uri))
+        except MlflowException as e:  # another command created it a moment ago
+            if e.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(name) is None:
+                raise
+            return mlflow.get_experiment_by_name(name).experiment_id
     except MlflowException as e:
         raise VitbenchError(mask_secrets(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}")) from None
     except Exception as e:  # SQLAlchemy / network errors
@@ -202,10 +228,12 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
 
     def end(status: str, tags: dict | None = None) -> None:
         beat.stop()
-        if tags:
-            box.tags(tags)
-        box.end(status)
-        ENDED[rid] = status
+        try:
+            if tags:
+                box.tags(tags)
+        finally:  # a full disk on the way still ends the run
+            ENDED[rid] = status
+            box.end(status)
 
     try:
         yield rid
@@ -269,12 +297,14 @@ def orphan_reason(run, now: float | None = None) -> str | None:
     when = float(beat) if beat else run.info.start_time / 1000
     last = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     if host == socket.gethostname():
+        if has_pending(run.info.run_id):  # finished offline: its records wait for `vitbench sync`
+            return None
         if pid.isdigit() and not process_alive(int(pid), run.info.start_time):
-            return f"process gone: pid {pid} on {host} no longer runs (last heartbeat {last})"
+            return f"{PROCESS_GONE}: pid {pid} on {host} no longer runs (last heartbeat {last})"
         return None
     silent = (now or time.time()) - when
     if silent > HEARTBEAT_TIMEOUT:
-        return (f"process gone: no heartbeat from {host} since {last} "
+        return (f"{PROCESS_GONE}: no heartbeat from {host} since {last} "
                 f"({silent / 60:.0f} min; the timeout is {HEARTBEAT_TIMEOUT // 60} min)")
     return None
 

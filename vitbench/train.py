@@ -7,6 +7,9 @@ evaluation, stopping rules, progress) is vitbench.loop.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import math
 import os
 import random
@@ -24,7 +27,7 @@ from torch import nn
 
 from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.distributed import rank, sum_over_ranks, world_size
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, check_field_types, write_error
 from vitbench.models import ViT, ViTConfig
 from vitbench.timing import (
     resolve_device,
@@ -64,6 +67,7 @@ class TrainConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         checks = {
             "optimizer": (self.optimizer, ("adamw", "adam")),
             "scheduler": (self.scheduler, ("cosine", "step", "constant")),
@@ -461,19 +465,60 @@ def load_ema(model: nn.Module, ema: list[torch.Tensor]) -> None:
             torch._foreach_copy_(list(model.parameters()), ema)
 
 
+def checksum_path(path: Path) -> Path:
+    """Beside every checkpoint: its SHA-256 in ``sha256sum`` format (``sha256sum -c last.pt.sha256`` checks it)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomic: written beside, then renamed over the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic, with its checksum: both written beside, then renamed over the old ones. A full disk is one
+    line saying so, and no partial file is left."""
+    path, sums = Path(path), checksum_path(Path(path))
+    tmp, sums_tmp = path.with_name(path.name + ".tmp"), sums.with_name(sums.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()  # torch.save on a full disk raises a RuntimeError that does not say so
+        torch.save(state, buffer)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        sums_tmp.write_text(f"{hashlib.sha256(buffer.getbuffer()).hexdigest()}  {path.name}\n")
+        os.replace(tmp, path)
+        os.replace(sums_tmp, sums)
+    except OSError as e:
+        for t in (tmp, sums_tmp):
+            with contextlib.suppress(OSError):
+                t.unlink(missing_ok=True)
+        raise write_error(path, e, "checkpoint") from None
+
+
+def verify_checkpoint(path: Path) -> None:
+    """A checkpoint whose bytes are not the ones written (a bad disk, a cut download) is refused."""
+    sums = checksum_path(Path(path))
+    if not sums.exists():
+        raise VitbenchError(f"checkpoint {path} has no checksum ({sums.name} is missing): it cannot be trusted")
+    recorded = sums.read_text().split()[0] if sums.read_text().strip() else ""
+    actual = file_sha256(Path(path))
+    if actual != recorded:
+        raise VitbenchError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:12]}..., {sums.name} recorded "
+                            f"{recorded[:12] or 'nothing'}...; nothing was loaded")
 
 
 def load_checkpoint(path: Path) -> dict:
+    if not Path(path).exists():
+        raise VitbenchError(f"no checkpoint at {path}")
+    verify_checkpoint(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VitbenchError(f"could not load checkpoint {path}: {e}") from None
+        raise VitbenchError(f"could not load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
 
 
 def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):

@@ -522,6 +522,9 @@ def _release_memory() -> None:
 
 
 def main(path: str, idle: str) -> None:
+    from vitbench.secrets import guard_streams
+
+    guard_streams()  # the callers' commands print through these streams
     started = time.time()
     server = Server(Path(path), float(idle))  # listening at once: callers are told 'busy' until it is ready
     print(f"warm process {os.getpid()} on {path}, leaves after {float(idle):g} s idle", flush=True)

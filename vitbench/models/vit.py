@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, check_field_types
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
 from vitbench.models.positions import POS_EMBED, PositionEmbedding
@@ -41,6 +41,7 @@ class ViTConfig:
     qkv_bias: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _choice("attention", self.attention, ATTENTION)
         _choice("patchify", self.patchify, PATCHIFY)
         _choice("pos_embed", self.pos_embed, POS_EMBED)
