@@ -39,11 +39,20 @@ def test_bench_csv_and_mlflow_run(workdir):
         assert float(r["train_step_time_p10"]) <= float(r["train_step_time"]) <= float(r["train_step_time_p90"])
         assert r["train_error"] == "" and r["train_batch_size"] == r["train_requested_batch_size"]
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("vitbench-bench").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "bench"
-    assert "sdpa/img28/p7/b4/fp32/train_samples_per_sec" in run.data.metrics
+    found = MlflowClient().search_runs([mlflow.get_experiment_by_name("vitbench-bench").experiment_id])
+    (run,) = [r for r in found if r.data.tags["kind"] == "bench"]
+    assert run.info.status == "FINISHED" and "4 cells" in run.data.tags["mlflow.note.content"]
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"bench.csv", "bench.json"} <= arts
+    assert {"bench.csv", "bench.json", "bench_table.json"} <= arts
+    # one nested run per cell, its figures under the same names in every cell: the compare view lines them up
+    cells = [r for r in found if r.data.tags["kind"] == "bench-cell"]
+    assert len(cells) == 4 and {c.data.tags["mlflow.parentRunId"] for c in cells} == {run.info.run_id}
+    assert {(c.data.params["model"], c.data.params["batch_size"]) for c in cells} == \
+        {(m, b) for m in ("sdpa", "vectorized-msa") for b in ("2", "4")}
+    for c in cells:
+        assert c.info.status == "FINISHED" and c.data.metrics["train_samples_per_sec"] > 0
+        assert {"train_step_time", "train_peak_memory_mb", "infer_samples_per_sec", "param_count"} <= set(c.data.metrics)
+        assert "img/s" in c.data.tags["mlflow.note.content"]
 
 
 def test_decay_batch_follows_timm_steps():

@@ -42,6 +42,11 @@ def test_suite_then_report(workdir, tiny_mnist):
     # The table's numbers are the runs' numbers.
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["quick"])
+    (report_run,) = runs[runs["tags.kind"] == "report"]["run_id"]  # the report, beside the runs it judges
+    arts = {a.path for a in MlflowClient().list_artifacts(report_run)}
+    assert {"REPORT.md", "summary.csv"} <= arts and any(a.endswith(".png") for a in arts)
+    assert "REPORT.md" in runs.set_index("run_id").loc[report_run, "tags.mlflow.note.content"]
+    runs = runs[runs["tags.kind"] == "suite-run"]
     summary = pd.read_csv(workdir / "rep" / "summary.csv", index_col=0)
     for cell, g in runs.groupby("tags.suite.cell"):
         row = summary.loc[cell]

@@ -51,7 +51,7 @@ def test_sweep_parent_children_and_resume(workdir, tiny_mnist, space):
     res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "4", "--live-every", "2"))
     assert res.exit_code == 0, res.output
     assert "best trial" in res.output
-    assert re.search(r"trial-0: [\d,]+ img/s -> \d+ epochs? \([\d,]+ steps\) ~", res.output), res.output  # per trial
+    assert re.search(r"trial 0: lr=[^:]*: [\d,]+ img/s -> \d+ epochs? \([\d,]+ steps\) ~", res.output), res.output  # per trial
     assert re.search(r"study .*: trial \d+/\d+ \(\d+%\) \| ETA", res.output), res.output
     (parent,), children = sweep_runs(workdir)
     assert len(children) == 4 and parent.info.status == "FINISHED"
@@ -63,6 +63,15 @@ def test_sweep_parent_children_and_resume(workdir, tiny_mnist, space):
     assert [h.step for h in hist] == [1, 2]
     assert {"study_name", "storage", "space", "n_trials"} <= set(parent.data.params)
     assert "best.lr" in parent.data.params and "best_val_acc" in parent.data.metrics
+    # named by what they tried, the parent describing the study, Optuna's objective named
+    assert all(re.fullmatch(rf"trial {c.data.tags['optuna.trial']}: lr=\S+ batch_size=\d+", c.info.run_name)
+               for c in children), [c.info.run_name for c in children]
+    assert "Best: trial" in parent.data.tags["mlflow.note.content"] and "maximize val_acc" in parent.data.tags[
+        "mlflow.note.content"]
+    import optuna
+
+    study = optuna.load_study(study_name="sdpa-mnist-val_acc", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    assert study.metric_names == ["val_acc"]
     arts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "sweep")}
     assert {"sweep/optimization_history.png", "sweep/param_importances.png", "sweep/parallel_coordinate.png"} <= arts
     # The same command again: the study already has its 4 trials.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -345,22 +344,6 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def cell_key(row: dict) -> str:
-    """An MLflow-safe metric prefix: MLflow allows letters, digits and _ - . space : / only."""
-    model = re.sub(r"[^\w\-. :/]", "_", row["model"]).strip("_")
-    return f"{model}/img{row['img_size']}/p{row['patch_size']}/b{row.get('train_requested_batch_size') or row.get('infer_requested_batch_size')}/{row['precision']}"
-
-
-def metrics_for_mlflow(rows: list[dict]) -> dict[str, float]:
-    out = {}
-    for r in rows:
-        for k, v in r.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (
-                k.startswith(("train_", "infer_")) or k in ("gflops_per_image_fwd", "param_count")):
-                out[f"{cell_key(r)}/{k}"] = float(v)
-    return out
-
-
 def rich_table(rows: list[dict], title: str):
     from rich.markup import escape
     from rich.table import Table
@@ -384,27 +367,78 @@ def rich_table(rows: list[dict], title: str):
     return t
 
 
+CELL_PARAMS = ("model", "peer", "attention", "patchify", "pos_embed", "pool", "img_size", "patch_size", "tokens",
+               "dim", "depth", "heads", "mlp_dim", "precision", "compile", "device")
+
+
+def cell_metrics(row: dict) -> dict[str, float]:
+    """A cell's figures under the same names in every cell (timm's): the compare view lines cells up."""
+    return {k: float(v) for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (k.startswith(("train_", "infer_")) or k in ("gflops_per_image_fwd", "gflops_per_image_train",
+                                                             "param_count"))}
+
+
+def cell_name(row: dict) -> str:
+    batch = row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
+    return (f"{row['model']} img{row['img_size']}/p{row['patch_size']} b{batch} {row['precision']}"
+            f"{' compiled' if row['compile'] else ''}")
+
+
+def bench_note(rows: list[dict], opts: BenchOptions) -> str:
+    fastest = max((r for r in rows if "train_samples_per_sec" in r), key=lambda r: r["train_samples_per_sec"],
+                  default=None)
+    best = (f" Fastest training cell: **{cell_name(fastest)}**, {fastest['train_samples_per_sec']:,.0f} img/s."
+            if fastest else "")
+    return (f"`vitbench bench`: {len(rows)} cells ({', '.join(sorted({r['model'] for r in rows}))}) on "
+            f"{rows[0]['device'] if rows else opts.device}, {opts.precision}{', compiled' if opts.compile else ''}, "
+            f"{' and '.join(opts.modes)}; {opts.warmup} untimed warm-up steps, then the median (p10-p90) of "
+            f"{opts.repeats} timed steps per cell, images/s = batch / median step.{best} Each cell is a nested run "
+            "with the same metric names (train_samples_per_sec, train_step_time, train_peak_memory_mb, ...): "
+            "select them and Compare; the whole table is the artifact bench_table.json.")
+
+
 def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracking_uri: str | None,
                   experiment: str, params: dict) -> str:
+    """One parent run per invocation (its options, the table as CSV, JSON and an MLflow table) and one nested
+    run per cell (the cell's parts and sizes as params, its figures as metrics)."""
     import tempfile
 
     import mlflow
+    import pandas as pd
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
 
+    from vitbench.mlflow_ui import NOTE
     from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
 
     uri = connect(tracking_uri)
     exp_id = get_experiment_id(experiment, uri)
-    tags = {"kind": "bench", **environment_tags(resolve_device(opts.device))}
+    env = environment_tags(resolve_device(opts.device))
+    tags = {"kind": "bench", NOTE: bench_note(rows, opts), **env}
+    client = MlflowClient()
     with tracked_run(exp_id, f"bench-{len(rows)}-cells", tags=tags) as run_id:
         mlflow.log_params(flatten({**params, "precision": opts.precision, "compile": opts.compile,
                                    "warmup": opts.warmup, "repeats": opts.repeats,
                                    "max_seconds": opts.max_seconds, "modes": ",".join(opts.modes)}))
-        metrics = metrics_for_mlflow(rows)
-        for i in range(0, len(metrics), 500):
-            mlflow.log_metrics(dict(list(metrics.items())[i:i + 500]))
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.csv")))
             mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.json")))
+        if rows:
+            mlflow.log_table(pd.DataFrame(rows), "bench_table.json")
         if out is not None:
             mlflow.log_artifact(str(out))
+        now = int(time.time() * 1000)
+        for row in rows:
+            batch = row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
+            errors = "; ".join(row[k] for k in ("train_error", "infer_error") if row.get(k))
+            child = client.create_run(exp_id, run_name=cell_name(row), tags={
+                "mlflow.parentRunId": run_id, "kind": "bench-cell", "bench.parent": run_id,
+                NOTE: "; ".join(_progress_line(row, m).strip() for m in opts.modes), **env})
+            client.log_batch(child.info.run_id,
+                             params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(batch))],
+                             metrics=[Metric(k, v, now, 0) for k, v in cell_metrics(row).items()],
+                             tags=[RunTag("error", errors[:500])] if errors else [])
+            measured = any(f"{m}_samples_per_sec" in row for m in opts.modes)
+            client.set_terminated(child.info.run_id, "FINISHED" if measured else "FAILED")
     return run_id

@@ -185,7 +185,8 @@ def run(
     run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
     resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
-    system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics (CPU, GPU, memory)")] = False,
+    system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics: CPU, memory, disk, network; GPU utilisation and memory "
+                                                  "with NVIDIA's NVML (pip install 'vitbench[gpu]')")] = False,
     recipe: Annotated[str | None, typer.Option(help="a named set of options from experiments/recipes/, e.g. "
                                                     "mnist-fast (`vitbench recipes` lists them); options given "
                                                     "explicitly win")] = None,

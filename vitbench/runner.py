@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from vitbench import plots, wall
+from vitbench import mlflow_ui, plots, wall
 from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, write_error
@@ -123,6 +124,9 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
                            log=lambda s: None)
             return RunOutcome("", result)
     writable_folder(Path(checkpoint_dir), "checkpoint folder")
+    if system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
+        log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
+            "pip install 'vitbench[gpu]' (nvidia-ml-py)")
     with wall.phase("store"):
         uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
     with wall.phase("data from disk"):
@@ -145,6 +149,8 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         if resume is None:
             mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
                                "data.eval_set": splits.eval_set})
+            mlflow_ui.log_datasets(splits)
+            mlflow.set_tag(mlflow_ui.NOTE, mlflow_ui.describe_start(cfg, model_cfg))
         else:
             mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
         wall.add("store", time.perf_counter() - t_store)
@@ -160,7 +166,8 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
         finally:
             box.flush()  # the live metrics queued during training
         box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
-                  "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope})
+                  "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
+                  mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set)})
         with wall.phase("plots, artifacts, final metrics"):
             box.metrics(result.final_metrics())
             log_artifacts(result, cfg, model_cfg, splits, ckpt, box)

@@ -131,6 +131,15 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
     return {(r.data.tags.get("suite.cell", ""), r.data.tags.get("suite.repeat", "")) for r in runs}
 
 
+def suite_note(suite: Suite) -> str:
+    """The suite's description, what it compares and how to read it, for its MLflow experiment."""
+    cells = ", ".join(c.name for c in suite.cells[:12]) + (", ..." if len(suite.cells) > 12 else "")
+    return (f"{suite.description.strip() or 'Suite ' + suite.name}\n\n{len(suite.cells)} cells x {suite.repeats} "
+            f"repeats (each repeat its own seed) from `{suite.path.name}`: {cells}. Each run's description gives "
+            f"its accuracy, training images/s and peak memory; `vitbench report --experiment {suite.name}` "
+            "logs the verdicts as a run named 'report' here.")
+
+
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
               only: list[str] | None = None, display: Display | None = None, live: Every | None = None,
@@ -138,14 +147,15 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
     ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``); ``pool``: those
     workers, already started (the CLI starts them before it imports torch)."""
-    from vitbench.tracking import connect
+    from vitbench.tracking import connect, get_experiment_id
     from vitbench.workers import Pool
 
     # The workers start first: they import torch and MLflow and load the data while this process opens the store.
     if pool is None and len(gpus or []) > 1:
         pool = Pool(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
     try:
-        connect(tracking_uri)
+        uri = connect(tracking_uri)
+        get_experiment_id(suite.name, uri, description=suite_note(suite))  # the experiment's description in the UI
         todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
     except BaseException:
         if pool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
+from vitbench.mlflow_ui import NOTE
 from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
 
@@ -266,12 +267,26 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
 
     storage = make_storage(spec.storage, spec.heartbeat, on_stale_trial)
     pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    # constant_liar: trials other workers are running count as bad for now, so TPE does not suggest their
+    # neighbourhood twice; with one worker no other trial runs while it samples, and nothing changes.
+    sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True)
     try:
-        return optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
-                                   pruner=pruner, sampler=sampler, load_if_exists=True)
+        study = optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
+                                    pruner=pruner, sampler=sampler, load_if_exists=True)
     except ValueError as e:  # e.g. directions differ from the stored study's
         raise VitbenchError(f"study {spec.study_name!r}: {e}") from None
+    if study.metric_names != list(spec.objectives):  # optuna-dashboard and the plots name the objectives
+        study.set_metric_names(list(spec.objectives))
+    return study
+
+
+def trial_name(number: int, params: dict) -> str:
+    """What the MLflow UI lists for a trial: its number and what it tried, short (``trial 3: lr=0.0021 dim=64``)."""
+    def short(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    tried = " ".join(f"{k}={short(v)}" for k, v in params.items())
+    return f"trial {number}: {tried[:90]}{'...' if len(tried) > 90 else ''}" if tried else f"trial {number}"
 
 
 @dataclass
@@ -339,7 +354,7 @@ class Objective:
         try:
             outcome = run_experiment(
                 cfg, model_cfg, tracking_uri=self.tracking_uri, experiment=self.experiment,
-                parent_run_id=self.parent_run_id, run_name=f"trial-{trial.number}", tags=tags,
+                parent_run_id=self.parent_run_id, run_name=trial_name(trial.number, params), tags=tags,
                 on_epoch=[self.report(trial)], splits=self.splits, log=lambda s: None,
                 on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
                 pruned_exceptions=(optuna.TrialPruned,), display=self.display, live=self.live)
@@ -405,7 +420,7 @@ def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
             client.update_run(rid, status="RUNNING")
             return rid
     tags = {"kind": "sweep", "optuna.study": spec.study_name, "optuna.storage": redact(spec.storage),
-            **environment_tags()}
+            NOTE: sweep_note(spec, study), **environment_tags()}
     run = client.create_run(experiment_id, run_name=f"sweep-{spec.study_name}", tags=tags)
     rid = run.info.run_id
     for k, v in params.items():
@@ -413,6 +428,17 @@ def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
     client.log_dict(rid, spec.space, "space.yaml")
     study.set_user_attr("mlflow_parent_run_id", rid)
     return rid
+
+
+def sweep_note(spec: SweepSpec, study, best: str = "") -> str:
+    """The parent run's description: the study, its space and objective, and (once known) its best trial."""
+    c = counts(study)
+    trials = f"{c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed"
+    goal = " and ".join(f"{d} {o}" for o, d in zip(spec.objectives, spec.directions, strict=True))
+    return (f"Optuna study **{spec.study_name}** ({redact(spec.storage)}): {spec.variant} on {spec.dataset}, "
+            f"{spec.n_trials} trials to {goal}, space `{spec.space_path}` ({', '.join(spec.space)}), "
+            f"{spec.pruner} pruner. Trials so far: {trials}.{(' ' + best) if best else ''} Each trial is a "
+            "nested run named by what it tried.")
 
 
 def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -> dict:
@@ -448,6 +474,8 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
                                                                                    target_name="val_acc")}
             summary["pareto_trials"] = [t.number for t in best]
             log(f"Pareto front: trials {summary['pareto_trials']}")
+            client.set_tag(parent_id, NOTE, sweep_note(spec, study, f"**Pareto front: trials "
+                                                                    f"{', '.join(map(str, summary['pareto_trials']))}**."))
         else:
             best = study.best_trial
             summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
@@ -456,6 +484,9 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
                 client.log_param(parent_id, f"best.{k}", v)
             client.set_tag(parent_id, "best_trial", str(best.number))
             log(f"best trial {best.number}: val_acc {best.value:.4f} with {best.params}")
+            run_id = best.user_attrs.get("mlflow_run_id", "")
+            client.set_tag(parent_id, NOTE, sweep_note(spec, study, f"**Best: {trial_name(best.number, best.params)}**, "
+                                                                    f"val_acc {best.value:.2%} (run {run_id})."))
         for name, fn in plots.items():
             try:
                 with contextlib.redirect_stderr(open(os.devnull, "w")):

@@ -21,6 +21,7 @@ import torch
 
 from vitbench import __version__, warm
 from vitbench.errors import VitbenchError
+from vitbench.mlflow_ui import EXPERIMENT_KIND, mark_experiment
 from vitbench.outbox import PROCESS_GONE, Outbox, has_pending
 from vitbench.secrets import mask_secrets
 
@@ -65,9 +66,6 @@ def connect(uri: str | None = None) -> str:
     elif uri.startswith(("http://", "https://")):
         check_server(uri)
     mlflow.set_tracking_uri(uri)
-    if db is not None:
-        with folder_lock(db.parent if str(db.parent) else Path(".")):
-            open_store(uri)
     return uri
 
 
@@ -85,12 +83,18 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+@lru_cache(maxsize=8)
 def open_store(uri: str) -> None:
-    """Open the store now: a new database gets its tables (or an old one its migrations) here."""
+    """Open the store once per process, before the first experiment is read or made: a new SQLite database gets
+    its tables (an old one its migrations) here, one command at a time. Not in `connect`, so that a command
+    whose data turns out missing has written no store."""
     from mlflow.tracking import MlflowClient
 
+    db = _sqlite_path(uri)
+    lock = folder_lock(db.parent if str(db.parent) else Path(".")) if db is not None else contextlib.nullcontext()
     try:
-        MlflowClient().search_experiments(max_results=1)
+        with lock:
+            MlflowClient().search_experiments(max_results=1)
     except Exception as e:  # SQLAlchemy / MLflow errors: one line
         raise VitbenchError(mask_secrets(f"tracking store {uri} is not usable: {type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:200]}")) from None
@@ -114,22 +118,29 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
                             "is it an MLflow server?")
 
 
-def get_experiment_id(name: str, uri: str | None = None) -> str:
+def get_experiment_id(name: str, uri: str | None = None, description: str | None = None) -> str:
+    """The experiment's id (made if new, marked as model training, ``description`` as its note); its dead runs
+    are ended on the way."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = resolve_tracking_uri(uri)
+    open_store(uri)
     try:
         exp = mlflow.get_experiment_by_name(name)
         if exp is not None:
             reap_orphans([exp.experiment_id])
-            return exp.experiment_id
-        try:
-            return mlflow.create_experiment(name, artifact_location=default_artifact_root(uri))
-        except MlflowException as e:  # another command created it a moment ago
-            if e.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(name) is None:
-                raise
-            return mlflow.get_experiment_by_name(name).experiment_id
+            exp_id = exp.experiment_id
+        else:
+            try:
+                exp_id = mlflow.create_experiment(name, artifact_location=default_artifact_root(uri),
+                                                  tags=EXPERIMENT_KIND)
+            except MlflowException as e:  # another command created it a moment ago
+                if e.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(name) is None:
+                    raise
+                exp_id = mlflow.get_experiment_by_name(name).experiment_id
+        mark_experiment(exp_id, description)
+        return exp_id
     except MlflowException as e:
         raise VitbenchError(mask_secrets(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}")) from None
     except Exception as e:  # SQLAlchemy / network errors
@@ -185,6 +196,10 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         "vitbench_version": __version__,
         "git_commit": _git_commit(),
         "command": mask_secrets(" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])),
+        # MLflow's own source columns in the UI
+        "mlflow.source.name": "vitbench " + (sys.argv[1] if len(sys.argv) > 1 else ""),
+        "mlflow.source.type": "LOCAL",
+        **({"mlflow.source.git.commit": _git_commit().removesuffix("-dirty")} if _git_commit() != "unknown" else {}),
     }
 
 

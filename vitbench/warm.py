@@ -473,6 +473,7 @@ class Caller:
         wall.restart("the warm process took the command")
         tracking.ENDED.clear()
         tracking._git_commit.cache_clear()  # a commit made since the last command
+        tracking.open_store.cache_clear()  # a store made or removed since
 
     def leave(self) -> None:
         if self.saved is not None:

@@ -1,0 +1,117 @@
+"""What a person sees in the MLflow UI: each run's description (MLflow's run note) in words, the data it trained
+and evaluated on as MLflow datasets, and experiments marked as model training, so the UI opens on their runs.
+
+MLflow keeps a run's or an experiment's description in the tag ``mlflow.note.content`` (the UI's
+"Description" box) and an experiment's kind in ``mlflow.experimentKind``; without it MLflow 3's UI may open an
+experiment on its GenAI view."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from vitbench.data import Splits
+    from vitbench.models import ViTConfig
+    from vitbench.train import TrainConfig, TrainResult
+
+NOTE = "mlflow.note.content"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" type
+MEMORY_KIND = {"cuda_max_memory_allocated": "GPU, torch.cuda.max_memory_allocated",
+               "process_peak_rss": "the process's peak RSS on the CPU, not the model's memory"}
+
+
+def mark_experiment(experiment_id: str, description: str | None = None) -> None:
+    """The experiment is model training (the UI opens on its runs), with ``description`` as its note."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    tags = {**EXPERIMENT_KIND, **({NOTE: description} if description else {})}
+    with contextlib.suppress(Exception):  # an older server without experiment tags: the runs matter more
+        current = client.get_experiment(experiment_id).tags
+        for k, v in tags.items():
+            if current.get(k) != v:
+                client.set_experiment_tag(experiment_id, k, v)
+
+
+def parts_line(model_cfg: ViTConfig) -> str:
+    m = model_cfg
+    return (f"attention {m.attention}, patchify {m.patchify}, positions {m.pos_embed}, {m.pool} pooling, "
+            f"{m.norm}-norm; dim {m.dim}, depth {m.depth}, heads {m.heads}, MLP {m.mlp_dim}, patch {m.patch_size}, "
+            f"{m.image_size}x{m.image_size}x{m.in_chans} images")
+
+
+def describe_start(cfg: TrainConfig, model_cfg: ViTConfig) -> str:
+    return (f"**{cfg.variant}** on {cfg.dataset}: {parts_line(model_cfg)}. Training ({plural(cfg.epochs, 'epoch')} of batch "
+            f"{cfg.batch_size}, {cfg.precision}{', compiled' if cfg.compile else ''}, seed {cfg.seed}){bound(cfg)}.")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def bound(cfg: TrainConfig) -> str:
+    limits = []
+    if cfg.time_budget is not None:
+        limits.append(f"--time-budget {cfg.time_budget:g} s")
+    if cfg.max_steps is not None:
+        limits.append(f"--max-steps {cfg.max_steps:,}")
+    return f", bounded by {' and '.join(limits)}" if limits else ""
+
+
+def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult, eval_set: str) -> str:
+    """The run's ``done`` line in words: what it is, how accurate on what, how fast, how heavy, what stopped it."""
+    on = "the test set" if eval_set == "test" else f"a held-out {eval_set.split(':', 1)[-1]} of the training set"
+    full = result.stopped_by == "epochs"
+    if result.stopped_by == "epochs":
+        stop = f"all {plural(cfg.epochs, 'epoch')}"
+    elif result.stopped_by in ("max_steps", "time_budget"):
+        stop = f"{bound(cfg).removeprefix(', bounded by ')} (bounded: not a converged accuracy)"
+    else:
+        stop = result.stopped_by
+    memory = MEMORY_KIND.get(result.peak_memory_source, result.peak_memory_source)
+    return (f"**{cfg.variant}** on {cfg.dataset}: **{result.final_val_acc:.2%}** on {on}"
+            f"{'' if full else ' after a bounded run'} (best epoch {result.best_val_acc:.2%}); "
+            f"**{result.images_seen / max(result.train_seconds, 1e-9):,.0f} training images/s** "
+            f"({result.steps:,} steps in {result.train_seconds:.1f} s, stopped by {stop}); peak memory "
+            f"{result.peak_memory_mb:,.0f} MiB ({memory}); {result.param_count:,} parameters; "
+            f"{result.infer_images_per_sec:,.0f} inference images/s.\n\n"
+            f"Parts: {parts_line(model_cfg)}. Step: {result.fast_path or 'eager'}; batch {cfg.batch_size}, "
+            f"{cfg.precision}, lr {cfg.lr:g}, seed {cfg.seed}.")
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:12]
+
+
+def log_datasets(splits: Splits) -> None:
+    """The training and evaluation data as MLflow dataset inputs: name, a digest of the images and labels
+    (so two runs on the same split show the same digest), the folder they were read from, and their role."""
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    info = splits.info
+    if not hasattr(splits, "_mlflow_digests"):  # a suite's cells share their splits: hashed once
+        train = (splits.train_images, splits.train_labels) if splits.resident else (splits.train_labels,)
+        splits._mlflow_digests = (_digest(*train), _digest(splits.eval_images, splits.eval_labels))
+    train_digest, eval_digest = splits._mlflow_digests
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder
+        if info.synthetic:
+            from mlflow.data.code_dataset_source import CodeDatasetSource
+
+            source = CodeDatasetSource({"generator": "vitbench synthetic images (random, fixed labels)"})
+        else:
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+            source = resolve_dataset_source(str(splits.root.resolve()))
+        datasets = [MetaDataset(source, name=f"{info.name}:train", digest=train_digest),
+                    MetaDataset(source, name=f"{info.name}:{splits.eval_set}", digest=eval_digest)]
+        mlflow.log_inputs(datasets, contexts=["training", "evaluation"], tags_list=[None, None])
