@@ -43,3 +43,32 @@ def test_every_flag_sets_the_config_field_of_its_name(command):
 def test_the_keys_name_config_fields():
     assert set(cli.TRAIN_KEYS) <= {f.name for f in fields(TrainConfig)}
     assert set(cli.MODEL_KEYS) <= {f.name for f in fields(ViTConfig)}
+
+
+def test_the_names_the_cli_offers_are_the_registries():
+    """vitbench.names (torch-free, what the CLI's help is made of) against the modules that implement each name."""
+    from vitbench import bench, data, names
+    from vitbench.models.attention import ATTENTION
+    from vitbench.models.patchify import PATCHIFY
+    from vitbench.models.registry import PRESETS
+
+    assert names.ATTENTION == tuple(ATTENTION) and names.PATCHIFY == tuple(PATCHIFY)
+    assert names.DATASETS == tuple(data.DATASETS) and set(names.PRESETS) == set(PRESETS)
+    assert names.PEERS == bench.PEERS
+
+
+def test_help_lists_every_choice_and_is_never_cut(tmp_path):
+    """Help piped to a file: wrapped at 80 columns, whole words, every attention implementation and dataset."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from vitbench import names
+
+    out = subprocess.run([sys.executable, "-m", "vitbench", "run", "--help"], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "COLUMNS": "80"}).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out and "<bool>" not in out
+    flat = " ".join(out.split())
+    for name in (*names.ATTENTION, *names.DATASET_FORMS, *names.PRESETS):
+        assert name in flat.replace("- ", "-"), name
+    assert "$MLFLOW_TRACKING_URI" in flat

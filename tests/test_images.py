@@ -92,3 +92,20 @@ def test_a_suite_process_keeps_each_seeds_own_held_out_split(workdir):
     assert not torch.equal(held_out[0], held_out[1])
     again = splits_for(TrainConfig(dataset=dataset, seed=1, device="cpu"), model_cfg)
     assert again.eval_index is held_out[1]  # the same seed: the kept data, not a new load
+
+
+def test_an_image_folder_takes_its_preset_from_its_images(workdir):
+    """28x28 grayscale digits in a folder get the digits' preset (not a 224-pixel one: 3,137 tokens), and say so."""
+    g = torch.Generator().manual_seed(0)
+    root = workdir / "digits"
+    for k in range(3):
+        (root / str(k)).mkdir(parents=True)
+        for i in range(12):
+            pixels = torch.randint(0, 60, (28, 28), generator=g, dtype=torch.uint8) + 60 * k
+            Image.fromarray(pixels.numpy(), mode="L").save(root / str(k) / f"{i}.png")
+    res = invoke("run", "--dataset", f"imagefolder:{root}", "--attention", "triton", "--patch-size", "4",
+                 "--max-steps", "2", "--batch-size", "8", *TINY)
+    assert res.exit_code == 0, res.output
+    assert "28x28 grayscale images (e.g. 0.png) -> preset mnist" in res.output
+    (run,) = runs("vitbench-imagefolder-digits")
+    assert run.data.params["model.image_size"] == "28" and run.data.params["model.in_chans"] == "1"

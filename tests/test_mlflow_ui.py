@@ -67,6 +67,10 @@ def test_the_mlflow_ui_shows_descriptions_datasets_and_aligned_cells(workdir, ti
         for name in (cell.info.run_name, "sweep-", "bench-", "report"):
             assert name in page, name
         assert "mnist:train" in page  # the Dataset column
+        # the comparison's columns, opened from the view vitbench shares on the experiment (`run` prints the link)
+        page = rendered(f"{base}/runs?viewStateShareKey=vitbench")
+        for column in ("final_val_acc", "train_images_per_sec_mean", "peak_memory_mb", "param_count", "part.attention"):
+            assert column in page, column
         page = rendered(f"{base}/runs/{cell.info.run_id}")
         assert "training images/s" in page and "on the test set" in page  # its description, rendered
         assert "mnist:train" in page  # its datasets (the evaluation set behind "+1")

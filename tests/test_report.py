@@ -39,6 +39,9 @@ def test_suite_then_report(workdir, tiny_mnist):
     for p in pngs:
         assert f"]({p.name})" in report
     assert "## Conditions" in report and "torch" in report
+    # on a CPU: the processor where the GPU would be named, and the process's RSS neither compared nor unlabelled
+    assert ", none, torch" not in report and "CPU " in report.split("\n")[2] and "excludes none" not in report
+    assert "peak memory not compared (on the CPU" in report and "(process RSS, CPU)" in report
     # The table's numbers are the runs' numbers.
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["quick"])
@@ -118,6 +121,15 @@ def test_inspect_writes_attention_maps(workdir, tiny_mnist):
         assert (workdir / "insp" / f).stat().st_size > 1000
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "inspect")}
     assert "inspect/attention_maps.png" in arts
+    from vitbench.inspect_run import load_run
+
+    assert load_run(run.info.run_id, None, "checkpoints", None)[3] == ""  # trained all its epochs
+    res = invoke("run", "--variant", "simple-vit", "--epochs", "1", "--max-steps", "3", "--depth", "1", "--dim", "32",
+                 "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--run-name", "short")
+    assert res.exit_code == 0, res.output
+    (short,) = [r for r in MlflowClient().search_runs([run.info.experiment_id]) if r.info.run_name == "short"]
+    note = load_run(short.info.run_id, None, "checkpoints", None)[3]  # in every plot's title
+    assert note == " -- stopped by max_steps after 3 steps: not a trained model"
 
 
 def test_rollout_rows_are_distributions():

@@ -241,10 +241,12 @@ def test_no_run_is_left_running(workdir, tiny_mnist):
 def test_variants_command_lists_every_variant():
     res = invoke("variants")
     assert res.exit_code == 0
-    from vitbench import list_variants
+    from vitbench import list_variants, names
 
     for v in list_variants():
         assert v in res.output
+    assert all(a in res.output for a in names.ATTENTION)
+    assert max(len(line) for line in res.output.splitlines()) <= 80  # no wrapped noise in any terminal
 
 
 def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
@@ -428,3 +430,29 @@ def test_naive_parts_are_never_compiled_and_say_so_once(workdir, tiny_mnist):
     assert res.output.count("note: torch.compile not used: off for the naive loop implementations") == 1
     (run,) = runs()
     assert "compile" not in run.data.tags["fast_path"] and run.data.params["train.compile"] == "True"
+
+
+def test_a_bounded_naive_run_evaluates_through_its_batched_twin_and_says_so(workdir, tiny_mnist):
+    """The loops are timed as they are; their accuracy is computed by the vectorized twin holding the same weights
+    (the same function), so a --time-budget run does not wait minutes in a silent evaluation."""
+    from vitbench.data import normalize
+    from vitbench.models import ViT, ViTConfig
+
+    res = invoke("run", "--variant", "naive-msa", "--epochs", "1", "--time-budget", "30", "--max-steps", "4",
+                 "--batch-size", "16", *TINY)
+    assert res.exit_code == 0, res.output
+    assert "evaluating on the test set (256 images; the batched twin of the loop parts" in res.output
+    assert "timing inference (batch" in res.output
+    (run,) = runs()
+    assert run.data.tags["eval_model"].startswith("the batched twin of the loop parts")
+    ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+    naive = ViT(ViTConfig(**ckpt["model_config"]))
+    naive.load_state_dict(ckpt["model"])
+    naive.eval()
+    from vitbench.data import load_splits
+
+    splits = load_splits("mnist", str(tiny_mnist))
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
+    with torch.inference_mode():  # the loops themselves, on the whole test set
+        preds = naive(normalize(splits.eval_images, mean, std)).argmax(-1)
+    assert run.data.metrics["final_val_acc"] == pytest.approx((preds == splits.eval_labels).float().mean().item())

@@ -114,3 +114,14 @@ def test_each_plot_has_one_panel_per_experiment(tmp_path):
     assert set(made.values()) == {2}
     for p in made:
         assert p.stat().st_size > 10_000
+
+
+def test_an_interval_that_holds_one_says_so_with_more_repeats_than_ran():
+    from vitbench import stats
+
+    c = stats.ratio([1.0, 40.0], [1.0, 2.0])  # 0.01x-48x: nothing to conclude
+    text = stats.describe_ratio(c, "the training throughput")
+    assert "not distinguishable at n = 2" in text and "repeats per cell would separate" in text
+    need = int(text.split("~")[1].split()[0])
+    assert need > 2
+    assert "not distinguishable" not in stats.describe_ratio(stats.ratio([10.0, 10.1], [1.0, 1.01]), "x")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vitbench import names
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.registry import PRESETS
@@ -34,7 +35,7 @@ from vitbench.timing import (
 from vitbench.train import TrainConfig, Trainer, compiles
 
 MODES = ("train", "infer")
-PEERS = ("timm",)
+PEERS = names.PEERS
 
 
 @dataclass(frozen=True)
@@ -409,11 +410,11 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from vitbench.mlflow_ui import NOTE
+    from vitbench.mlflow_ui import BENCH_COLUMNS, NOTE
     from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
 
     uri = connect(tracking_uri)
-    exp_id = get_experiment_id(experiment, uri)
+    exp_id = get_experiment_id(experiment, uri, columns=BENCH_COLUMNS)
     env = environment_tags(resolve_device(opts.device))
     tags = {"kind": "bench", NOTE: bench_note(rows, opts), **env}
     client = MlflowClient()

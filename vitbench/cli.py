@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Annotated
 
 import typer
 
-from vitbench import wall, warm
+from vitbench import names, wall, warm
 from vitbench.errors import Interrupted, VitbenchError
+from vitbench.names import choices
 from vitbench.secrets import guard_streams
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None)  # plain help: wrapped to the terminal, never cut mid-word
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -60,7 +63,7 @@ def split_list(value: str | None) -> list[str] | None:
 # Options shared by run / sweep / suite. None everywhere: unset options fall through to the defaults
 # of TrainConfig and of the variant's preset.
 Variant = Annotated[str, typer.Option("--variant", "-v", help="variant name (see `vitbench variants`)")]
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="mnist | fashion-mnist | cifar10 | cifar100")]
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help=choices(names.DATASETS + names.DATASET_FORMS))]
 DataDir = Annotated[str | None, typer.Option(help="dataset root (else $VITBENCH_DATA, else ./data)")]
 Epochs = Annotated[int | None, typer.Option(help="epochs [5]")]
 BatchSize = Annotated[int | None, typer.Option(help="training batch size [64]")]
@@ -70,7 +73,7 @@ WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epo
 LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.14]")]
 Ema = Annotated[float | None, typer.Option(help="evaluate and keep an exponential moving average of the weights, "
                                                 "this decay per step, e.g. 0.999 [0: off]")]
-Augment = Annotated[str | None, typer.Option(help="training augmentation: none | crop | crop-flip | affine "
+Augment = Annotated[str | None, typer.Option(help=f"training augmentation: {choices(names.AUGMENTS)} "
                                                    "(crop's shifts, +-10 degrees, zoom 0.9-1.1) "
                                                    "[crop-flip for CIFAR, none for the digits]")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
@@ -88,12 +91,12 @@ ValSplit = Annotated[float | None, typer.Option(help="evaluate on this fraction 
 MaxSteps = Annotated[int | None, typer.Option(help="stop after N optimizer steps")]
 TimeBudget = Annotated[float | None, typer.Option(help="stop after this many seconds of training")]
 NumWorkers = Annotated[int | None, typer.Option(help="DataLoader workers [0]")]
-Preset = Annotated[str | None, typer.Option(help="size preset: mnist | cifar10 [the dataset's]")]
-Attention = Annotated[str | None, typer.Option(help="naive | vectorized | torch-mha | sdpa")]
-Patchify = Annotated[str | None, typer.Option(help="conv | loop | unfold")]
-PosEmbed = Annotated[str | None, typer.Option(help="learned | sinusoidal | sincos2d | none")]
-Pool = Annotated[str | None, typer.Option(help="cls | mean")]
-Norm = Annotated[str | None, typer.Option(help="pre | post")]
+Preset = Annotated[str | None, typer.Option(help=f"size preset: {choices(names.PRESETS)} [the dataset's; an image folder's from its images]")]
+Attention = Annotated[str | None, typer.Option(help=choices(names.ATTENTION))]
+Patchify = Annotated[str | None, typer.Option(help=choices(names.PATCHIFY))]
+PosEmbed = Annotated[str | None, typer.Option(help=choices(names.POS_EMBED))]
+Pool = Annotated[str | None, typer.Option(help=choices(names.POOL))]
+Norm = Annotated[str | None, typer.Option(help=choices(names.NORM))]
 Dim = Annotated[int | None, typer.Option(help="token width")]
 Depth = Annotated[int | None, typer.Option(help="transformer blocks")]
 Heads = Annotated[int | None, typer.Option(help="attention heads")]
@@ -136,24 +139,29 @@ def pick(options: dict, keys: tuple[str, ...]) -> dict:
 
 @app.command()
 @cli_errors
-def variants(preset: Annotated[str | None, typer.Option(help="size preset for the parameter count")] = None) -> None:
+def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for the parameter count: "
+                                                             f"{choices(names.PRESETS)} [mnist and cifar10]")] = None
+             ) -> None:
     """List the registered variants, their parts and parameter counts."""
-    from rich.console import Console
-    from rich.table import Table
-
     from vitbench.models import PRESETS, VARIANTS, count_params, create_model, list_variants
 
-    presets = [preset] if preset else list(PRESETS)
-    table = Table(title="vitbench variants")
-    for col in ("variant", "attention", "patchify", "pos_embed", "pool", "norm",
-                *(f"params ({p})" for p in presets), "description"):
-        table.add_column(col)
+    if preset is not None and preset not in PRESETS:
+        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    presets = [preset] if preset else ["mnist", "cifar10"]
+    rows = [("variant", "attention", "patchify", "positions", "pool", "norm", *presets)]
     for name in list_variants():
         v = VARIANTS[name]
-        counts = [f"{count_params(create_model(name, p)):,}" for p in presets]
-        table.add_row(name, *(v.parts[k] for k in ("attention", "patchify", "pos_embed", "pool", "norm")),
-                      *counts, v.description)
-    Console(width=200).print(table)
+        rows.append((name, *(v.parts[k] for k in ("attention", "patchify", "pos_embed", "pool", "norm")),
+                     *(f"{count_params(create_model(name, p)):,}" for p in presets)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    typer.echo("parameters at each preset:")
+    for r in rows:  # plain columns, as wide as their content (~75 characters): any terminal, any file
+        typer.echo("  ".join(c.rjust(w) if i >= 6 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    typer.echo("")
+    for name in list_variants():
+        typer.echo(textwrap.fill(f"{name}: {VARIANTS[name].description}", 79, subsequent_indent="  "))
+    typer.echo(f"\nany part can be swapped:\n  --attention {choices(names.ATTENTION)}\n  --patchify "
+               f"{choices(names.PATCHIFY)}\n  --pos-embed {choices(names.POS_EMBED)}\n  --pool {choices(names.POOL)}")
 
 
 @app.command()
@@ -207,6 +215,11 @@ def run(
     # the recipe's options, then every flag given on the command line (ctx.params: the parsed flags by name)
     values = {**recipe_options(recipe), **{k: v for k, v in ctx.params.items() if v is not None}}
     checkpoint = None
+    if dataset.startswith("imagefolder:") and preset is None and "preset" not in values and not resume:
+        from vitbench.images import folder_preset
+
+        taken, why = folder_preset(dataset)
+        typer.echo(f"note: {dataset}: {why} -> preset {taken}; --preset chooses another")
     if resume:
         changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
         checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
@@ -238,6 +251,9 @@ def run(
     )
     if not quiet:
         typer.echo(wall.summary())
+    from vitbench.mlflow_ui import see_line
+
+    typer.echo(see_line(outcome.tracking_uri, outcome.experiment_id))
 
 
 def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> None:
@@ -257,7 +273,7 @@ def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> 
 @cli_errors
 def bench(
     variants: Annotated[str, typer.Option(help="comma-separated variants, or all")] = "all",
-    preset: Annotated[str, typer.Option(help="size presets, comma-separated: mnist, cifar10")] = "mnist",
+    preset: Annotated[str, typer.Option(help=f"size presets, comma-separated: {', '.join(names.PRESETS)}")] = "mnist",
     batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "64,256,1024",
     image_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated image sizes")] = None,
     patch_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated patch sizes")] = None,
@@ -270,9 +286,11 @@ def bench(
     max_seconds: Annotated[float, typer.Option(help="time bound per cell and mode (the naive parts)")] = 30.0,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
-    peers: Annotated[str | None, typer.Option(help="also measure peer libraries' ViT: timm")] = None,
-    attention: Annotated[str | None, typer.Option(help="attention implementations, comma-separated")] = None,
-    patchify: Annotated[str | None, typer.Option(help="patchify implementations, comma-separated")] = None,
+    peers: Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT: {', '.join(names.PEERS)}")] = None,
+    attention: Annotated[str | None, typer.Option(help=f"attention implementations, comma-separated: "
+                                                     f"{', '.join(names.ATTENTION)}")] = None,
+    patchify: Annotated[str | None, typer.Option(help=f"patchify implementations, comma-separated: "
+                                                    f"{', '.join(names.PATCHIFY)}")] = None,
     pos_embed: PosEmbed = None, pool: Pool = None,
     dim: Dim = None, depth: Depth = None, heads: Heads = None, mlp_dim: MlpDim = None,
     patch_size: PatchSize = None, seed: Annotated[int, typer.Option(help="seed of weights and inputs")] = 0,
@@ -423,6 +441,11 @@ def suite(
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
                      data_dir=data_dir, only=split_list(cells), display=shown, live=live, gpus=resolved, pool=pool)
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
+    from vitbench.mlflow_ui import see_line
+    from vitbench.tracking import get_experiment_id, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    typer.echo(see_line(uri, get_experiment_id(s.name, uri)))
 
 
 @app.command()
@@ -446,7 +469,7 @@ def report(
 @cli_errors
 def inspect(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a training run")],
-    out: Annotated[Path | None, typer.Option(help="output folder [results/inspect/<run id>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder [reports/inspect/<run id>]")] = None,
     images: Annotated[int, typer.Option(help="test images to show attention for")] = 6,
     data_dir: DataDir = None, tracking_uri: TrackingUri = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are")] = Path("checkpoints"),

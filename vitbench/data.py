@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Sampler, Subset
 
+from vitbench import names
 from vitbench.errors import VitbenchError
 
 
@@ -226,7 +227,7 @@ def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return (images_u8.float() / 255.0 - mean) / std  # (B, C, H, W) float32
 
 
-AUGMENTS = ("none", "crop", "crop-flip", "affine")
+AUGMENTS = names.AUGMENTS
 AFFINE_DEGREES, AFFINE_SCALE = 10.0, (0.9, 1.1)  # "affine": rotation, zoom, and the crop's shifts
 
 

@@ -52,6 +52,35 @@ def _roots(path: Path) -> tuple[Path, Path | None, str]:
     return path, None, ""
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def folder_preset(name: str) -> tuple[str, str]:
+    """The preset an image folder's own images call for, and why: grayscale images of up to 32 pixels take the
+    digits' preset (28x28x1), colour ones of up to 64 pixels CIFAR's (32x32x3), larger ones ViT-Ti/16's (224)."""
+    path = Path(name.split(":", 1)[1]).expanduser()
+    train_root, _, _ = _roots(path) if path.is_dir() else (path, None, "")
+    first = next((f for d in sorted(train_root.iterdir()) if d.is_dir() for f in sorted(d.iterdir())
+                  if f.suffix.lower() in IMAGE_SUFFIXES), None) if train_root.is_dir() else None
+    if first is None:
+        return "vit-ti16", "no image found to look at"
+    from PIL import Image
+
+    try:
+        with Image.open(first) as im:
+            (w, h), gray = im.size, im.mode in ("1", "L", "I", "I;16", "F")
+    except Exception:
+        return "vit-ti16", f"{first} could not be read"
+    kind = "grayscale" if gray else "colour"
+    if gray and max(w, h) <= 32:
+        preset = "mnist"
+    elif max(w, h) <= 64:
+        preset = "cifar10"
+    else:
+        preset = "vit-ti16"
+    return preset, f"{w}x{h} {kind} images (e.g. {first.name})"
+
+
 def folder_info(name: str, shape: tuple[int, int, int] | None) -> DatasetInfo:
     path = Path(name.split(":", 1)[1]).expanduser()
     layout = "PATH/<class>/<image> (or PATH/train/<class>/<image> with PATH/val/<class>/<image>)"

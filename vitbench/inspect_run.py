@@ -59,7 +59,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
 
     connect(tracking_uri)
     try:
-        mlflow.get_run(run_id)
+        run = mlflow.get_run(run_id)
     except Exception:
         raise VitbenchError(f"no run {run_id!r} in the tracking store") from None
     ckpt = load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))
@@ -72,7 +72,16 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     if data_dir:
         cfg = replace(cfg, data_dir=data_dir)
     splits = load_data(cfg, dataset_for(cfg.dataset, model_cfg), lambda s: None)
-    return model, cfg, splits
+    return model, cfg, splits, stopped_note(run, ckpt)
+
+
+def stopped_note(run, ckpt: dict) -> str:
+    """'' for a run that trained all its epochs; else what stopped it and when, for every plot's title."""
+    stopped = run.data.tags.get("stopped_by", "") or ("still running" if run.info.status == "RUNNING" else "")
+    if stopped in ("", "epochs"):
+        return ""
+    steps = int(ckpt["position"]["global_step"])
+    return f" -- stopped by {stopped} after {steps:,} steps: not a trained model"
 
 
 @torch.inference_mode()
@@ -122,15 +131,15 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
     from vitbench.data import normalize
     from vitbench.runner import class_names
 
-    model, cfg, splits = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
+    model, cfg, splits, stopped = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
     info, classes = splits.info, class_names(splits.info)
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
-    out = Path(out or Path("results") / "inspect" / run_id)
+    out = Path(out or Path("reports") / "inspect" / run_id)
     out.mkdir(parents=True, exist_ok=True)
     preds = predict(model, splits.eval_images, mean, std)  # a streamed ImageFolder keeps its first images only
     labels = splits.eval_labels[: len(preds)]
-    title = f"{cfg.variant} on {cfg.dataset} (run {run_id[:8]})"
+    title = f"{cfg.variant} on {cfg.dataset} (run {run_id[:8]}){stopped}"
     images = splits.eval_images[:n]
     fig = attention_figure(model, images, normalize(images, mean, std), labels, preds, classes, title)
     files = [plots.confusion_matrix(preds, labels, classes, out / "confusion_matrix.png", f"{title}: confusion matrix"),

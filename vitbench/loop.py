@@ -31,6 +31,7 @@ from vitbench.train import (
     Trainer,
     TrainResult,
     make_loaders,
+    naive_parts,
     save_checkpoint,
 )
 
@@ -262,6 +263,11 @@ class Loop:
             pos["epoch"], pos["batch"] = (epoch + 1, 0) if pos["batch"] >= self.spe else (epoch, pos["batch"])
             return
         t_eval = time.perf_counter()
+        if self.stop is not None or naive_parts(trainer.model_cfg):
+            twin = "; the batched twin of the loop parts computes the same function, far faster" \
+                if naive_parts(trainer.model_cfg) else ""
+            self.log(f"{f'stopped by {self.stop}; ' if self.stop else ''}evaluating on the {self.splits.eval_set} set "
+                     f"({len(self.splits.eval_labels):,} images{twin}) ...")
         with wall.phase("evaluation"):
             val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
         metrics = {
@@ -368,9 +374,13 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
     result.labels = loop.splits.eval_labels
     result.eval_scope = eval_scope(len(loop.splits.eval_labels), len(loop.splits.eval_labels), loop.splits.eval_set)
     x_inf = next(iter(loop.eval_loader.batches()))[0][: cfg.batch_size]
+    # a bounded run's inference timing is bounded in proportion: 5 % of its budget, 1-10 s
+    seconds = 10.0 if cfg.time_budget is None else min(10.0, max(1.0, 0.05 * cfg.time_budget))
+    if naive_parts(loop.trainer.model_cfg) or cfg.time_budget is not None:
+        loop.log(f"timing inference (batch {len(x_inf)}, up to {seconds:g} s) ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with wall.phase("inference timing"):
-            result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf)
+            result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf, max_seconds=seconds)
     trainer.adopt_ema()  # with --ema the model evaluated is the average; the checkpoint keeps both
     result.model = trainer.model

@@ -25,12 +25,41 @@ MEMORY_KIND = {"cuda_max_memory_allocated": "GPU, torch.cuda.max_memory_allocate
                "process_peak_rss": "the process's peak RSS on the CPU, not the model's memory"}
 
 
-def mark_experiment(experiment_id: str, description: str | None = None) -> None:
-    """The experiment is model training (the UI opens on its runs), with ``description`` as its note."""
+# MLflow cannot choose the runs table's columns for a user; it can open a view shared through an experiment tag
+# (mlflow.sharedViewState.KEY, the UI's own "share view" format) at ...#/experiments/ID/runs?viewStateShareKey=KEY.
+VIEW_KEY = "vitbench"
+TRAINING_COLUMNS = ("metrics.`final_val_acc`", "metrics.`train_images_per_sec_mean`", "metrics.`peak_memory_mb`",
+                    "metrics.`param_count`", "metrics.`train_seconds`", "tags.`part.attention`", "tags.`part.patchify`",
+                    "tags.`part.pos_embed`", "tags.`stopped_by`")
+BENCH_COLUMNS = ("metrics.`train_samples_per_sec`", "metrics.`train_step_time`", "metrics.`train_peak_memory_mb`",
+                 "metrics.`infer_samples_per_sec`", "metrics.`train_tflops`", "params.`attention`", "params.`patchify`",
+                 "params.`batch_size`")
+
+
+def shared_view(columns: tuple[str, ...] = TRAINING_COLUMNS) -> str:
+    import json
+
+    return json.dumps({"selectedColumns": list(columns), "orderByKey": columns[0], "orderByAsc": False})
+
+
+def view_url(tracking_uri: str, experiment_id: str) -> str:
+    """Where a person sees the experiment's runs with the comparison's columns: the server's page, or the page
+    of `mlflow ui` on the same store (its default address)."""
+    from vitbench.secrets import mask_secrets
+
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return mask_secrets(f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}")
+
+
+def mark_experiment(experiment_id: str, description: str | None = None,
+                    columns: tuple[str, ...] = TRAINING_COLUMNS) -> None:
+    """The experiment is model training (the UI opens on its runs), with ``description`` as its note and a
+    shared view that shows ``columns`` (view_url)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    tags = {**EXPERIMENT_KIND, **({NOTE: description} if description else {})}
+    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": shared_view(columns),
+            **({NOTE: description} if description else {})}
     with contextlib.suppress(Exception):  # an older server without experiment tags: the runs matter more
         current = client.get_experiment(experiment_id).tags
         for k, v in tags.items():
@@ -115,3 +144,10 @@ def log_datasets(splits: Splits) -> None:
         datasets = [MetaDataset(source, name=f"{info.name}:train", digest=train_digest),
                     MetaDataset(source, name=f"{info.name}:{splits.eval_set}", digest=eval_digest)]
         mlflow.log_inputs(datasets, contexts=["training", "evaluation"], tags_list=[None, None])
+
+
+def see_line(tracking_uri: str, experiment_id: str) -> str:
+    """One line telling where to look: the comparison view, and the command that serves it for a local store."""
+    serve = "" if tracking_uri.startswith(("http://", "https://")) else \
+        f"`mlflow ui --backend-store-uri {tracking_uri}`, then "
+    return f"compare in the MLflow UI: {serve}{view_url(tracking_uri, experiment_id)}"

@@ -166,6 +166,7 @@ def summary_table(t: pd.DataFrame, ttt: dict[str, float]) -> pd.DataFrame:
         "train_img_per_s_std": g["thr"].std(ddof=1).fillna(0.0),
         "infer_img_per_s": g["metrics.infer_images_per_sec"].mean(),
         "peak_memory_mb": g["mem"].mean(),
+        "memory_source": g["tags.peak_memory_source"].first() if "tags.peak_memory_source" in t else "",
         "params": g["metrics.param_count"].mean(),
         "train_seconds": g["metrics.train_seconds"].mean(),
         "time_to_target_s": g["time_to_target"].median(),
@@ -234,7 +235,8 @@ def _fmt_table(table: pd.DataFrame, bounded: bool) -> str:
         t["budget"] = table["budget"]
     t["train images/s"] = [f"{m:,.0f} ± {s:,.0f}" for m, s in zip(table["train_img_per_s"], table["train_img_per_s_std"], strict=True)]
     t["infer images/s"] = table["infer_img_per_s"].map(lambda v: f"{v:,.0f}")
-    t["peak memory (MiB)"] = table["peak_memory_mb"].map(lambda v: f"{v:,.0f}")
+    t["peak memory (MiB)"] = [f"{v:,.0f}" + (" (process RSS, CPU)" if src == "process_peak_rss" else "")
+                              for v, src in zip(table["peak_memory_mb"], table["memory_source"], strict=True)]
     t["parameters"] = table["params"].map(lambda v: f"{v:,.0f}")
     t["train seconds"] = table["train_seconds"].map(lambda v: f"{v:.2f}")
     if not bounded:
@@ -261,9 +263,17 @@ def headline(t: pd.DataFrame, table: pd.DataFrame, experiment: str) -> list[str]
     compared = "; ".join(varied(e) for e in exps)
     n = sorted(set(table["n"]))
     return [f"# {', '.join(exps)} on {values('tags.dataset')}: which way is faster, lighter and as accurate?", "",
-            f"Compared on {values('tags.dataset')} ({values('tags.eval_set')} set), {values('tags.gpu')}, torch "
+            f"Compared on {values('tags.dataset')} ({values('tags.eval_set')} set), {hardware(t)}, torch "
             f"{values('tags.torch_version')}: {compared}; {'/'.join(map(str, n))} repeat(s) per cell, each its own "
             f"seed. **Answer:** {verdicts.answer(t)}", ""]
+
+
+def hardware(t: pd.DataFrame) -> str:
+    """The GPU(s), or for CPU runs the processor ('CPU x86_64'), never 'none'."""
+    gpus = t.get("tags.gpu", pd.Series(dtype=str)).fillna("none").astype(str)
+    cpus = t.get("tags.cpu", pd.Series(dtype=str)).fillna("").astype(str)
+    names = [g if g != "none" else f"CPU {c or '(unknown)'}" for g, c in zip(gpus, cpus, strict=True)]
+    return "/".join(sorted(set(names))) or "?"
 
 
 def findings_section(t: pd.DataFrame) -> list[str]:

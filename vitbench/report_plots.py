@@ -154,10 +154,13 @@ def learning_curves(table: pd.DataFrame, hist: pd.DataFrame, path: Path) -> int:
 def comparison_plots(table: pd.DataFrame, hist: pd.DataFrame, out: Path) -> dict[Path, int]:
     """Every figure of the training comparison: file -> number of panels."""
     made = {out / "accuracy_vs_throughput.png": accuracy_vs_throughput(table, out / "accuracy_vs_throughput.png")}
+    rss = (table.get("memory_source", pd.Series(dtype=str)) == "process_peak_rss").any()
+    memory = ("the process's peak RSS on the CPU (MiB): not the model's memory" if rss
+              else "peak memory during training (MiB)")
     for column, err, unit, better, name in (
             ("train_img_per_s", "train_img_per_s_std", "training images/s", "longer is faster", "train_throughput"),
             ("infer_img_per_s", None, "inference images/s", "longer is faster", "infer_throughput"),
-            ("peak_memory_mb", None, "peak memory during training (MiB)", "shorter is lighter", "peak_memory")):
+            ("peak_memory_mb", None, memory, "shorter is lighter", "peak_memory")):
         made[out / f"{name}.png"] = bars(table, column, err, unit, better, out / f"{name}.png")
     if not hist.empty:
         made[out / "learning_curves.png"] = learning_curves(table, hist, out / "learning_curves.png")

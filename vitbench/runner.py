@@ -23,8 +23,10 @@ from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
-from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpoint
+from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpoint, naive_parts
 
+EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
+             "same function: tests/test_models.py); training and inference timing ran the loops")
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Boot"],
@@ -42,6 +44,10 @@ def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
     """The dataset's description and the preset its model takes: the dataset's own preset unless one is
     given; a synthetic or ImageFolder dataset takes its image shape (synthetic: its classes) from it."""
     info = get_dataset_info(dataset)
+    if preset is None and info.torchvision_class == "ImageFolder":
+        from vitbench.images import folder_preset
+
+        preset = folder_preset(dataset)[0]  # from the images' size and colour
     preset = preset or info.preset
     if preset not in PRESETS:
         raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -91,6 +97,8 @@ def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None 
 class RunOutcome:
     run_id: str
     result: TrainResult
+    experiment_id: str = ""
+    tracking_uri: str = ""
 
 
 def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str | None = None,
@@ -167,13 +175,14 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             box.flush()  # the live metrics queued during training
         box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
                   "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
-                  mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set)})
+                  mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set),
+                  **({"eval_model": EVAL_TWIN} if naive_parts(model_cfg) else {})})
         with wall.phase("plots, artifacts, final metrics"):
             box.metrics(result.final_metrics())
             log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
         t_store = time.perf_counter()
     wall.add("store", time.perf_counter() - t_store)  # the run's end
-    return RunOutcome(run_id, result)
+    return RunOutcome(run_id, result, exp_id, uri)
 
 
 def writable_folder(folder: Path, what: str) -> None:

@@ -92,14 +92,27 @@ def factor(x: float) -> str:
     return f"{x:.2f}x"
 
 
+def needed(c: Comparison) -> str:
+    """How many repeats per cell would separate a difference of the observed size: always more than ran."""
+    n, need = min(c.n_a, c.n_b), c.n_needed
+    if need is None or math.isinf(need):
+        return "no number of repeats would separate identical means"
+    return f"~{max(n + 1, math.ceil(need))} repeats per cell would separate a difference this size"
+
+
 def describe_ratio(c: Comparison, what: str) -> str:
-    """'803x the training throughput (95% CI 790x-815x)'."""
+    """'803x the training throughput (95% CI 790x-815x)', or with 'not distinguishable at n = 3; ~N repeats per
+    cell would ...' where the interval holds 1x."""
     text = f"{factor(c.estimate)} {what}"
+    n = min(c.n_a, c.n_b)
     if c.too_small:
-        return f"{text} (n too small for an interval: n = {min(c.n_a, c.n_b)})"
+        return f"{text} (n too small for an interval: n = {n})"
     if c.low == c.high:
         return f"{text} (the same in every repeat)"
-    return f"{text} (95% CI {factor(c.low)}-{factor(c.high)})"
+    interval = f"95% CI {factor(c.low)}-{factor(c.high)}"
+    if c.significant:
+        return f"{text} ({interval})"
+    return f"{text} ({interval}, not distinguishable at n = {n}; {needed(c)})"
 
 
 def describe_accuracy(c: Comparison) -> str:
@@ -112,7 +125,4 @@ def describe_accuracy(c: Comparison) -> str:
     interval = f"95% CI {100 * c.low:+.2f}...{100 * c.high:+.2f}"
     if c.significant:
         return f"{text} ({interval}, a real difference at n = {n})"
-    need = c.n_needed
-    needed = ("no number of repeats would separate identical means" if need is None or math.isinf(need)
-              else f"~{math.ceil(need)} repeats per cell would separate a difference this size")
-    return f"{text} ({interval}, not distinguishable at n = {n}; {needed})"
+    return f"{text} ({interval}, not distinguishable at n = {n}; {needed(c)})"

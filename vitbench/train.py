@@ -375,15 +375,31 @@ class Trainer:
         with self.ema_weights():
             return self._evaluate(loader, labels, max_seconds)
 
+    def evaluation_twin(self) -> nn.Module:
+        """The model that computes evaluations: the model itself, or for the from-scratch loop parts a batched
+        twin holding the same weights (vectorized attention, unfold patchify: the same function, proven in
+        tests/test_models.py), so that a bounded naive run does not wait minutes in evaluation. Training and
+        the inference timing run the loops themselves."""
+        if not naive_parts(self.model_cfg):
+            return self.model
+        from dataclasses import replace as with_parts
+
+        m = self.model_cfg
+        twin = ViT(with_parts(m, attention="vectorized" if m.attention == "naive" else m.attention,
+                              patchify="unfold" if m.patchify == "loop" else m.patchify)).to(self.device)
+        twin.load_state_dict(self.model.state_dict())
+        return twin
+
     @torch.inference_mode()
     def _evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None) -> tuple[float, float, torch.Tensor]:
-        self.model.eval()
+        model = self.evaluation_twin()
+        model.eval()
         loss_sum = torch.zeros((), device=self.device)
         preds = []
         t0 = time.perf_counter()
         for x, y in loader.batches():
             with self.autocast:
-                logits = self.model(x)
+                logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(-1))
             if max_seconds is not None:

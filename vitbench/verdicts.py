@@ -97,7 +97,12 @@ def sentence(a: pd.DataFrame, b: pd.DataFrame, axis: str = "") -> str:
         parts.append(f"accuracy not compared ({name} ran under a {d['budget'].iloc[0]})")
     else:
         parts.append(stats.describe_accuracy(stats.difference(list(a["acc"]), list(b["acc"]))))
-    parts.append(stats.describe_ratio(stats.ratio(list(a["mem"]), list(b["mem"])), "the peak memory"))
+    sources = set(a.get("tags.peak_memory_source", pd.Series(dtype=str)).dropna()) | \
+        set(b.get("tags.peak_memory_source", pd.Series(dtype=str)).dropna())
+    if "process_peak_rss" in sources:
+        parts.append("peak memory not compared (on the CPU it is the process's peak RSS, not the model's memory)")
+    else:
+        parts.append(stats.describe_ratio(stats.ratio(list(a["mem"]), list(b["mem"])), "the peak memory"))
     return ", ".join(parts)
 
 
@@ -136,7 +141,8 @@ def answer(t: pd.DataFrame) -> str:
 METHOD = ("Method: each cell's repeats differ only in their seed. Throughput and memory compare as ratios of "
           "geometric means, accuracy as a difference of means in points; each with a 95% interval from "
           "Welch's t (on the logs for ratios), which stays honest at n = 3 where a bootstrap over three values "
-          "would not. A difference is called real when its interval excludes none; otherwise the n per cell "
+          "would not. A difference is called real when its interval excludes zero (a ratio: 1x); otherwise the n per "
+          "cell "
           "that would separate a difference of the observed size (5% two-sided, 80% power) is given. Only "
           "runs that differ in the compared axis alone are paired; throughput is compared at equal batch size "
           "and precision; runs bounded by a time or step budget are never compared on accuracy.")

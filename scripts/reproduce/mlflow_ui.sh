@@ -34,6 +34,6 @@ PY
 )
 shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1500,850 \
   --virtual-time-budget=20000 --screenshot="$1" "$2" 2>/dev/null; }
-shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs"
+shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?viewStateShareKey=vitbench"
 shot "$ROOT/docs/mlflow_compare.png" "http://127.0.0.1:$PORT/#/compare-runs?runs=$IDS&experiments=[\"$EXP\"]"
 echo "wrote $ROOT/docs/mlflow_runs.png and $ROOT/docs/mlflow_compare.png from $W/mlflow.db"

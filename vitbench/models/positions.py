@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitbench import names
+
 
 def sinusoidal_1d(tokens: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """(T, D) fixed table of "Attention is all you need": sin on even channels, cos on odd."""
@@ -53,4 +55,4 @@ class PositionEmbedding(nn.Module):
         return x if self.pos is None else x + self.pos.to(x.dtype)
 
 
-POS_EMBED = ("learned", "sinusoidal", "sincos2d", "none")
+POS_EMBED = names.POS_EMBED

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from vitbench import names
 from vitbench.errors import VitbenchError, check_field_types
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
 from vitbench.models.positions import POS_EMBED, PositionEmbedding
 
-POOL = ("cls", "mean")
-NORM = ("pre", "post")
+POOL = names.POOL
+NORM = names.NORM
 
 
 def _choice(field: str, value: str, valid) -> None:
@@ -23,8 +24,8 @@ def _choice(field: str, value: str, valid) -> None:
 
 @dataclass(frozen=True)
 class ViTConfig:
-    attention: str = "sdpa"  # naive | vectorized | torch-mha | sdpa -- same function, other cost
-    patchify: str = "conv"  # conv | loop | unfold -- same function, other cost
+    attention: str = "sdpa"  # vitbench.names.ATTENTION -- same function, other cost
+    patchify: str = "conv"  # vitbench.names.PATCHIFY -- same function, other cost
     pos_embed: str = "learned"  # learned | sinusoidal | sincos2d | none
     pool: str = "cls"  # cls: classify the CLS token; mean: average the patch tokens
     norm: str = "pre"  # pre: LayerNorm before attention/MLP; post: after the residual add
