@@ -14,7 +14,7 @@ name: attention-ui
 description: "sdpa vs vectorized attention on MNIST, 600 steps each on a CPU: what the MLflow UI shows."
 dataset: mnist
 repeats: 1
-train: {epochs: 1, batch_size: 64, max_steps: 600, device: cpu}
+train: {epochs: 1, batch_size: 64, max_steps: 600, device: cpu, loader: gpu}
 grid: {attention: [sdpa, vectorized]}
 YAML
 python -m vitbench suite attention-ui.yaml --data-dir "$DATA" --quiet
@@ -32,7 +32,7 @@ runs = mlflow.search_runs([exp.experiment_id], "tags.kind = 'suite-run'")
 print(exp.experiment_id, json.dumps(list(runs["run_id"])).replace(" ", ""))
 PY
 )
-shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1500,850 \
+shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1900,900 \
   --virtual-time-budget=20000 --screenshot="$1" "$2" 2>/dev/null; }
 shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?viewStateShareKey=vitbench"
 shot "$ROOT/docs/mlflow_compare.png" "http://127.0.0.1:$PORT/#/compare-runs?runs=$IDS&experiments=[\"$EXP\"]"
