@@ -171,3 +171,20 @@ def test_fused_attentions_are_counted_as_their_batched_matmul_twin():
     assert twin.cfg.attention == "vectorized" and not twin.compile and twin.cfg.dim == fused.cfg.dim
     plain = Entry("sdpa", resolve_config("sdpa", "mnist"))
     assert counting_twin(plain) is plain
+
+
+def test_mfu_is_achieved_over_the_device_peak_and_blank_where_unknown(workdir):
+    import torch
+
+    from vitbench.bench import mfu
+    from vitbench.gpus import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4 and peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5 and peak_tflops("NVIDIA H200", "bf16") == 989.4
+    assert peak_tflops("Some Future GPU", "bf16") is None
+    assert mfu(100.0, torch.device("cpu"), "bf16") != mfu(100.0, torch.device("cpu"), "bf16")  # NaN on a CPU
+    out = workdir / "b.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["train_mfu"] == "" and float(row["train_tflops"]) > 0  # blank, not 'nan', for a CPU

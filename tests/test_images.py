@@ -38,9 +38,11 @@ def test_synthetic_data_at_any_preset_is_marked_as_such(workdir):
 def test_vit_presets_match_timm():
     from vitbench.models import count_params, create_model
 
-    # timm's vit_tiny_patch16_224 / vit_small_patch16_224 have 5,717,416 / 22,050,664 parameters
+    # timm's vit_tiny_patch16_224 / vit_small_patch16_224 / vit_base_patch16_224 have 5,717,416 / 22,050,664 /
+    # 86,567,656 parameters
     assert count_params(create_model("sdpa", "vit-ti16")) == 5_717_416
     assert count_params(create_model("sdpa", "vit-s16")) == 22_050_664
+    assert count_params(create_model("sdpa", "vit-b16")) == 86_567_656
 
 
 @pytest.mark.parametrize("loader", ["gpu", "dataloader"])  # decoded into memory, or read per batch

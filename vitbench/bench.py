@@ -242,6 +242,15 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
     return entries
 
 
+def mfu(tflops: float, device: torch.device, precision: str) -> float:
+    """Model FLOP utilisation: achieved TFLOP/s over the device's dense peak at ``precision`` (vitbench.gpus);
+    NaN (a blank cell) for a CPU or a GPU not in the table."""
+    from vitbench.gpus import peak_tflops
+
+    peak = peak_tflops(torch.cuda.get_device_name(device), precision) if device.type == "cuda" else None
+    return tflops / peak if peak else float("nan")
+
+
 def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
               log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None,
               display: Display | None = None) -> list[dict]:
@@ -304,6 +313,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         f"{mode}_peak_memory_mb": cell["peak_memory_mb"],
                         f"{mode}_memory_source": cell["memory_source"],
                         f"{mode}_tflops": flops * cell["batch_size"] / med / 1e12,
+                        f"{mode}_mfu": mfu(flops * cell["batch_size"] / med / 1e12, device, opts.precision),
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
                     })
@@ -332,7 +342,9 @@ def columns(rows: list[dict]) -> list[str]:
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
+    """CSV or JSON; a value not known (the MFU of a device without a known peak) is blank / null."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows]
     if path.suffix == ".json":
         path.write_text(json.dumps(rows, indent=1))
     elif path.suffix == ".csv":
@@ -351,7 +363,7 @@ def rich_table(rows: list[dict], title: str):
 
     t = Table(title=title)
     for col in ("model", "img", "tokens", "batch", "train img/s", "train ms [p10-p90]", "train MiB",
-                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s"):
+                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s", "train MFU"):
         t.add_column(col, justify="left" if col == "model" else "right")
 
     def fmt(r: dict, mode: str) -> list[str]:
@@ -364,7 +376,9 @@ def rich_table(rows: list[dict], title: str):
     for r in rows:
         batch = r.get("train_batch_size", r.get("infer_batch_size"))
         tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
-        t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"), *fmt(r, "infer"), tf)
+        mfu_text = f"{r['train_mfu']:.1%}" if r.get("train_mfu") == r.get("train_mfu") and "train_mfu" in r else "-"
+        t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"),
+                  *fmt(r, "infer"), tf, mfu_text)
     return t
 
 

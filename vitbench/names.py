@@ -11,7 +11,7 @@ POOL = ("cls", "mean")
 NORM = ("pre", "post")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")  # vitbench.data.DATASETS (torchvision's)
 DATASET_FORMS = ("synthetic", "imagefolder:PATH")  # vitbench.images
-PRESETS = ("mnist", "cifar10", "vit-ti16", "vit-s16")  # vitbench.models.registry.PRESETS
+PRESETS = ("mnist", "cifar10", "vit-ti16", "vit-s16", "vit-b16")  # vitbench.models.registry.PRESETS
 PEERS = ("timm",)  # vitbench.bench
 AUGMENTS = ("none", "crop", "crop-flip", "affine")
 

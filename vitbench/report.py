@@ -348,7 +348,8 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
     if bench_df is not None:
         cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec", "train_step_time",
-                            "train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb") if c in bench_df]
+                            "train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb", "train_tflops", "train_mfu")
+                if c in bench_df]
         lines += ["## Bench", "", bench_df[cols].round(2).to_markdown(index=False), ""]
     if note:
         lines += ["## Notes", "", note, ""]

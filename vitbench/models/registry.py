@@ -30,6 +30,9 @@ PRESETS: dict[str, dict] = {
                      mlp_dim=768),
     "vit-s16": dict(image_size=224, in_chans=3, num_classes=1000, patch_size=16, dim=384, depth=12, heads=6,
                     mlp_dim=1536),
+    # timm's vit_base_patch16_224 (ViT-B/16): the size most ViT papers and benchmarks report
+    "vit-b16": dict(image_size=224, in_chans=3, num_classes=1000, patch_size=16, dim=768, depth=12, heads=12,
+                    mlp_dim=3072),
 }
 
 MODEL_FIELDS = tuple(f.name for f in fields(ViTConfig))
