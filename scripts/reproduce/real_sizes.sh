@@ -5,6 +5,8 @@
 # on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each inside 10 minutes:
 #   bash scripts/reproduce/real_sizes.sh vit-s16       # -> $OUT/real_sizes_vit-s16.csv (+ first command's time)
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
+#   bash scripts/reproduce/real_sizes.sh patchify      # -> $OUT/real_sizes_patchify.csv: unfold vs conv, both sizes
+#   bash scripts/reproduce/real_sizes.sh kernels       # where each size's step goes, kernel by kernel
 set -uo pipefail
 OUT=${OUT:-.}
 PRESET=${1:-vit-s16}
@@ -12,6 +14,19 @@ U="sqlite:///$OUT/mlflow.db"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 git rev-parse --short HEAD 2>/dev/null || echo "commit: ${VITBENCH_GIT_COMMIT:-unknown}"
+case "$PRESET" in
+patchify)
+  python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold,conv --preset vit-s16,vit-b16 \
+    --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
+    --out "$OUT/real_sizes_patchify.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"
+  exit ;;
+kernels)
+  for P in vit-b16 vit-s16; do
+    python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset $P --batch-size 256 \
+      --precision bf16 --compile --attention sdpa --replays 50 --top 14 2>&1 | grep -v Warning
+  done
+  exit ;;
+esac
 python3 -m vitbench bench --variants sdpa --attention sdpa,flex --patchify conv --preset "$PRESET" --peers timm \
   --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
   --out "$OUT/real_sizes_$PRESET.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"

@@ -4,6 +4,8 @@ outside the graph), grouped by name. Reproduces results/logs/step_kernels.txt (i
 
     python3 scripts/reproduce/step_kernels.py --recipe mnist-fast --batch-size 512
     python3 scripts/reproduce/step_kernels.py --dataset cifar10 --batch-size 1024  # target 3's cifar10 cell
+    python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset vit-b16 --batch-size 256 \
+        --precision bf16 --compile --attention sdpa   # results/real_sizes.md: where a ViT-B/16 step goes
 """
 
 from __future__ import annotations
@@ -26,14 +28,22 @@ def main() -> None:
     ap.add_argument("--recipe", default="mnist-fast")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--dataset", default="mnist", help="whose preset the model takes (the recipe's options on it)")
+    ap.add_argument("--preset", default=None, help="size preset [the dataset's]")
+    ap.add_argument("--precision", default=None, help="fp32 | bf16 [the recipe's]")
+    ap.add_argument("--compile", action="store_true", help="compile the model inside the graph")
+    ap.add_argument("--attention", default=None, help="attention implementation [the recipe's]")
     ap.add_argument("--replays", type=int, default=300)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
-    opts = recipe_options(args.recipe)
+    opts = recipe_options(None if args.recipe == "none" else args.recipe)
+    opts |= {k: v for k, v in (("precision", args.precision), ("attention", args.attention)) if v is not None}
+    if args.compile:
+        opts["compile"] = True
     cfg = replace(TrainConfig.from_dict(opts), device="cuda")
     if args.batch_size:
         cfg = replace(cfg, batch_size=args.batch_size)
-    model_cfg = model_config_for("sdpa", args.dataset, **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
+    model_cfg = model_config_for("sdpa", args.dataset, args.preset,
+                                 **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
     trainer = Trainer(cfg, model_cfg, steps_per_epoch=100, log=lambda s: None)
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(cfg.batch_size, model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size,
