@@ -456,3 +456,25 @@ def test_a_bounded_naive_run_evaluates_through_its_batched_twin_and_says_so(work
     with torch.inference_mode():  # the loops themselves, on the whole test set
         preds = naive(normalize(splits.eval_images, mean, std)).argmax(-1)
     assert run.data.metrics["final_val_acc"] == pytest.approx((preds == splits.eval_labels).float().mean().item())
+
+
+def test_recipes_ship_in_the_wheel(tmp_path):
+    """`pip install .` (not editable) brings the recipes: the wheel is built, installed into a fresh virtual
+    environment (its dependencies, torch among them, seen from the system's), and lists and loads them there."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+                    str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("vitbench-*.whl")
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True, timeout=120)
+    python = env / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    code = ("import vitbench, vitbench.recipes as r; print(vitbench.__file__); "
+            "print(sorted(r.load_recipes())); print(r.recipe_options('mnist-fast')['batch_size'])")
+    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr
+    where, names, batch = out.stdout.splitlines()[-3:]
+    assert where.startswith(str(env)), where  # the installed copy, not the checkout
+    assert names == "['mnist-10s', 'mnist-fast', 'mnist-strong']" and batch == "512"

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_tiny_mnist
-from vitbench import warm
+from vitbench import warm, warm_server
 
 TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
 
@@ -160,7 +160,7 @@ def socket_folder(monkeypatch) -> Path:
 
 
 def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_folder):
-    server = warm.Server(socket_folder / "a.sock", idle=30)
+    server = warm_server.Server(socket_folder / "a.sock", idle=30)
     answers: list = []
 
     def ask() -> None:
@@ -177,7 +177,7 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
     assert [a[0]["pid"] for a in answers] == [os.getpid()] * 2 and answers[0][0]["busy"] is False
     assert not (socket_folder / "a.sock").exists() and warm.status() == []
 
-    idle = warm.Server(socket_folder / "b.sock", idle=0.2)
+    idle = warm_server.Server(socket_folder / "b.sock", idle=0.2)
     t0 = time.perf_counter()
     idle.serve()
     assert time.perf_counter() - t0 < 5 and not (socket_folder / "b.sock").exists()
@@ -185,7 +185,7 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
 
 def test_a_busy_or_importing_warm_process_sends_the_caller_back_to_run_it_itself(socket_folder, monkeypatch):
     monkeypatch.setattr(warm, "key", lambda: "k")
-    server = warm.Server(socket_folder / "k.sock", idle=30)
+    server = warm_server.Server(socket_folder / "k.sock", idle=30)
     assert warm.forward(["run", "--device", "cpu"], note=print) is None  # still importing
     server.ready = server.busy = True  # a command is running
     assert warm.forward(["run", "--device", "cpu"], note=print) is None

@@ -167,7 +167,7 @@ def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for t
 @app.command()
 @cli_errors
 def recipes() -> None:
-    """List the recipes (experiments/recipes/*.yaml): what each sets, how it was chosen, what it measured."""
+    """List the recipes (vitbench/recipe_files/*.yaml): what each sets, how it was chosen, what it measured."""
     from vitbench.recipes import load_recipes
 
     for r in load_recipes().values():
@@ -195,7 +195,7 @@ def run(
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics: CPU, memory, disk, network; GPU utilisation and memory "
                                                   "with NVIDIA's NVML (pip install 'vitbench[gpu]')")] = False,
-    recipe: Annotated[str | None, typer.Option(help="a named set of options from experiments/recipes/, e.g. "
+    recipe: Annotated[str | None, typer.Option(help="a named set of options from vitbench/recipe_files/, e.g. "
                                                     "mnist-fast (`vitbench recipes` lists them); options given "
                                                     "explicitly win")] = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",

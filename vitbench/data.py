@@ -12,7 +12,6 @@ import gzip
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,23 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, Subset
 
 from vitbench import names
 from vitbench.errors import VitbenchError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    torchvision_class: str
-    preset: str  # model size preset of the registry
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: str  # training augmentation by default: none | crop | crop-flip
-    crop_padding: int  # zero padding of the random crop, pixels per side
-    folder: str  # where torchvision looks, under the data root (an ImageFolder: its path)
-    files: tuple[str, ...]
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images a model sees
-    synthetic: bool = False  # random images with fixed random labels: throughput only
-
+from vitbench.splits import DatasetInfo, Splits, split_indices  # noqa: F401  (re-exported)
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte")
@@ -171,31 +154,6 @@ def _read_tensors(name: str, root: Path, train: bool) -> tuple[torch.Tensor, tor
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch: a function of (seed, epoch) alone, for every loader and variant."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of (train, held-out validation) within the official training set."""
-    if not 0.0 < val_split < 1.0:
-        raise VitbenchError(f"--val-split must be in (0, 1), got {val_split}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
-    n_val = max(1, int(round(n * val_split)))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-@dataclass
-class Splits:
-    """What a run trains and evaluates on; ``eval_set`` is recorded with every run."""
-
-    info: DatasetInfo
-    root: Path
-    train_images: torch.Tensor  # (N, C, H, W) uint8, CPU
-    train_labels: torch.Tensor
-    eval_images: torch.Tensor
-    eval_labels: torch.Tensor
-    eval_set: str  # "test" (official) or "val:<fraction>" (held out of the training set)
-    train_index: torch.Tensor | None = None  # into the torchvision train set (val split), for DataLoader
-    eval_index: torch.Tensor | None = None
-    resident: bool = True  # False: an ImageFolder too large for memory; images are read from disk per batch
 
 
 def seed_picks_split(info: DatasetInfo, val_split: float) -> bool:

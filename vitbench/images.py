@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vitbench.data import DatasetInfo, Splits, split_indices
 from vitbench.errors import VitbenchError
+from vitbench.splits import DatasetInfo, Splits, split_indices
 
 SYNTHETIC_TRAIN, SYNTHETIC_EVAL = 8192, 1024
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

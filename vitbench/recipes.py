@@ -1,9 +1,11 @@
-"""Recipes: named sets of options for `vitbench run --recipe NAME`, one YAML file each in
-experiments/recipes/, with how each was chosen and what it measured. Options given explicitly win."""
+"""Recipes: named sets of options for `vitbench run --recipe NAME`, one YAML file each in the package's
+``recipe_files/`` (installed with it, read through importlib.resources), with how each was chosen and what it
+measured. Options given explicitly win."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
@@ -11,7 +13,7 @@ from vitbench.models.vit import ViTConfig
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "recipes"
+RECIPE_DIR = Path(str(resources.files("vitbench") / "recipe_files"))  # shipped in the wheel (pyproject.toml)
 SETTABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("variant", "dataset")) + tuple(
     f.name for f in fields(ViTConfig))
 

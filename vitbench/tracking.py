@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vitbench import __version__, warm
+from vitbench import __version__, serving
 from vitbench.errors import VitbenchError
 from vitbench.mlflow_ui import EXPERIMENT_KIND, mark_experiment
 from vitbench.outbox import PROCESS_GONE, Outbox, has_pending
@@ -188,7 +188,7 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "all") if cuda else "none",
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": str(torch.get_num_threads()),  # a suite's workers share the host's cores
-        "process": warm.process_tag(),  # a warm process (vitbench.warm) or one of the run's own
+        "process": serving.process_tag(),  # a warm process (vitbench.warm_server) or one of the run's own
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda or "none"),
         "cudnn_version": str(torch.backends.cudnn.version() or "none") if cuda else "none",
@@ -267,6 +267,14 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
 
 
 ENDED: dict[str, str] = {}  # run id -> status, for the runs this process ended
+
+
+def reset() -> None:
+    """Forget what belongs to one command (a warm process runs many): the runs it ended, the checkout's commit
+    (a commit may have been made since), the stores it opened (one may have been removed)."""
+    ENDED.clear()
+    _git_commit.cache_clear()
+    open_store.cache_clear()
 
 
 class Heartbeat:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the choice of experiments/recipes/mnist-fast.yaml and mnist-strong.yaml, on a held-out 10% of
+# Reproduces the choice of vitbench/recipe_files/mnist-fast.yaml and mnist-strong.yaml, on a held-out 10% of
 # the training set (never the test set). GPU: one H100 (nvidia-h100-x1). Log: results/logs/recipes.txt.
 #   bash scripts/reproduce/recipes.sh     # -> $OUT/mlflow.db, $OUT/recipes_strong_dim{96,128}.csv
 # 1) mnist-fast with torch.compile inside the CUDA graph: batch / lr candidates.

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitbench.models.triton_limits import TRITON_MAX_TOKENS
+
 
 class Attention(nn.Module):
     """Parameters and the reference math shared by all implementations.
@@ -192,7 +194,6 @@ def _load_flex() -> None:
     _FLEX.update(cpu=reference, cuda=torch.compile(flex_attention, dynamic=False))
 
 
-MAX_TOKENS = 128  # the fused Triton kernel's one block per head
 
 
 class TritonAttention(Attention):
@@ -200,7 +201,7 @@ class TritonAttention(Attention):
     one program per (sample, head) reads q, k, v from the qkv projection and writes the heads' output in
     place, with no copies around it. Up to 128 tokens; on the CPU it runs in Triton's interpreter (slow)."""
 
-    max_tokens = MAX_TOKENS
+    max_tokens = TRITON_MAX_TOKENS
     attention_dropout = False
     counts_flops = False
 

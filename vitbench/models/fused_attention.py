@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from vitbench.errors import VitbenchError
-from vitbench.models.attention import MAX_TOKENS
+from vitbench.models.triton_limits import TRITON_MAX_TOKENS as MAX_TOKENS
 
 
 @triton.jit
