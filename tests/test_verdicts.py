@@ -125,3 +125,13 @@ def test_an_interval_that_holds_one_says_so_with_more_repeats_than_ran():
     need = int(text.split("~")[1].split()[0])
     assert need > 2
     assert "not distinguishable" not in stats.describe_ratio(stats.ratio([10.0, 10.1], [1.0, 1.01]), "x")
+
+
+def test_a_random_search_is_not_reported_as_an_axis():
+    """Two trials of a sweep differ in pos_embed, pool, depth and dim at once: nothing can be paired."""
+    rows = [{"params.model.pos_embed": p, "params.model.pool": pool, "params.model.dim": d, "thr": 1.0 + i,
+             "acc": 0.9, "mem": 10.0 * (i + 1), "tags.kind": "sweep-trial", "experiment": "sweep"}
+            for i, (p, pool, d) in enumerate((("learned", "cls", "64"), ("sinusoidal", "mean", "96")))]
+    assert verdicts.findings(frame(rows)) == []
+    rows = [{**r, "tags.kind": "suite-run"} for r in rows]  # the same runs as a declared grid: one folded axis
+    assert len(verdicts.findings(frame(rows))) == 1

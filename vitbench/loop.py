@@ -334,12 +334,13 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_
     checkpoint is kept on any other exception.
     """
     device = resolve_device(cfg.device)
-    # Peak memory counts from here: the device-resident dataset, model, optimizer, activations, graphs;
-    # not what an earlier run in this process left.
-    baseline_mb = free_memory(device)
-    reset_peak_memory(device)
     with wall.phase("data to device, model"):
         loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
+        # Peak memory counts from here: model, optimizer, activations, CUDA graphs. Not the device-resident
+        # dataset (a suite's runs share one copy: it was counted in a process's first run only) nor what an
+        # earlier run left, so one cell gives one peak, whichever run of a process it is.
+        baseline_mb = free_memory(device)
+        reset_peak_memory(device)
         trainer = Trainer(cfg, model_cfg, len(train_loader), log)
     result = TrainResult(param_count=count_params(trainer.model))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)

@@ -230,10 +230,12 @@ def sweep_artifacts(runs: pd.DataFrame, out: Path) -> list[Path]:
 def _fmt_table(table: pd.DataFrame, bounded: bool) -> str:
     t = pd.DataFrame(index=table.index)
     t["n"] = table["n"]
-    t["accuracy (mean ± sd)"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["val_acc_mean"], table["val_acc_std"], strict=True)]
+    t["accuracy (mean ± sd)"] = [f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f} (n = 1)"
+                                 for m, s, n in zip(table["val_acc_mean"], table["val_acc_std"], table["n"], strict=True)]
     if bounded:
         t["budget"] = table["budget"]
-    t["train images/s"] = [f"{m:,.0f} ± {s:,.0f}" for m, s in zip(table["train_img_per_s"], table["train_img_per_s_std"], strict=True)]
+    t["train images/s"] = [f"{m:,.0f} ± {s:,.0f}" if n > 1 else f"{m:,.0f}"
+                           for m, s, n in zip(table["train_img_per_s"], table["train_img_per_s_std"], table["n"], strict=True)]
     t["infer images/s"] = table["infer_img_per_s"].map(lambda v: f"{v:,.0f}")
     t["peak memory (MiB)"] = [f"{v:,.0f}" + (" (process RSS, CPU)" if src == "process_peak_rss" else "")
                               for v, src in zip(table["peak_memory_mb"], table["memory_source"], strict=True)]
@@ -280,7 +282,10 @@ def findings_section(t: pd.DataFrame) -> list[str]:
     lines = ["## Findings", ""]
     found = verdicts.findings(t)
     if not found:
-        return lines + ["No axis varies between these runs: nothing to compare.", ""]
+        sweep = "tags.kind" in t and (t["tags.kind"] == "sweep-trial").any()
+        return lines + ["A sweep's trials each differ in several sampled options: they are not compared axis by "
+                        "axis (the sweep's own plots rank them)." if sweep else
+                        "No axis varies between these runs: nothing to compare.", ""]
     for exp in dict.fromkeys(v.experiment for v in found):
         for axis in dict.fromkeys(v.axis for v in found if v.experiment == exp):
             these = [v for v in found if v.experiment == exp and v.axis == axis]

@@ -88,8 +88,10 @@ def accuracy_vs_throughput(table: pd.DataFrame, path: Path) -> int:
             points.append((r["train_img_per_s"], y, _name(r) + (f": {r['val_acc_mean']:.1%} (off the axis)"
                                                                    if below else ""), color))
         ax.xaxis.set_major_formatter(plots.plt.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        bounded = (cells["budget"] != "").any()
         _accuracy_panel(ax, cells["train_img_per_s"], points, (lo, hi), "training images/s", "final accuracy",
-                        f"{exp}: up and to the right is better")
+                        f"{exp}: " + ("hollow points stopped at a budget: their accuracy ranks nothing"
+                                      if bounded else "up and to the right is better"))
     fig.suptitle("Accuracy against training speed, mean ± sd over repeats (hollow: bounded by a budget)")
     plots.save(fig, path)
     return len(exps)

@@ -31,6 +31,7 @@ from vitbench.errors import VitbenchError, check_field_types, write_error
 from vitbench.models import ViT, ViTConfig
 from vitbench.timing import (
     resolve_device,
+    side_stream,
     synchronize,
     time_steps,
 )
@@ -304,7 +305,7 @@ class Trainer:
         t0 = time.perf_counter()
         initial = [t.detach().clone() for t in self._state_tensors()]
         rng = torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
-        stream = torch.cuda.Stream(self.device) if self.use_graph else None
+        stream = side_stream(self.device) if self.use_graph else None
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
             for _ in range(steps):
                 self.step(x, y)
@@ -314,7 +315,7 @@ class Trainer:
             self.graph = torch.cuda.CUDAGraph()
             self.optimizer.zero_grad(set_to_none=True)
             # thread_local: a DataLoader's pin-memory thread may touch CUDA meanwhile; that is not ours
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
                 self.step(self.static_x, self.static_y)
         with torch.no_grad():
             for t, t0_ in zip(self._state_tensors(), initial, strict=True):

@@ -110,6 +110,8 @@ def findings(t: pd.DataFrame) -> list[Verdict]:
     """Every verdict, experiment by experiment (``t``: one row per run, columns thr, acc, mem, bounded,
     budget, experiment and the params)."""
     out: list[Verdict] = []
+    if "tags.kind" in t:  # a sweep's trials differ in several sampled options at once: no axis to pair them on
+        t = t[t["tags.kind"] != "sweep-trial"]
     for exp, runs in t.groupby("experiment", sort=False):
         out += compare_cells(str(exp), runs)
     return out
