@@ -74,7 +74,7 @@ def test_oom_retries_at_smaller_batch():
         seen.append(batch)
         if batch > 6:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "peak_memory_mb": 10.0,
+        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "mean": 0.011, "peak_memory_mb": 10.0,
                 "memory_source": "test"}
 
     cell = measure_cell(_entry(), "train", 16, BenchOptions(device="cpu"), torch.device("cpu"),
@@ -91,12 +91,13 @@ def test_illegal_memory_access_ends_only_that_cell():
         calls.append((mode, batch))
         if batch == 2:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "peak_memory_mb": 10.0,
+        return {"median": 0.01, "p10": 0.009, "p90": 0.012, "n": 3.0, "mean": 0.011, "peak_memory_mb": 10.0,
                 "memory_source": "test"}
 
     rows = run_bench([_entry()], [2, 4], BenchOptions(device="cpu"), log=lambda s: None, measure=fake)
     assert "illegal memory access" in rows[0]["train_error"] and "train_samples_per_sec" not in rows[0]
-    assert rows[1]["train_samples_per_sec"] == pytest.approx(400.0)
+    assert rows[1]["train_samples_per_sec_median"] == pytest.approx(400.0)  # batch / median step
+    assert rows[1]["train_samples_per_sec"] == pytest.approx(4 / 0.011)  # timm's: images / total time
 
 
 def test_max_seconds_bounds_a_cell():
@@ -188,3 +189,27 @@ def test_mfu_is_achieved_over_the_device_peak_and_blank_where_unknown(workdir):
     assert res.exit_code == 0, res.output
     (row,) = list(csv.DictReader(out.open()))
     assert row["train_mfu"] == "" and float(row["train_tflops"]) > 0  # blank, not 'nan', for a CPU
+
+
+def test_no_retry_fails_the_cell_at_its_batch():
+    def fake(entry, model, mode, batch, opts, device):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    cell = measure_cell(_entry(), "train", 16, BenchOptions(device="cpu", retry=False), torch.device("cpu"),
+                        log=lambda s: None, measure=fake)
+    assert (cell["batch_size"], cell["error"]) == (0, "OOM at batch 16 (--no-retry)")
+
+
+def test_timm_names_carry_timm_meanings(workdir):
+    """A CSV that merges with timm's benchmark.py results: param_count in millions, *_img_size, samples/s over the
+    total time of the timed steps; the median step beside it under names of our own."""
+    out = workdir / "b.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "4", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (row,) = list(csv.DictReader(out.open()))
+    assert float(row["param_count"]) == round(int(row["param_count_exact"]) / 1e6, 2)
+    assert row["train_img_size"] == row["infer_img_size"] == "28"
+    for mode in ("train", "infer"):
+        assert float(row[f"{mode}_samples_per_sec"]) == pytest.approx(4 * 1000 / float(row[f"{mode}_step_time"]))
+        assert float(row[f"{mode}_samples_per_sec_median"]) == pytest.approx(
+            4 * 1000 / float(row[f"{mode}_step_time_median"]))

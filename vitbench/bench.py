@@ -60,6 +60,7 @@ class BenchOptions:
     max_seconds: float | None = 30.0  # per cell and mode
     device: str = "auto"
     seed: int = 0
+    retry: bool = True  # on CUDA OOM, retry the cell at a smaller batch (timm's benchmark.py does); off: fail it
 
 
 def decay_batch(batch_size: int) -> int:
@@ -185,6 +186,8 @@ def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device
                     "error": f"{type(e).__name__}: {text[0] if text else ''}"[:300]}
         del model
         free_memory(device)
+        if oom and not opts.retry:
+            return {"batch_size": 0, "requested_batch_size": requested, "error": f"OOM at batch {batch} (--no-retry)"}
         if oom:
             smaller = decay_batch(batch)
             log(f"  {entry.name} {mode}: out of memory at batch {batch}, retrying at {smaller}")
@@ -254,7 +257,9 @@ def mfu(tflops: float, device: torch.device, precision: str) -> float:
 def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
               log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None,
               display: Display | None = None) -> list[dict]:
-    """Rows with timm-compatible keys (``train_samples_per_sec``, ``infer_step_time`` in ms, ...)
+    """Rows with timm's keys in timm's meaning (``train_samples_per_sec``: timed images over the timed steps' total
+    time; ``infer_step_time``: the mean step in ms; ``param_count`` in millions; ``train_img_size``), the median
+    step and its images/s (``*_samples_per_sec_median``, ``*_step_time_median``: the table's figures)
     plus spread, memory and FLOPs columns; one row per (model, shape, batch size)."""
     device = resolve_device(opts.device)
     for m in opts.modes:
@@ -290,9 +295,11 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
             row = {
                 "model": entry.name, "peer": entry.peer or "", "attention": "" if entry.peer else c.attention,
                 "patchify": "" if entry.peer else c.patchify, "pos_embed": c.pos_embed, "pool": c.pool,
-                "img_size": c.image_size, "patch_size": c.patch_size, "tokens": c.num_patches + (c.pool == "cls"),
+                "img_size": c.image_size, **{f"{m}_img_size": c.image_size for m in opts.modes},  # timm's names
+                "patch_size": c.patch_size, "tokens": c.num_patches + (c.pool == "cls"),
                 "dim": c.dim, "depth": c.depth, "heads": c.heads, "mlp_dim": c.mlp_dim,
-                "param_count": params, "precision": opts.precision,
+                "param_count": round(params / 1e6, 2), "param_count_exact": params,  # timm's: millions
+                "precision": opts.precision,
                 "compile": entry.compile, "device": str(device), "gflops_per_image_fwd": fwd / 1e9,
                 "gflops_per_image_train": fwd_bwd / 1e9,
             }
@@ -304,9 +311,12 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                 row[f"{mode}_error"] = cell["error"]
                 if "median" in cell:
                     med = cell["median"]
-                    row.update({
-                        f"{mode}_samples_per_sec": cell["batch_size"] / med,
-                        f"{mode}_step_time": med * 1e3,
+                    row.update({  # timm's meaning under timm's names: timed images over the timed steps' total
+                        # time, the mean step; the median step and its images/s beside them (the table's figures)
+                        f"{mode}_samples_per_sec": cell["batch_size"] / cell["mean"],
+                        f"{mode}_step_time": cell["mean"] * 1e3,
+                        f"{mode}_samples_per_sec_median": cell["batch_size"] / med,
+                        f"{mode}_step_time_median": med * 1e3,
                         f"{mode}_step_time_p10": cell["p10"] * 1e3,
                         f"{mode}_step_time_p90": cell["p90"] * 1e3,
                         f"{mode}_repeats": int(cell["n"]),
@@ -329,7 +339,7 @@ def _progress_line(row: dict, mode: str) -> str:
     if f"{mode}_samples_per_sec" not in row:
         return f"  {row['model']} img {row['img_size']} b{row[f'{mode}_requested_batch_size']} {mode}: {row[f'{mode}_error']}"
     return (f"  {row['model']} img {row['img_size']} ({row['tokens']} tokens) b{row[f'{mode}_batch_size']} {mode}: "
-            f"{row[f'{mode}_samples_per_sec']:,.0f} img/s, {row[f'{mode}_step_time']:.2f} ms "
+            f"{row[f'{mode}_samples_per_sec_median']:,.0f} img/s, {row[f'{mode}_step_time_median']:.2f} ms "
             f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
             f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB")
 
@@ -369,8 +379,8 @@ def rich_table(rows: list[dict], title: str):
     def fmt(r: dict, mode: str) -> list[str]:
         if f"{mode}_samples_per_sec" not in r:
             return [r.get(f"{mode}_error", "") or "-", "", ""]
-        return [f"{r[f'{mode}_samples_per_sec']:,.0f}",
-                f"{r[f'{mode}_step_time']:.2f} [{r[f'{mode}_step_time_p10']:.2f}-{r[f'{mode}_step_time_p90']:.2f}]",
+        return [f"{r[f'{mode}_samples_per_sec_median']:,.0f}",
+                f"{r[f'{mode}_step_time_median']:.2f} [{r[f'{mode}_step_time_p10']:.2f}-{r[f'{mode}_step_time_p90']:.2f}]",
                 f"{r[f'{mode}_peak_memory_mb']:,.0f}"]
 
     for r in rows:
@@ -401,15 +411,17 @@ def cell_name(row: dict) -> str:
 
 
 def bench_note(rows: list[dict], opts: BenchOptions) -> str:
-    fastest = max((r for r in rows if "train_samples_per_sec" in r), key=lambda r: r["train_samples_per_sec"],
-                  default=None)
-    best = (f" Fastest training cell: **{cell_name(fastest)}**, {fastest['train_samples_per_sec']:,.0f} img/s."
+    fastest = max((r for r in rows if "train_samples_per_sec_median" in r),
+                  key=lambda r: r["train_samples_per_sec_median"], default=None)
+    best = (f" Fastest training cell: **{cell_name(fastest)}**, {fastest['train_samples_per_sec_median']:,.0f} img/s "
+            "(batch / median step)."
             if fastest else "")
     return (f"`vitbench bench`: {len(rows)} cells ({', '.join(sorted({r['model'] for r in rows}))}) on "
             f"{rows[0]['device'] if rows else opts.device}, {opts.precision}{', compiled' if opts.compile else ''}, "
             f"{' and '.join(opts.modes)}; {opts.warmup} untimed warm-up steps, then the median (p10-p90) of "
-            f"{opts.repeats} timed steps per cell, images/s = batch / median step.{best} Each cell is a nested run "
-            "with the same metric names (train_samples_per_sec, train_step_time, train_peak_memory_mb, ...): "
+            f"{opts.repeats} timed steps per cell; images/s = batch / median step (`*_samples_per_sec_median`), "
+            f"and as timm's benchmark.py counts it, timed images / total time (`*_samples_per_sec`).{best} Each cell "
+            "is a nested run with the same metric names (train_samples_per_sec_median, train_peak_memory_mb, ...): "
             "select them and Compare; the whole table is the artifact bench_table.json.")
 
 

@@ -284,6 +284,9 @@ def bench(
     warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
     repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
     max_seconds: Annotated[float, typer.Option(help="time bound per cell and mode (the naive parts)")] = 30.0,
+    retry: Annotated[bool, typer.Option("--retry/--no-retry", help="on CUDA out-of-memory, retry the cell at a "
+                                                                   "smaller batch, as timm's benchmark.py does; "
+                                                                   "--no-retry fails the cell")] = True,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
     peers: Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT: {', '.join(names.PEERS)}")] = None,
@@ -324,7 +327,7 @@ def bench(
                for e in plan(names, p, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs,
                              compile=compile)]
     opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
-                        repeats=repeats, max_seconds=max_seconds, device=device, seed=seed)
+                        repeats=repeats, max_seconds=max_seconds, device=device, seed=seed, retry=retry)
     from vitbench.tracking import connect
 
     connect(tracking_uri)  # fail on an unusable store before measuring anything

@@ -31,7 +31,7 @@ VIEW_KEY = "vitbench"
 TRAINING_COLUMNS = ("metrics.`final_val_acc`", "metrics.`train_images_per_sec_mean`", "metrics.`peak_memory_mb`",
                     "metrics.`param_count`", "metrics.`train_seconds`", "tags.`part.attention`", "tags.`part.patchify`",
                     "tags.`part.pos_embed`", "tags.`stopped_by`")
-BENCH_COLUMNS = ("metrics.`train_samples_per_sec`", "metrics.`train_step_time`", "metrics.`train_peak_memory_mb`",
+BENCH_COLUMNS = ("metrics.`train_samples_per_sec_median`", "metrics.`train_step_time_median`", "metrics.`train_peak_memory_mb`",
                  "metrics.`infer_samples_per_sec`", "metrics.`train_tflops`", "params.`attention`", "params.`patchify`",
                  "params.`batch_size`")
 

@@ -194,11 +194,15 @@ def bench_plots(runs: pd.DataFrame, out: Path, title: str) -> tuple[list[Path], 
     if not frames:
         return [], None
     df = pd.concat(frames, ignore_index=True)
+    for mode in ("train", "infer"):  # bench runs from before the median columns: their figures were medians
+        for what in ("samples_per_sec", "step_time"):
+            if f"{mode}_{what}" in df and f"{mode}_{what}_median" not in df:
+                df[f"{mode}_{what}_median"] = df[f"{mode}_{what}"]
     made = []
-    if df["tokens"].nunique() > 1 and "train_step_time" in df:
+    if df["tokens"].nunique() > 1 and "train_step_time_median" in df:
         fig, axes = plots.plt.subplots(1, 2, figsize=(12, 4.5))
-        ok = df.dropna(subset=["train_step_time"])
-        plots.sns.lineplot(data=ok, x="tokens", y="train_step_time", hue="model", marker="o", ax=axes[0])
+        ok = df.dropna(subset=["train_step_time_median"])
+        plots.sns.lineplot(data=ok, x="tokens", y="train_step_time_median", hue="model", marker="o", ax=axes[0])
         plots.sns.lineplot(data=ok, x="tokens", y="train_peak_memory_mb", hue="model", marker="o", ax=axes[1],
                            legend=False)
         axes[0].set(xscale="log", yscale="log", xlabel="tokens per image", ylabel="train step time (ms, median)",
@@ -352,7 +356,7 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
     for p in plots_made + bench_files + sweep_artifacts(runs, out):
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
     if bench_df is not None:
-        cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec", "train_step_time",
+        cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec_median", "train_step_time_median",
                             "train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb", "train_tflops", "train_mfu")
                 if c in bench_df]
         lines += ["## Bench", "", bench_df[cols].round(2).to_markdown(index=False), ""]

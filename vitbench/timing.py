@@ -68,7 +68,7 @@ def quantile(xs: list[float], q: float) -> float:
 
 def summarize(times: list[float]) -> dict[str, float]:
     return {"median": statistics.median(times), "p10": quantile(times, 0.10), "p90": quantile(times, 0.90),
-            "n": float(len(times))}
+            "n": float(len(times)), "mean": statistics.fmean(times)}
 
 
 def free_memory(device: torch.device) -> float:
