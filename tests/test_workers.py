@@ -118,3 +118,14 @@ def test_a_wrong_guess_of_the_gpus_starts_the_workers_again(workdir, tiny_mnist)
     done = runs(workdir)
     assert [r.info.status for r in done] == ["FINISHED"] * 2
     assert {r.data.tags["suite.gpu"] for r in done} <= {"cpu0", "cpu1"}
+
+
+def test_workers_take_the_longest_runs_first():
+    from vitbench.suite import Cell, longest_first
+
+    cells = [Cell("sdpa", {"attention": "sdpa"}), Cell("naive", {"attention": "naive", "time_budget": 20}),
+             Cell("loop", {"patchify": "loop", "time_budget": 30}), Cell("vectorized", {"attention": "vectorized"})]
+    todo = [(c, r) for c in cells for r in range(2)]
+    order = [(c.name, r) for c, r in longest_first(todo)]
+    assert order == [("loop", 0), ("loop", 1), ("naive", 0), ("naive", 1), ("sdpa", 0), ("sdpa", 1),
+                     ("vectorized", 0), ("vectorized", 1)]

@@ -207,6 +207,18 @@ def runs_to_do(suite: Suite, repeats: int, force: bool, only: list[str] | None,
     return todo
 
 
+def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
+    """The runs the workers take, the likely longest first, so that no worker is left with a long run while the
+    others idle at the end: the from-scratch loop parts (each runs its whole time budget, or far longer), by
+    budget, then the others in the suite's order."""
+    def slow(item: tuple[Cell, int]) -> tuple[bool, float]:
+        o = item[0].options
+        naive = o.get("attention") == "naive" or o.get("patchify") == "loop" or o.get("variant") == "naive-msa"
+        return naive, float(o.get("time_budget") or 0.0)
+
+    return sorted(todo, key=slow, reverse=True)  # stable: equal keys keep the suite's order
+
+
 def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_uri: str | None, display: Display,
                    done: Callable[[str, int, str | None, float], None]) -> None:
     """The runs spread over the pool's worker processes, one per GPU (vitbench.workers); Ctrl-C ends each KILLED."""
@@ -215,7 +227,7 @@ def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_ur
     get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
     display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)})")
     try:
-        pool.run(todo, done, display.note)
+        pool.run(longest_first(todo), done, display.note)
     except KeyboardInterrupt:
         busy = pool.interrupt()
         display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "
