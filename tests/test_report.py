@@ -35,7 +35,7 @@ def test_suite_then_report(workdir, tiny_mnist):
     assert res.exit_code == 0, res.output
     report = (workdir / "rep" / "REPORT.md").read_text()
     pngs = sorted((workdir / "rep").glob("*.png"))
-    assert len(pngs) >= 4
+    assert len(pngs) >= 4 and not (workdir / "rep" / "learning_curves.png").exists()  # 2 epochs: two dots, no curve
     for p in pngs:
         assert f"]({p.name})" in report
     assert "## Conditions" in report and "torch" in report
@@ -149,3 +149,15 @@ def test_rollout_rows_are_distributions():
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 1, 28, 28)
     torch.testing.assert_close(attention_maps(a, x)[0], attention_maps(b, x)[0])
+
+
+def test_a_cell_of_one_run_shows_no_spread():
+    from vitbench.report import _fmt_table
+
+    table = pd.DataFrame({"n": [1, 3], "val_acc_mean": [0.9, 0.95], "val_acc_std": [0.0, 0.01],
+                          "train_img_per_s": [100.0, 200.0], "train_img_per_s_std": [0.0, 5.0],
+                          "infer_img_per_s": [1.0, 1.0], "peak_memory_mb": [10.0, 10.0], "memory_source": ["", ""],
+                          "params": [1, 1], "train_seconds": [1.0, 1.0], "time_to_target_s": [1.0, 1.0]},
+                         index=["one", "three"])
+    text = _fmt_table(table, bounded=False)
+    assert "0.9000 (n = 1)" in text and "± 0.0000" not in text and "0.9500 ± 0.0100" in text

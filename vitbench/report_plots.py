@@ -164,6 +164,6 @@ def comparison_plots(table: pd.DataFrame, hist: pd.DataFrame, out: Path) -> dict
             ("infer_img_per_s", None, "inference images/s", "longer is faster", "infer_throughput"),
             ("peak_memory_mb", None, memory, "shorter is lighter", "peak_memory")):
         made[out / f"{name}.png"] = bars(table, column, err, unit, better, out / f"{name}.png")
-    if not hist.empty:
+    if not hist.empty and hist.groupby("run_id")["epoch"].nunique().max() >= 3:  # one or two points make no curve
         made[out / "learning_curves.png"] = learning_curves(table, hist, out / "learning_curves.png")
     return made
