@@ -163,3 +163,16 @@ def start_mlflow_server(backend: str, artifacts: Path, port: int) -> subprocess.
 def stop_server(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
+
+
+# The fast tier for an edit-test loop, `python -m pytest -m "not e2e"` (~3 min on 2 cores); CI runs everything.
+# e2e: the modules whose tests start real servers or processes (mlflow server, PostgreSQL, Chromium, worker
+# processes, data-parallel ranks, warm processes, killed runs) or run whole sweeps and suites.
+E2E_MODULES = {"test_team_server", "test_sweep_postgres", "test_mlflow_ui", "test_distributed", "test_workers",
+               "test_warm", "test_tracking", "test_sweep", "test_reliability"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.split(".")[-1] in E2E_MODULES or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.e2e)

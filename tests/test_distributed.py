@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_run import invoke, runs
+from tests.helpers import invoke, runs
 
 SMALL = ("--device", "cpu", "--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--batch-size", "64",
          "--quiet")

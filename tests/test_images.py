@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
 
-from tests.test_run import TINY, invoke, runs
-
-
-def write_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 20) -> Path:
-    """PNG and JPEG files of assorted sizes, one colour per class (so a model can tell them apart)."""
-    g = torch.Generator().manual_seed(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            w, h = 24 + 8 * (i % 3), 20 + 6 * (i % 4)
-            pixels = torch.randint(0, 60, (h, w, 3), generator=g, dtype=torch.uint8)
-            pixels[..., k] += 180
-            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-    return root
+from tests.helpers import TINY, invoke, runs, write_folder
 
 
 def test_synthetic_data_at_any_preset_is_marked_as_such(workdir):

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port, start_mlflow_server, stop_server
-from tests.test_run import TINY, invoke
+from tests.helpers import TINY, invoke
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SUITE = """name: ui

@@ -288,7 +288,7 @@ def test_every_variant_on_cuda(variant, precision):
 def test_a_new_attention_is_one_class_in_one_file(monkeypatch, workdir, tiny_mnist):
     """What ARCHITECTURE.md promises: a subclass of Attention and one ATTENTION entry, and the registry,
     the configs, the equivalence check and the command line take it."""
-    from tests.test_run import TINY, invoke, runs
+    from tests.helpers import TINY, invoke, runs
     from vitbench.models.attention import Attention
 
     class EinsumAttention(Attention):

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from tests.test_run import TINY, runs
+from tests.helpers import TINY, runs
 from vitbench.cli import app
 from vitbench.errors import VitbenchError
 from vitbench.progress import Display, Every, duration

@@ -14,8 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.test_images import write_folder
-from tests.test_run import TINY, invoke, runs
+from tests.helpers import TINY, invoke, runs, write_folder
 
 
 def one_line_error(res, needle: str) -> str:

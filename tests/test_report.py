@@ -76,6 +76,7 @@ def test_report_averages_only_repeats_of_one_configuration(workdir, tiny_mnist):
     assert summary.loc["sdpa (dim=32)", "n"] == 2 and summary.loc["sdpa (dim=16)", "n"] == 1, summary
 
 
+@pytest.mark.e2e
 def test_report_with_bench_runs_shows_token_scaling(workdir):
     res = invoke("bench", "--variants", "sdpa", "--image-sizes", "28,56", "--batch-sizes", "2", "--depth", "1",
                  "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--repeats", "2", "--warmup", "1")

@@ -8,19 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
 from tests.conftest import REPO, write_tiny_mnist
-from vitbench.cli import app
+from tests.helpers import TINY, invoke, runs
 from vitbench.errors import VitbenchError
 
-TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
 PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
           "train.label_smoothing", "train.precision", "train.seed", "train.loader", "train.max_steps",
           "model.attention", "model.patchify", "model.pos_embed", "model.pool", "model.dim", "model.depth",
@@ -32,14 +28,6 @@ TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.pos_embed
         "torch_version", "cuda_version", "driver_version", "vitbench_version", "git_commit", "command", "eval_set"]
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def runs(experiment: str = "vitbench-mnist", uri: str | None = None):
-    mlflow.set_tracking_uri(uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    exp = mlflow.get_experiment_by_name(experiment)
-    return [] if exp is None else MlflowClient().search_runs([exp.experiment_id])
 
 
 def test_run_on_real_mnist_records_everything(workdir, real_mnist):
@@ -104,6 +92,7 @@ def test_resume_gives_identical_weights(workdir, tiny_mnist):
     assert [m.step for m in MlflowClient().get_metric_history(half, "val_acc")] == [1, 2]
 
 
+@pytest.mark.e2e  # a real process, a real signal
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_run_killed_with_checkpoint(workdir, tiny_mnist, sig):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
@@ -163,6 +152,7 @@ def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, n
     assert not (workdir / "mlflow.db").exists() and not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.e2e
 def test_the_fused_triton_attention_trains_as_sdpa_does(workdir):
     """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): the kernels' forward and
     backward inside real runs; after the same steps from the same seed the weights equal sdpa's. 32 test
@@ -458,6 +448,7 @@ def test_a_bounded_naive_run_evaluates_through_its_batched_twin_and_says_so(work
     assert run.data.metrics["final_val_acc"] == pytest.approx((preds == splits.eval_labels).float().mean().item())
 
 
+@pytest.mark.e2e
 def test_recipes_ship_in_the_wheel(tmp_path):
     """`pip install .` (not editable) brings the recipes: the wheel is built, installed into a fresh virtual
     environment (its dependencies, torch among them, seen from the system's), and lists and loads them there."""

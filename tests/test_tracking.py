@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from tests.conftest import REPO, free_port, start_mlflow_server, stop_server
-from tests.test_run import TINY, runs
+from tests.helpers import TINY, runs
 from vitbench import tracking
 from vitbench.cli import app
 

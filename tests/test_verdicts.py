@@ -75,6 +75,7 @@ def test_bounded_runs_are_never_compared_on_accuracy_and_throughput_needs_equal_
     assert "throughput not compared (batch_size" in v.text
 
 
+@pytest.mark.e2e
 def test_report_separates_bounded_runs_and_states_findings(workdir, tiny_mnist):
     common = ["run", "--epochs", "1", "--batch-size", "64", "--depth", "1", "--dim", "32", "--heads", "2",
               "--mlp-dim", "64", "--device", "cpu", "--experiment", "fair", "--quiet"]
