@@ -304,3 +304,20 @@ def test_a_new_attention_is_one_class_in_one_file(monkeypatch, workdir, tiny_mni
     assert res.exit_code == 0, res.output
     (run,) = runs()
     assert run.data.params["model.attention"] == "einsum" and run.data.tags["part.attention"] == "einsum"
+
+
+def test_a_loop_part_names_its_batched_twin_which_is_a_plain_implementation():
+    """naive attention and the loop patchify are 'eager only' by an attribute, not by their names; evaluations run
+    through the twin they name (the equivalence tests above prove it computes the same function)."""
+    from vitbench.models.attention import ATTENTION
+    from vitbench.models.patchify import PATCHIFY
+    from vitbench.train import naive_parts
+
+    for table in (ATTENTION, PATCHIFY):
+        for name, impl in table.items():
+            if impl.batched_twin is not None:
+                assert impl.batched_twin in table and table[impl.batched_twin].batched_twin is None, name
+    assert {n for n, i in ATTENTION.items() if i.batched_twin} == {"naive"}
+    assert {n for n, i in PATCHIFY.items() if i.batched_twin} == {"loop"}
+    assert naive_parts(ViTConfig(attention="naive")) and naive_parts(ViTConfig(patchify="loop"))
+    assert not naive_parts(ViTConfig(attention="vectorized", patchify="unfold"))

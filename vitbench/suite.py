@@ -211,10 +211,11 @@ def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
     """The runs the workers take, the likely longest first, so that no worker is left with a long run while the
     others idle at the end: the from-scratch loop parts (each runs its whole time budget, or far longer), by
     budget, then the others in the suite's order."""
+    from vitbench.train import naive_parts
+
     def slow(item: tuple[Cell, int]) -> tuple[bool, float]:
-        o = item[0].options
-        naive = o.get("attention") == "naive" or o.get("patchify") == "loop" or o.get("variant") == "naive-msa"
-        return naive, float(o.get("time_budget") or 0.0)
+        cfg, model_cfg = configs(item[0], seed_offset=0)  # checked when the suite was loaded
+        return naive_parts(model_cfg), float(cfg.time_budget or 0.0)
 
     return sorted(todo, key=slow, reverse=True)  # stable: equal keys keep the suite's order
 

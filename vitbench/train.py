@@ -29,6 +29,8 @@ from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.distributed import rank, sum_over_ranks, world_size
 from vitbench.errors import VitbenchError, check_field_types, write_error
 from vitbench.models import ViT, ViTConfig
+from vitbench.models.attention import ATTENTION
+from vitbench.models.patchify import PATCHIFY
 from vitbench.timing import (
     resolve_device,
     side_stream,
@@ -166,9 +168,10 @@ NAIVE_REASON = "off for the naive loop implementations (they stay the eager base
 
 
 def naive_parts(model_cfg: ViTConfig | None) -> bool:
-    """The from-scratch loop implementations: never captured or compiled (compiling would unroll their
-    Python loops over samples and heads), so they stay what they are, the eager baseline."""
-    return model_cfg is not None and (model_cfg.attention == "naive" or model_cfg.patchify == "loop")
+    """The from-scratch loop implementations (those with a ``batched_twin``): never captured or compiled
+    (compiling would unroll their Python loops over samples and heads), so they stay the eager baseline."""
+    return model_cfg is not None and (ATTENTION[model_cfg.attention].batched_twin is not None
+                                      or PATCHIFY[model_cfg.patchify].batched_twin is not None)
 
 
 def compiles(requested: bool, model_cfg: ViTConfig | None) -> bool:
@@ -386,8 +389,8 @@ class Trainer:
         from dataclasses import replace as with_parts
 
         m = self.model_cfg
-        twin = ViT(with_parts(m, attention="vectorized" if m.attention == "naive" else m.attention,
-                              patchify="unfold" if m.patchify == "loop" else m.patchify)).to(self.device)
+        twin = ViT(with_parts(m, attention=ATTENTION[m.attention].batched_twin or m.attention,
+                              patchify=PATCHIFY[m.patchify].batched_twin or m.patchify)).to(self.device)
         twin.load_state_dict(self.model.state_dict())
         return twin
 

@@ -23,12 +23,15 @@ class Attention(nn.Module):
     What an implementation cannot do, checked when a model or a run is set up: ``max_tokens`` (sequence
     length), ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU);
     ``counts_flops``: False where torch's FLOP counter cannot see inside (bench counts the batched-matmul twin).
+    ``batched_twin``: for the from-scratch loops, the implementation of the same function that evaluations run
+    through (and what makes a part "eager only": never compiled or captured, it stays the baseline).
     """
 
     max_tokens: int | None = None
     attention_dropout = True
     cpu_backward = True
     counts_flops = True  # torch.utils.flop_counter sees its matmuls
+    batched_twin: str | None = None
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
@@ -62,6 +65,8 @@ class NaiveAttention(Attention):
 
     Slow on purpose -- it is the baseline every other implementation is measured against.
     """
+
+    batched_twin = "vectorized"  # the loops are the baseline: trained and timed as they are
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
         D, hd = self.proj.in_features, self.head_dim

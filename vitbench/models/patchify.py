@@ -14,6 +14,8 @@ from torch import nn
 
 
 class PatchEmbed(nn.Module):
+    batched_twin: str | None = None  # for the loop: the implementation of the same function evaluations run through
+
     def __init__(self, image_size: int, patch_size: int, in_chans: int, dim: int) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -37,6 +39,8 @@ class ConvPatchEmbed(PatchEmbed):
 
 class LoopPatchEmbed(PatchEmbed):
     """The tutorial way: Python loops cut every patch of every image, then a Linear."""
+
+    batched_twin = "unfold"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, N, D)
         B, C, _, _ = x.shape
