@@ -213,3 +213,19 @@ def test_timm_names_carry_timm_meanings(workdir):
         assert float(row[f"{mode}_samples_per_sec"]) == pytest.approx(4 * 1000 / float(row[f"{mode}_step_time"]))
         assert float(row[f"{mode}_samples_per_sec_median"]) == pytest.approx(
             4 * 1000 / float(row[f"{mode}_step_time_median"]))
+
+
+def test_any_timm_model_is_a_peer(workdir):
+    """--peers timm:NAME builds that model with timm.create_model at the preset's shape; a wrong name is one line."""
+    import timm
+
+    out = workdir / "b.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--peers", "timm:resnet18", "--batch-sizes", "2",
+                                   "--mode", "train", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    rows = {r["model"]: r for r in csv.DictReader(out.open())}
+    expected = sum(p.numel() for p in timm.create_model("resnet18", num_classes=10, in_chans=1).parameters())
+    assert int(rows["timm:resnet18"]["param_count_exact"]) == expected
+    assert float(rows["timm:resnet18"]["train_samples_per_sec"]) > 0
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--peers", "timm:resnet_nope", *TINY])
+    assert res.exit_code == 2 and "timm has no model 'resnet_nope'" in res.stderr, res.output

@@ -73,23 +73,60 @@ def decay_batch(batch_size: int) -> int:
     return base + ((batch_size - base - 1) // step) * step
 
 
+def timm_vit(c: ViTConfig) -> nn.Module:
+    """timm's VisionTransformer at vitbench's dimensions (``--peers timm``)."""
+    VisionTransformer = _timm().models.vision_transformer.VisionTransformer
+    return VisionTransformer(
+        img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,
+        embed_dim=c.dim, depth=c.depth, num_heads=c.heads, mlp_ratio=c.mlp_dim / c.dim, qkv_bias=c.qkv_bias,
+        class_token=c.pool == "cls", global_pool="token" if c.pool == "cls" else "avg",
+    )
+
+
+def timm_named(name: str) -> Callable[[ViTConfig], nn.Module]:
+    """Any model ``timm.create_model`` builds (``--peers timm:resnet50``), at the preset's image size, channels
+    and classes, with random weights: a reference beside the ViTs, ViT or not."""
+    timm = _timm()
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        raise VitbenchError(f"timm has no model {name!r}{'; e.g. ' + ', '.join(close) if close else ''}")
+
+    def build(c: ViTConfig) -> nn.Module:
+        kwargs = dict(pretrained=False, num_classes=c.num_classes, in_chans=c.in_chans)
+        try:
+            return timm.create_model(name, img_size=c.image_size, **kwargs)
+        except TypeError:  # a model without an image size of its own (a CNN)
+            return timm.create_model(name, **kwargs)
+
+    return build
+
+
+def _timm():
+    try:
+        import timm
+        import timm.models.vision_transformer  # noqa: F401
+    except ImportError:
+        raise VitbenchError("--peers timm needs timm: pip install 'vitbench[peers]'") from None
+    return timm
+
+
+PEER_BUILDERS: dict[str, Callable[[ViTConfig], nn.Module]] = {"timm": timm_vit}  # a peer: ViTConfig -> module
+
+
+def peer_builder(peer: str) -> Callable[[ViTConfig], nn.Module]:
+    if peer in PEER_BUILDERS:
+        return PEER_BUILDERS[peer]
+    if peer.startswith("timm:") and peer[5:]:
+        return timm_named(peer[5:])
+    raise VitbenchError(f"unknown peer {peer!r}; valid: {', '.join(PEERS)}, or timm:MODEL (any timm model name)")
+
+
 def build_model(entry: Entry) -> nn.Module:
     if entry.peer is None:
         from vitbench.models import ViT
 
         return ViT(entry.cfg)
-    if entry.peer == "timm":
-        try:
-            from timm.models.vision_transformer import VisionTransformer
-        except ImportError:
-            raise VitbenchError("--peers timm needs timm: pip install 'vitbench[peers]'") from None
-        c = entry.cfg
-        return VisionTransformer(
-            img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,
-            embed_dim=c.dim, depth=c.depth, num_heads=c.heads, mlp_ratio=c.mlp_dim / c.dim, qkv_bias=c.qkv_bias,
-            class_token=c.pool == "cls", global_pool="token" if c.pool == "cls" else "avg",
-        )
-    raise VitbenchError(f"unknown peer {entry.peer!r}; valid: {', '.join(PEERS)}")
+    return peer_builder(entry.peer)(entry.cfg)
 
 
 def counting_twin(entry: Entry) -> Entry:
@@ -210,8 +247,7 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
     if unknown:
         raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")
     for p in peers:
-        if p not in PEERS:
-            raise VitbenchError(f"unknown peer {p!r}; valid: {', '.join(PEERS)}")
+        peer_builder(p)  # an unknown peer or timm model: one line, before anything is measured
     if preset not in PRESETS:
         raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     if image_sizes and patch_sizes:
@@ -236,12 +272,13 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
         for p in peers:
             ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
             ref = replace(ref, attention="sdpa", patchify="conv", pos_embed="learned")
-            entries.append(Entry(f"{p}-vit", ref, peer=p))  # as its users run it: eager
+            name = f"{p}-vit" if p in PEER_BUILDERS else p  # timm's ViT at our dimensions, or a named timm model
+            entries.append(Entry(name, ref, peer=p))  # as its users run it: eager
             if compile:
-                entries.append(Entry(f"{p}-vit+compile", ref, peer=p, compile=True))
+                entries.append(Entry(f"{name}+compile", ref, peer=p, compile=True))
             if with_graph:
                 suffix = "+compile+graph" if compile else "+graph"
-                entries.append(Entry(f"{p}-vit{suffix}", ref, peer=p, peer_graph=True, compile=compile))
+                entries.append(Entry(f"{name}{suffix}", ref, peer=p, peer_graph=True, compile=compile))
     return entries
 
 

@@ -289,7 +289,9 @@ def bench(
                                                                    "--no-retry fails the cell")] = True,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
-    peers: Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT: {', '.join(names.PEERS)}")] = None,
+    peers: Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT at the same dimensions: "
+                                                   f"{', '.join(names.PEERS)}; or timm:MODEL, any model "
+                                                   "timm.create_model builds (e.g. timm:resnet50)")] = None,
     attention: Annotated[str | None, typer.Option(help=f"attention implementations, comma-separated: "
                                                      f"{', '.join(names.ATTENTION)}")] = None,
     patchify: Annotated[str | None, typer.Option(help=f"patchify implementations, comma-separated: "
