@@ -32,8 +32,9 @@ runs = mlflow.search_runs([exp.experiment_id], "tags.kind = 'suite-run'")
 print(exp.experiment_id, json.dumps(list(runs["run_id"])).replace(" ", ""))
 PY
 )
-shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1900,900 \
+shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size="$3" \
   --virtual-time-budget=20000 --screenshot="$1" "$2" 2>/dev/null; }
-shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?viewStateShareKey=vitbench"
-shot "$ROOT/docs/mlflow_compare.png" "http://127.0.0.1:$PORT/#/compare-runs?runs=$IDS&experiments=[\"$EXP\"]"
+shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?viewStateShareKey=vitbench" 1900,700
+# tall: below the plot, the parameters and metrics of the two runs side by side
+shot "$ROOT/docs/mlflow_compare.png" "http://127.0.0.1:$PORT/#/compare-runs?runs=$IDS&experiments=[\"$EXP\"]" 1500,2600
 echo "wrote $ROOT/docs/mlflow_runs.png and $ROOT/docs/mlflow_compare.png from $W/mlflow.db"
