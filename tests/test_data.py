@@ -230,3 +230,12 @@ def test_a_decoded_copy_spares_torchvision_until_the_files_change(workdir, tiny_
     os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
     _, y3 = data.load_tensors("mnist", tiny_mnist, train=True)
     assert len(reads) == 2 and y3[-1] == (y1[-1] + 1) % 10
+
+
+def test_a_dataset_carries_its_class_names_and_format():
+    """What a dataset is lives in its entry (vitbench.data.DATASETS): class names for the plots, the IDX format."""
+    from vitbench.data import DATASETS
+
+    assert DATASETS["cifar10"].class_names[:3] == ["plane", "car", "bird"]
+    assert DATASETS["fashion-mnist"].class_names[0] == "T-shirt" and DATASETS["mnist"].class_names[9] == "9"
+    assert [n for n, d in DATASETS.items() if d.idx_files] == ["mnist", "fashion-mnist"]

@@ -25,12 +25,16 @@ from vitbench.splits import DatasetInfo, Splits, split_indices  # noqa: F401  (r
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte")
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", "mnist", 10, (0.1307,), (0.3081,), "none", 2, "MNIST/raw", _IDX),
+    "mnist": DatasetInfo("mnist", "MNIST", "mnist", 10, (0.1307,), (0.3081,), "none", 2, "MNIST/raw", _IDX,
+                         idx_files=True),
     "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST", "mnist", 10, (0.2860,), (0.3530,), "none", 2,
-                                 "FashionMNIST/raw", _IDX),
+                                 "FashionMNIST/raw", _IDX, idx_files=True,
+                                 classes=("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                          "Sneaker", "Bag", "Boot")),
     "cifar10": DatasetInfo("cifar10", "CIFAR10", "cifar10", 10, (0.4914, 0.4822, 0.4465),
                            (0.2470, 0.2435, 0.2616), "crop-flip", 4, "cifar-10-batches-py",
-                           tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"), (3, 32, 32)),
+                           tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"), (3, 32, 32),
+                           classes=("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
     "cifar100": DatasetInfo("cifar100", "CIFAR100", "cifar10", 100, (0.5071, 0.4865, 0.4409),
                             (0.2673, 0.2564, 0.2762), "crop-flip", 4, "cifar-100-python", ("train", "test", "meta"),
                             (3, 32, 32)),
@@ -86,7 +90,7 @@ def open_dataset(name: str, root: Path, train: bool, transform=None, download: b
     info = get_dataset_info(name)
     folder = root / info.folder
     cls = getattr(torchvision.datasets, info.torchvision_class)
-    if info.preset == "mnist" and folder.is_dir():
+    if info.idx_files and folder.is_dir():
         try:
             _gunzip_idx(folder, info.files)
         except (OSError, EOFError) as e:

@@ -94,7 +94,7 @@ def folder_info(name: str, shape: tuple[int, int, int] | None) -> DatasetInfo:
     shape = tuple(shape or (3, 224, 224))
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if shape[0] == 3 else ((0.5,) * shape[0], (0.25,) * shape[0])
     return DatasetInfo(name, "ImageFolder", "vit-ti16", len(classes), mean, std, "crop-flip",
-                       max(1, shape[1] // 8), str(path), tuple(classes), shape)
+                       max(1, shape[1] // 8), str(path), tuple(classes), shape, classes=tuple(classes))
 
 
 def open_folder(info: DatasetInfo, train: bool, steps: list):

@@ -129,10 +129,9 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
 
     from vitbench import plots
     from vitbench.data import normalize
-    from vitbench.runner import class_names
 
     model, cfg, splits, stopped = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
-    info, classes = splits.info, class_names(splits.info)
+    info, classes = splits.info, splits.info.class_names
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     out = Path(out or Path("reports") / "inspect" / run_id)

@@ -27,19 +27,6 @@ from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpo
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
              "same function: tests/test_models.py); training and inference timing ran the loops")
-CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Boot"],
-    "cifar10": ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
-
-
-def class_names(info: DatasetInfo) -> list[str]:
-    if info.torchvision_class == "ImageFolder":
-        return list(info.files)
-    return CLASS_NAMES.get(info.name, [str(i) for i in range(info.num_classes)])
-
-
 def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
     """The dataset's description and the preset its model takes: the dataset's own preset unless one is
     given; a synthetic or ImageFolder dataset takes its image shape (synthetic: its classes) from it."""
@@ -238,7 +225,7 @@ def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -
 def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path,
                   box: Outbox) -> None:
     title = f"{cfg.variant} on {cfg.dataset}"
-    classes = class_names(splits.info)
+    classes = splits.info.class_names
     folder = ckpt.parent  # kept beside the checkpoint: an offline run's artifacts must outlive this call
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.json"

@@ -27,6 +27,12 @@ class DatasetInfo:
     files: tuple[str, ...]
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images a model sees
     synthetic: bool = False  # random images with fixed random labels: throughput only
+    classes: tuple[str, ...] = ()  # the class names of the plots; () -> "0", "1", ...
+    idx_files: bool = False  # the MNIST family's IDX files, which may also be given gzipped
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes) or [str(i) for i in range(self.num_classes)]
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
