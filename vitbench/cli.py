@@ -218,8 +218,8 @@ def run(
     if dataset.startswith("imagefolder:") and preset is None and "preset" not in values and not resume:
         from vitbench.images import folder_preset
 
-        taken, why = folder_preset(dataset)
-        typer.echo(f"note: {dataset}: {why} -> preset {taken}; --preset chooses another")
+        preset, why = folder_preset(dataset)
+        typer.echo(f"note: {dataset}: {why} -> preset {preset}; --preset chooses another")
     if resume:
         changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
         checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
@@ -446,11 +446,12 @@ def suite(
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
                      data_dir=data_dir, only=split_list(cells), display=shown, live=live, gpus=resolved, pool=pool)
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
-    from vitbench.mlflow_ui import see_line
-    from vitbench.tracking import get_experiment_id, resolve_tracking_uri
+    import mlflow
 
-    uri = resolve_tracking_uri(tracking_uri)
-    typer.echo(see_line(uri, get_experiment_id(s.name, uri)))
+    from vitbench.mlflow_ui import see_line
+    from vitbench.tracking import resolve_tracking_uri
+
+    typer.echo(see_line(resolve_tracking_uri(tracking_uri), mlflow.get_experiment_by_name(s.name).experiment_id))
 
 
 @app.command()

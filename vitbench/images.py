@@ -125,8 +125,12 @@ def read_image(path: str):
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except Exception as e:  # PIL.UnidentifiedImageError, a truncated file, OSError
-        raise VitbenchError(f"imagefolder: cannot read image {path}: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:120] if str(e) else ''}") from None
+        raise unreadable(path, e) from None
+
+
+def unreadable(path: str, e: Exception) -> VitbenchError:
+    return VitbenchError(f"imagefolder: cannot read image {path}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''}")
 
 
 def check_images(paths: list[str], limit: int = 200_000) -> None:
@@ -140,8 +144,7 @@ def check_images(paths: list[str], limit: int = 200_000) -> None:
             with Image.open(path) as im:
                 im.size  # noqa: B018 -- the header was parsed
         except Exception as e:
-            raise VitbenchError(f"imagefolder: cannot read image {path}: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:120] if str(e) else ''}") from None
+            raise unreadable(path, e) from None
 
 
 def decode(ds, index: torch.Tensor | None = None) -> torch.Tensor:

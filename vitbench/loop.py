@@ -263,9 +263,9 @@ class Loop:
             pos["epoch"], pos["batch"] = (epoch + 1, 0) if pos["batch"] >= self.spe else (epoch, pos["batch"])
             return
         t_eval = time.perf_counter()
-        if self.stop is not None or naive_parts(trainer.model_cfg):
-            twin = "; the batched twin of the loop parts computes the same function, far faster" \
-                if naive_parts(trainer.model_cfg) else ""
+        naive = naive_parts(trainer.model_cfg)
+        if self.stop is not None or naive:
+            twin = "; the batched twin of the loop parts computes the same function, far faster" if naive else ""
             self.log(f"{f'stopped by {self.stop}; ' if self.stop else ''}evaluating on the {self.splits.eval_set} set "
                      f"({len(self.splits.eval_labels):,} images{twin}) ...")
         with wall.phase("evaluation"):

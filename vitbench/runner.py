@@ -27,6 +27,8 @@ from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpo
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
              "same function: tests/test_models.py); training and inference timing ran the loops")
+
+
 def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
     """The dataset's description and the preset its model takes: the dataset's own preset unless one is
     given; a synthetic or ImageFolder dataset takes its image shape (synthetic: its classes) from it."""

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -386,10 +386,8 @@ class Trainer:
         the inference timing run the loops themselves."""
         if not naive_parts(self.model_cfg):
             return self.model
-        from dataclasses import replace as with_parts
-
         m = self.model_cfg
-        twin = ViT(with_parts(m, attention=ATTENTION[m.attention].batched_twin or m.attention,
+        twin = ViT(replace(m, attention=ATTENTION[m.attention].batched_twin or m.attention,
                               patchify=PATCHIFY[m.patchify].batched_twin or m.patchify)).to(self.device)
         twin.load_state_dict(self.model.state_dict())
         return twin
@@ -490,14 +488,6 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_checkpoint(state: dict, path: Path) -> None:
     """Atomic, with its checksum: both written beside, then renamed over the old ones. A full disk is one
     line saying so, and no partial file is left."""
@@ -519,24 +509,26 @@ def save_checkpoint(state: dict, path: Path) -> None:
         raise write_error(path, e, "checkpoint") from None
 
 
-def verify_checkpoint(path: Path) -> None:
-    """A checkpoint whose bytes are not the ones written (a bad disk, a cut download) is refused."""
+def verify_checkpoint(path: Path, data: bytes) -> None:
+    """A checkpoint whose bytes (``data``) are not the ones written (a bad disk, a cut download) is refused."""
     sums = checksum_path(Path(path))
     if not sums.exists():
         raise VitbenchError(f"checkpoint {path} has no checksum ({sums.name} is missing): it cannot be trusted")
-    recorded = sums.read_text().split()[0] if sums.read_text().strip() else ""
-    actual = file_sha256(Path(path))
+    recorded = (sums.read_text().split() or [""])[0]
+    actual = hashlib.sha256(data).hexdigest()
     if actual != recorded:
         raise VitbenchError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:12]}..., {sums.name} recorded "
                             f"{recorded[:12] or 'nothing'}...; nothing was loaded")
 
 
 def load_checkpoint(path: Path) -> dict:
+    """The checkpoint, read once: its bytes are checked against the checksum beside it, then loaded."""
     if not Path(path).exists():
         raise VitbenchError(f"no checkpoint at {path}")
-    verify_checkpoint(path)
+    data = Path(path).read_bytes()
+    verify_checkpoint(path, data)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise VitbenchError(f"could not load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
 
