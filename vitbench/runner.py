@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -175,21 +177,17 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
 
 
 def writable_folder(folder: Path, what: str) -> None:
-    """Prove, before any run exists, that files can be written in ``folder``; folders made for the proof
-    are removed again (a command that fails later leaves nothing)."""
+    """Prove, before any run exists, that ``folder`` can be made and written: a uniquely named folder is made and
+    removed in it, or in its nearest existing parent. Nothing else is touched, so commands started together
+    (a suite's workers) do not race over the folder itself."""
     folder = folder.absolute()
-    made = [p for p in (folder, *folder.parents) if not p.exists()]
-    probe = folder / f".vitbench-probe-{os.getpid()}"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        tempfile.TemporaryDirectory(prefix=".vitbench-probe-", dir=existing).cleanup()
     except OSError as e:
         raise write_error(folder, e, what) from None
-    finally:
-        for p in made:  # deepest first
-            with contextlib.suppress(OSError):
-                p.rmdir()
 
 
 def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, device, tags: dict | None) -> dict[str, str]:
@@ -260,9 +258,6 @@ def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str |
     local = Path(checkpoint_dir) / run_id / "last.pt"
     if local.exists():
         return local
-    import shutil
-    import tempfile
-
     import mlflow
 
     connect(tracking_uri)
