@@ -14,7 +14,7 @@ FLOORS = [
     {"cli"},
     {"warm", "suite", "workers", "sweep", "bench", "report", "inspect_run"},  # warm: the caller's side
     {"verdicts", "report_plots", "stats"},
-    {"runner", "recipes"},
+    {"runner", "recipes", "options"},
     {"loop"},
     {"train"},
     {"tracking", "distributed", "data", "timing"},

@@ -155,6 +155,9 @@ def test_one_invocation_covers_several_presets_compiled(workdir):
     (["--image-sizes", "30"], "patch size 7 does not divide image size 30"),
     (["--peers", "keras"], "valid: timm"),
     (["--batch-sizes", "a,b"], "comma-separated integers"),
+    (["--precision", "fp8"], "--precision fp8 needs an NVIDIA GPU with FP8 tensor cores"),
+    (["--precision", "int4"], "valid: fp32, bf16, fp16, fp8"),
+    (["--compile-mode", "fast"], "valid: default, reduce-overhead, max-autotune"),
 ])
 def test_bench_bad_input(workdir, args, needle):
     res = CliRunner().invoke(app, ["bench", *TINY, *args])
@@ -229,3 +232,19 @@ def test_any_timm_model_is_a_peer(workdir):
     assert float(rows["timm:resnet18"]["train_samples_per_sec"]) > 0
     res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--peers", "timm:resnet_nope", *TINY])
     assert res.exit_code == 2 and "timm has no model 'resnet_nope'" in res.stderr, res.output
+
+
+def test_detail_times_forward_backward_and_update_apart(workdir):
+    """timm's --detail columns, in timm's meaning (mean ms) with medians beside; fp16 autocast runs on the CPU too."""
+    out = workdir / "detail.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "4", "--mode", "train", "--detail",
+                                   "--precision", "fp16", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (row,) = list(csv.DictReader(out.open()))
+    phases = [float(row[f"train_{p}_time"]) for p in ("fwd", "bwd", "opt")]
+    assert all(t > 0 for t in phases) and all(float(row[f"train_{p}_time_median"]) > 0 for p in ("fwd", "bwd", "opt"))
+    assert row["precision"] == "fp16" and "fwd / bwd / opt ms" in res.output
+    plain = workdir / "plain.csv"
+    assert CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "4", "--mode", "train",
+                                    "--out", str(plain), *TINY]).exit_code == 0
+    assert "train_fwd_time" not in next(csv.DictReader(plain.open()))  # only when asked

@@ -69,12 +69,12 @@ def test_bad_imagefolder_is_one_line(workdir, make, needle):
 def test_a_suite_process_keeps_each_seeds_own_held_out_split(workdir):
     """A suite's worker keeps loaded data across runs; an ImageFolder without a val folder draws its
     held-out 10 % with the run's seed, so each seed gets its own split, as a run of its own would."""
-    from vitbench.runner import model_config_for
+    from vitbench.options import Options, model_config
     from vitbench.suite import splits_for
     from vitbench.train import TrainConfig
 
     dataset = f"imagefolder:{write_folder(workdir / 'pets')}"
-    model_cfg = model_config_for("sdpa", dataset, "cifar10")
+    model_cfg = model_config(Options(dataset=dataset, preset="cifar10"))
     held_out = [splits_for(TrainConfig(dataset=dataset, seed=s, device="cpu"), model_cfg).eval_index for s in (0, 1)]
     assert not torch.equal(held_out[0], held_out[1])
     again = splits_for(TrainConfig(dataset=dataset, seed=1, device="cpu"), model_cfg)

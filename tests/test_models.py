@@ -43,11 +43,62 @@ def _outputs_and_grads(model, x):
     return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
+PARTS = {"attention": ATTENTION, "patchify": PATCHIFY}
+
+
+def by_function(registry: dict) -> list[list[str]]:
+    """The implementations of a part grouped by the function each computes (its ``computes``)."""
+    groups: dict[str, list[str]] = {}
+    for name, cls in registry.items():
+        groups.setdefault(cls.computes, []).append(name)
+    return list(groups.values())
+
+
+GROUPS = [(part, impls) for part, registry in PARTS.items() for impls in by_function(registry) if len(impls) > 1]
+EACH = [(part, impl) for part, registry in PARTS.items() for impl in registry]
+
+
+@pytest.mark.parametrize("part,impls", GROUPS, ids=[f"{p}:{'='.join(i)}" for p, i in GROUPS])
 @pytest.mark.parametrize("variant", list_variants())
-def test_implementations_compute_the_same_function(variant, part, impls):
-    """One state_dict, every pair of implementations: same outputs and gradients (float64)."""
+def test_implementations_of_one_function_agree(variant, part, impls):
+    """One state_dict, every pair of implementations of the same function: same outputs and gradients (float64)."""
     assert_same_function(variant, part, impls)
+
+
+@pytest.mark.parametrize("part,impl", EACH, ids=[f"{p}:{i}" for p, i in EACH])
+def test_each_implementation_learns(part, impl):
+    """Every implementation on its own: forward, backward, a gradient at every parameter, and an optimizer step
+    that lowers the loss on a fixed batch (on the CPU; what cannot train there, flex, runs forward only)."""
+    torch.manual_seed(0)
+    model = create_model("sdpa", "mnist", depth=1, **{part: impl})
+    x, y = batch("mnist", n=8), torch.arange(8) % 10
+    if part == "attention" and ATTENTION[impl].unavailable(torch.device("cpu")):
+        with torch.no_grad():
+            assert torch.isfinite(model(x)).all()
+        return
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def test_implementations_are_grouped_by_the_function_they_compute(monkeypatch):
+    """A different function (here a cosine-similarity attention) is its own group: never compared with softmax."""
+    from vitbench.models.attention import VectorizedAttention
+
+    class Cosine(VectorizedAttention):
+        computes = "cosine similarity attention"
+
+    monkeypatch.setitem(ATTENTION, "cosine", Cosine)
+    groups = by_function(ATTENTION)
+    assert ["cosine"] in groups and any("sdpa" in g and "naive" in g for g in groups)
 
 
 def assert_same_function(variant: str, part: str, impls: list[str], preset: str = "mnist") -> None:

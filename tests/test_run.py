@@ -142,7 +142,9 @@ def _bad(*args: str, needle: str):
     (["--dataset", "imagenet"], "valid: mnist, fashion-mnist, cifar10, cifar100"),
     (["--patch-size", "5"], "patch size 5 does not divide image size 28"),
     (["--heads", "3"], "dim 64 is not divisible by heads 3"),
-    (["--precision", "fp8"], "valid: fp32, bf16"),
+    (["--precision", "fp4"], "valid: fp32, bf16, fp16, fp8"),
+    (["--precision", "fp8"], "--precision fp8 needs an NVIDIA GPU with FP8 tensor cores"),
+    (["--compile-mode", "turbo"], "valid: default, reduce-overhead, max-autotune"),
     (["--augment", "mixup"], "valid: auto, none, crop, crop-flip"),
     (["--attention", "flex"], "attention 'flex' cannot train on the CPU"),
     (["--attention", "triton", "--patch-size", "2"], "takes up to 128 tokens; this model has 197"),
@@ -242,7 +244,7 @@ def test_variants_command_lists_every_variant():
 def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
     from vitbench.recipes import recipe_options
 
-    assert recipe_options("mnist-fast")["attention"] == "triton"  # overridden below: Triton's interpreter is slow
+    assert recipe_options("mnist-fast").attention == "triton"  # overridden below: Triton's interpreter is slow
     res = invoke("run", "--recipe", "mnist-fast", "--batch-size", "32", "--max-steps", "3", "--epochs", "1",
                  "--precision", "fp32", "--no-compile", "--attention", "vectorized", *TINY)
     assert res.exit_code == 0, res.output
@@ -293,6 +295,51 @@ def test_patch_dropout_trains_and_is_recorded(workdir, tiny_mnist):
     assert res.exit_code != 0 and "patch_drop must be in [0, 1)" in res.output and "Traceback" not in res.output
 
 
+def test_fp16_trains_with_a_gradient_scaler_like_fp32(workdir, tiny_mnist):
+    """fp16 autocast and its gradient scaler run on the CPU too: the step unscales before clipping, so the
+    run learns as the fp32 one does."""
+    for precision in ("fp32", "fp16"):
+        res = invoke("run", "--precision", precision, "--no-compile", "--epochs", "1", "--max-steps", "6",
+                     "--batch-size", "32", *TINY)
+        assert res.exit_code == 0, res.output
+    by = {r.data.params["train.precision"]: r.data.metrics for r in runs()}
+    assert by["fp16"]["train_loss"] == pytest.approx(by["fp32"]["train_loss"], rel=0.02)
+    assert by["fp16"]["val_acc"] == pytest.approx(by["fp32"]["val_acc"], abs=0.05)
+
+
+def test_what_turns_the_whole_step_graph_off_is_said():
+    from types import SimpleNamespace
+
+    from vitbench.models import ViTConfig
+    from vitbench.train import TrainConfig, Trainer
+
+    def reason(**cfg) -> str:
+        return Trainer._graph_reason(SimpleNamespace(cfg=TrainConfig(**cfg), model_cfg=ViTConfig(),
+                                                     device=torch.device("cuda"), world=1))
+
+    assert reason() == "" and reason(precision="bf16") == "" and reason(precision="fp8") == ""
+    assert "gradient scaler" in reason(precision="fp16")
+    assert "captures CUDA graphs of its own" in reason(compile=True, compile_mode="reduce-overhead")
+    assert reason(compile=True, compile_mode="max-autotune-no-cudagraphs") == ""
+
+
+def test_fp8_takes_the_linear_layers_a_model_calls_at_sizes_fp8_matmuls_take():
+    from vitbench.models import create_model
+    from vitbench.train import fp8_layers
+
+    mlp = ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    small = dict(dim=32, heads=2, mlp_dim=64, depth=1)
+    assert fp8_layers(create_model("sdpa", **small)) == ["blocks.0.attn.qkv", "blocks.0.attn.proj", *mlp]  # no head: 10
+    assert fp8_layers(create_model("torch-mha", **small)) == mlp  # nn.MultiheadAttention reads both as tensors
+    assert fp8_layers(create_model("naive-msa", **small)) == ["blocks.0.attn.proj", *mlp]  # qkv cut per head
+    assert fp8_layers(create_model("sdpa", dim=24, heads=2, mlp_dim=64, depth=1)) == []  # 24: not a multiple of 16
+    pytest.importorskip("torchao")
+    from vitbench.train import to_float8
+
+    model = create_model("torch-mha", **small)
+    assert to_float8(model) == 2 and sum(type(m).__name__ == "Float8Linear" for m in model.modules()) == 2
+
+
 def test_compiled_step_trains_like_the_eager_one(workdir, tiny_mnist):
     """The fast path's step function, compiled (on CUDA it is also captured in a graph), runs on the CPU
     and computes what the eager step computes."""
@@ -311,10 +358,10 @@ def test_ema_averages_the_weights_step_by_step_and_evaluation_uses_it():
     """--ema: after every step ema <- decay * ema + (1 - decay) * weights, from the initial weights; warm-up leaves
     it at the initial weights (and without --ema warms up as before: on CUDA every run does); evaluation sees
     the average and gives the model its own weights back."""
-    from vitbench.runner import model_config_for
+    from vitbench.options import Options, model_config
     from vitbench.train import TrainConfig, Trainer
 
-    model_cfg = model_config_for("sdpa", "mnist", dim=16, depth=1, heads=2, mlp_dim=32)
+    model_cfg = model_config(Options(dim=16, depth=1, heads=2, mlp_dim=32))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     Trainer(TrainConfig(device="cpu", batch_size=8), model_cfg, steps_per_epoch=10, log=lambda s: None).warm_up(x, y)
     trainer = Trainer(TrainConfig(device="cpu", batch_size=8, ema=0.9), model_cfg, steps_per_epoch=10,
@@ -377,10 +424,10 @@ def test_every_new_trainer_reuses_the_compiled_step():
     (a suite's ninth run trained 2.2x slower on an H100 before this was fixed)."""
     from torch._dynamo.utils import counters
 
-    from vitbench.runner import model_config_for
+    from vitbench.options import Options, model_config
     from vitbench.train import TrainConfig, Trainer
 
-    model_cfg = model_config_for("sdpa", "mnist", dim=16, depth=1, heads=2, mlp_dim=32)
+    model_cfg = model_config(Options(dim=16, depth=1, heads=2, mlp_dim=32))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     graphs = []
     for seed in range(10):
@@ -399,14 +446,14 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
     from torch._dynamo.utils import counters
 
     from vitbench import train
-    from vitbench.runner import model_config_for
+    from vitbench.options import Options, model_config
 
     monkeypatch.setattr(train, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     graphs = []
     for dim in range(8, 8 + 4 * 10, 4):  # ten distinct models
-        model_cfg = model_config_for("sdpa", "mnist", dim=dim, depth=1, heads=2, mlp_dim=16)
+        model_cfg = model_config(Options(dim=dim, depth=1, heads=2, mlp_dim=16))
         cfg = train.TrainConfig(compile=True, device="cpu", batch_size=4)
         train.Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None).step(x, y)
         graphs.append(counters["stats"]["unique_graphs"])
@@ -462,7 +509,7 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
                    capture_output=True, timeout=300)
     code = ("import vitbench, vitbench.recipes as r; print(vitbench.__file__); "
-            "print(sorted(r.load_recipes())); print(r.recipe_options('mnist-fast')['batch_size'])")
+            "print(sorted(r.load_recipes())); print(r.recipe_options('mnist-fast').batch_size)")
     out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr

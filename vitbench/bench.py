@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-from vitbench.train import TrainConfig, Trainer, compiles
+from vitbench.train import AMP_DTYPES, TrainConfig, Trainer, compiles, precision_unavailable, to_float8
 
 MODES = ("train", "infer")
 PEERS = names.PEERS
@@ -54,6 +55,7 @@ class BenchOptions:
     modes: tuple[str, ...] = MODES
     precision: str = "fp32"
     compile: bool = False  # recorded with the run; each Entry says whether it is compiled
+    compile_mode: str = "default"  # torch.compile's mode
     cuda_graph: bool | None = None  # vitbench variants' training step; None: where it applies
     warmup: int = 5
     repeats: int = 20
@@ -61,6 +63,12 @@ class BenchOptions:
     device: str = "auto"
     seed: int = 0
     retry: bool = True  # on CUDA OOM, retry the cell at a smaller batch (timm's benchmark.py does); off: fail it
+    detail: bool = False  # train: also time forward, backward and the optimizer's update apart (timm's --detail)
+
+    @property
+    def graphs(self) -> bool:
+        """Whether the whole-step CUDA graph applies here, so peers get a row stepped through it too."""
+        return resolve_device(self.device).type == "cuda" and self.cuda_graph is not False
 
 
 def decay_batch(batch_size: int) -> int:
@@ -165,9 +173,9 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     extra = {}
     if mode == "train":
         tcfg = TrainConfig(variant=entry.name, batch_size=batch, precision=opts.precision, compile=entry.compile,
+                           compile_mode=opts.compile_mode,
                            cuda_graph=opts.cuda_graph if entry.peer is None or entry.peer_graph else False,
-                           device=str(device),
-                           seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
+                           device=str(device), seed=opts.seed, warmup_epochs=0, grad_clip=1.0)
         trainer = Trainer(tcfg, None if entry.peer else c, steps_per_epoch=10**6, log=lambda s: None, model=model)
         t0 = time.perf_counter()
         if trainer.use_graph or trainer.use_compile:  # capture / compile, untimed; eager cells warm up in time_steps
@@ -175,14 +183,22 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
         extra["warmup_seconds"] = time.perf_counter() - t0
         extra["cuda_graph"] = trainer.graph is not None
         extra["compiled"] = trainer.use_compile
+        if opts.detail:
+            extra["phases"] = timed_phases(trainer, x, y, opts)
 
         def fn() -> None:
             trainer.run_step(x, y)
     else:
         compiled = compiles(entry.compile, None if entry.peer else c)
-        run_model = torch.compile(model) if compiled else model
+        if opts.precision == "fp8":
+            if why := precision_unavailable("fp8", device):
+                raise VitbenchError(why)
+            to_float8(model)
+        run_model = torch.compile(model, mode=None if opts.compile_mode == "default" else opts.compile_mode) \
+            if compiled else model
         model.eval()
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
+        amp = AMP_DTYPES[opts.precision]
+        autocast = torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
 
         @torch.inference_mode()
         def fn() -> None:
@@ -195,6 +211,13 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     mem, source = peak_memory_mb(device)
     model.train()
     return {**summarize(times), "peak_memory_mb": mem, "memory_source": source, **extra}
+
+
+def timed_phases(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, opts: BenchOptions) -> list[tuple]:
+    """(forward, backward, update) seconds of ``opts.repeats`` uncaptured steps after ``opts.warmup`` untimed ones."""
+    for _ in range(opts.warmup):
+        trainer.step_phases(x, y)
+    return [trainer.step_phases(x, y) for _ in range(opts.repeats)]
 
 
 def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device: torch.device,
@@ -302,8 +325,12 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
     for m in opts.modes:
         if m not in MODES:
             raise VitbenchError(f"unknown mode {m!r}; valid: train, infer, both")
-    if opts.precision not in ("fp32", "bf16"):
-        raise VitbenchError(f"unknown precision {opts.precision!r}; valid: fp32, bf16")
+    if opts.precision not in names.PRECISIONS:
+        raise VitbenchError(f"unknown precision {opts.precision!r}; valid: {', '.join(names.PRECISIONS)}")
+    if opts.compile_mode not in names.COMPILE_MODES:
+        raise VitbenchError(f"unknown compile mode {opts.compile_mode!r}; valid: {', '.join(names.COMPILE_MODES)}")
+    if why := precision_unavailable(opts.precision, device):
+        raise VitbenchError(why)
     if any(b < 1 for b in batch_sizes):
         raise VitbenchError(f"batch sizes must be >= 1, got {batch_sizes}")
     display = display or Display("off", log=log)
@@ -363,6 +390,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         f"{mode}_mfu": mfu(flops * cell["batch_size"] / med / 1e12, device, opts.precision),
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
+                        **phase_columns(mode, cell.get("phases")),
                     })
                 display.note(_progress_line(row, mode))
                 cells += 1
@@ -370,6 +398,18 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                 task.update(cells, fields={"": f"{entry.name} b{batch} {mode}", "ETA": duration(left)})
             rows.append(row)
     return rows
+
+
+def phase_columns(mode: str, phases: list[tuple] | None) -> dict:
+    """timm's --detail columns: ``train_fwd_time``, ``train_bwd_time``, ``train_opt_time`` (mean ms), medians beside."""
+    if not phases:
+        return {}
+    out = {}
+    for i, name in enumerate(("fwd", "bwd", "opt")):
+        times = [p[i] * 1e3 for p in phases]
+        out[f"{mode}_{name}_time"] = statistics.fmean(times)
+        out[f"{mode}_{name}_time_median"] = statistics.median(times)
+    return out
 
 
 def _progress_line(row: dict, mode: str) -> str:
@@ -404,13 +444,18 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def rich_table(rows: list[dict], title: str):
+def rich_table(rows: list[dict], opts: BenchOptions):
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title)
+    where = rows[0]["device"] if rows else opts.device
+    mode = "" if opts.compile_mode == "default" else f" {opts.compile_mode}"
+    compiled = f", compile{mode}" if opts.compile else ""
+    t = Table(title=f"vitbench bench ({opts.precision}, {where}{compiled}); img/s = batch / median step")
+    detail = any("train_fwd_time" in r for r in rows)
     for col in ("model", "img", "tokens", "batch", "train img/s", "train ms [p10-p90]", "train MiB",
-                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s", "train MFU"):
+                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s", "train MFU",
+                *(("fwd / bwd / opt ms",) if detail else ())):
         t.add_column(col, justify="left" if col == "model" else "right")
 
     def fmt(r: dict, mode: str) -> list[str]:
@@ -424,8 +469,10 @@ def rich_table(rows: list[dict], title: str):
         batch = r.get("train_batch_size", r.get("infer_batch_size"))
         tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
         mfu_text = f"{r['train_mfu']:.1%}" if r.get("train_mfu") == r.get("train_mfu") and "train_mfu" in r else "-"
+        phases = (" / ".join(f"{r[f'train_{p}_time_median']:.2f}" for p in ("fwd", "bwd", "opt"))
+                  if "train_fwd_time" in r else "-")
         t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"),
-                  *fmt(r, "infer"), tf, mfu_text)
+                  *fmt(r, "infer"), tf, mfu_text, *((phases,) if detail else ()))
     return t
 
 

@@ -10,8 +10,9 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
+from inspect import Parameter, signature
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +20,9 @@ from vitbench import names, wall, warm
 from vitbench.errors import Interrupted, VitbenchError
 from vitbench.names import choices
 from vitbench.secrets import guard_streams
+
+if TYPE_CHECKING:
+    from vitbench.options import Options
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -60,6 +64,14 @@ def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def int_list(value: str | None) -> list[int]:
+    """``"64,256"`` -> [64, 256]; anything else a one-line error."""
+    try:
+        return [int(v) for v in split_list(value) or []]
+    except ValueError:
+        raise VitbenchError(f"sizes must be comma-separated integers, got {value!r}") from None
+
+
 # Options shared by run / sweep / suite. None everywhere: unset options fall through to the defaults
 # of TrainConfig and of the variant's preset.
 Variant = Annotated[str, typer.Option("--variant", "-v", help="variant name (see `vitbench variants`)")]
@@ -78,8 +90,13 @@ Augment = Annotated[str | None, typer.Option(help=f"training augmentation: {choi
                                                    "[crop-flip for CIFAR, none for the digits]")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
 Scheduler = Annotated[str | None, typer.Option(help="cosine | step | constant [cosine]")]
-Precision = Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast) [fp32]")]
+Precision = Annotated[str | None, typer.Option(help=f"{choices(names.PRECISIONS)}: bf16 / fp16 autocast (fp16 with a "
+                                                   "gradient scaler); fp8: Linear layers through torchao's float8 "
+                                                   "training, on GPUs with FP8 tensor cores [fp32]")]
 Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model")]
+CompileMode = Annotated[str | None, typer.Option(help=f"torch.compile's mode: {choices(names.COMPILE_MODES)} "
+                                                     "(the two that capture CUDA graphs of their own turn vitbench's "
+                                                     "whole-step graph off) [default]")]
 CudaGraph = Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph",
                                                    help="capture the whole training step in a CUDA graph "
                                                         "[on where it applies: CUDA, not the naive parts]")]
@@ -122,19 +139,53 @@ def display(quiet: bool, interval: float):
         raise VitbenchError(f"--progress-interval must be positive, got {interval:g}")
     return Display("off" if quiet else "auto", interval, log=typer.echo)
 
-# The flags of run and sweep that set a config field, by the field's name: --batch-size sets
-# TrainConfig.batch_size, --patch-size ViTConfig.patch_size. tests/test_cli.py checks that every flag of
-# `run` is one of these or a command option, and that each field exists with the flag's type.
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "ema", "augment",
-              "optimizer", "scheduler", "precision", "compile", "cuda_graph", "seed", "device", "loader", "val_split",
-              "max_steps", "time_budget", "num_workers", "data_dir")
-MODEL_KEYS = ("attention", "patchify", "pos_embed", "pool", "norm", "dim", "depth", "heads", "mlp_dim",
-              "patch_size", "dropout", "patch_drop")
+def shared_options(
+    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
+    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
+    augment: Augment = None, optimizer: Optimizer = None,
+    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
+    compile_mode: CompileMode = None, cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
+    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
+    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
+    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
+    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
+    patch_drop: PatchDrop = None,
+) -> Options:
+    """The flags `run` and `sweep` share, each passed to Options by its own keyword (vitbench/options.py turns them
+    into TrainConfig and ViTConfig)."""
+    from vitbench.options import Options
+
+    return Options(
+        variant=variant, dataset=dataset, preset=preset, data_dir=data_dir, epochs=epochs, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, ema=ema,
+        augment=augment, optimizer=optimizer, scheduler=scheduler, precision=precision, compile=compile,
+        compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, device=device, loader=loader, val_split=val_split, max_steps=max_steps,
+        time_budget=time_budget, num_workers=num_workers, attention=attention, patchify=patchify,
+        pos_embed=pos_embed, pool=pool, norm=norm, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
+        patch_size=patch_size, dropout=dropout, patch_drop=patch_drop)
 
 
-def pick(options: dict, keys: tuple[str, ...]) -> dict:
-    """The options among ``keys`` that were given (not None): the config fields of the same names."""
-    return {k: options[k] for k in keys if options.get(k) is not None}
+def flags(command) -> list[Parameter]:
+    """A command's parameters but ``options``, their annotations evaluated (what Typer makes flags of)."""
+    return [p.replace(annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation)
+            for p in signature(command).parameters.values() if p.name != "options"]
+
+
+def with_options(command):
+    """Gives ``command`` the flags of ``shared_options`` -- Typer reads the combined signature -- and calls it with
+    ``options``, the Options they make."""
+    own, shared = flags(command), flags(shared_options)
+    params = [*shared, *own]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        options = shared_options(**{p.name: kwargs.pop(p.name) for p in shared})
+        return command(options=options, **kwargs)
+
+    wrapper.__signature__ = signature(command).replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 @app.command()
@@ -178,18 +229,9 @@ def recipes() -> None:
 
 @app.command()
 @cli_errors
+@with_options
 def run(
-    ctx: typer.Context, variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
-    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
-    augment: Augment = None, optimizer: Optimizer = None,
-    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
-    cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
-    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
-    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
-    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
-    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
-    patch_drop: PatchDrop = None, tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    options: Options, tracking_uri: TrackingUri = None, experiment: Experiment = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
     resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
@@ -207,40 +249,51 @@ def run(
     from vitbench import distributed
     from vitbench.progress import Every
     from vitbench.recipes import recipe_options
-    from vitbench.runner import find_checkpoint, model_config_for, resume_configs, run_experiment
-    from vitbench.train import TrainConfig, load_checkpoint
+    from vitbench.runner import Tracking, run_experiment
 
     wall.mark("imports")
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    # the recipe's options, then every flag given on the command line (ctx.params: the parsed flags by name)
-    values = {**recipe_options(recipe), **{k: v for k, v in ctx.params.items() if v is not None}}
-    checkpoint = None
-    if dataset.startswith("imagefolder:") and preset is None and "preset" not in values and not resume:
-        from vitbench.images import folder_preset
-
-        preset, why = folder_preset(dataset)
-        typer.echo(f"note: {dataset}: {why} -> preset {preset}; --preset chooses another")
-    if resume:
-        changes = {k: values.get(k) for k in ("epochs", "device", "max_steps", "time_budget", "data_dir")}
-        checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
-        cfg, model_cfg = resume_configs(checkpoint, **changes)
-    else:
-        cfg = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
-        model_cfg = model_config_for(variant, dataset, preset, **pick(values, MODEL_KEYS))
+    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(options), resume, checkpoint_dir,
+                                             tracking_uri)
     if gpus > 1 and not distributed.in_rank():
         launch(gpus, cfg, tracking_uri, experiment)
     if distributed.in_rank():
         cfg = replace(cfg, device=str(distributed.init(cfg.device)))
         shown = shown if distributed.lead() else display(True, progress_interval)
-    outcome = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
-                             resume_run_id=resume, resume_checkpoint=checkpoint,
-                             checkpoint_dir=checkpoint_dir, system_metrics=system_metrics,
-                             on_start=lambda rid: typer.echo(f"mlflow run {rid}"),
-                             tags={"recipe": recipe} if recipe else None, display=shown, live=live)
+    tracking = Tracking(tracking_uri, experiment, run_name, tags={"recipe": recipe} if recipe else None,
+                        system_metrics=system_metrics, on_start=lambda rid: typer.echo(f"mlflow run {rid}"))
+    outcome = run_experiment(cfg, model_cfg, tracking, resume_run_id=resume, resume_checkpoint=checkpoint,
+                             checkpoint_dir=checkpoint_dir, display=shown, live=live)
     speaks = distributed.lead()
     distributed.close()
-    if not speaks:
-        return
+    if speaks:
+        say_done(outcome, cfg, quiet)
+
+
+def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: str | None) -> tuple:
+    """`run`'s configs and the checkpoint it continues: a resumed run's own configs with what a resume may
+    change, else the options' (an image folder's preset taken from its images, and said)."""
+    from vitbench.options import configs, resumed
+
+    if resume:
+        from vitbench.runner import find_checkpoint
+        from vitbench.train import load_checkpoint
+
+        checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
+        return (*resumed(checkpoint, opts), checkpoint)
+    if opts.dataset.startswith("imagefolder:") and opts.preset is None:
+        from vitbench.images import folder_preset
+
+        preset, why = folder_preset(opts.dataset)
+        typer.echo(f"note: {opts.dataset}: {why} -> preset {preset}; --preset chooses another")
+        opts = replace(opts, preset=preset)
+    return (*configs(opts), None)
+
+
+def say_done(outcome, cfg, quiet: bool) -> None:
+    """What a run reached, where its wall time went, and where to see it in the MLflow UI."""
+    from vitbench.mlflow_ui import see_line
+
     r = outcome.result
     typer.echo(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
@@ -251,15 +304,13 @@ def run(
     )
     if not quiet:
         typer.echo(wall.summary())
-    from vitbench.mlflow_ui import see_line
-
     typer.echo(see_line(outcome.tracking_uri, outcome.experiment_id))
 
 
 def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> None:
     """`run --gpus N`: check, prepare the tracking store once, then run this same command as N ranks."""
     from vitbench import distributed
-    from vitbench.runner import default_experiment
+    from vitbench.options import default_experiment
     from vitbench.tracking import connect, get_experiment_id
 
     distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader)
@@ -278,8 +329,12 @@ def bench(
     image_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated image sizes")] = None,
     patch_sizes: Annotated[str | None, typer.Option(help="token scaling: comma-separated patch sizes")] = None,
     mode: Annotated[str, typer.Option(help="train | infer | both")] = "both",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    precision: Annotated[str, typer.Option(help=f"{choices(names.PRECISIONS)} (see run --help)")] = "fp32",
     compile: Annotated[bool, typer.Option(help="torch.compile the variants; peers get a compiled row too")] = False,
+    compile_mode: Annotated[str, typer.Option(help=f"torch.compile's mode: {choices(names.COMPILE_MODES)}")] = "default",
+    detail: Annotated[bool, typer.Option(help="also time the training step's forward, backward and optimizer "
+                                              "update apart, uncaptured, a sync after each (timm's --detail): "
+                                              "train_fwd_time, train_bwd_time, train_opt_time")] = False,
     cuda_graph: CudaGraph = None,
     warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
     repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
@@ -308,50 +363,41 @@ def bench(
 
     from vitbench.bench import BenchOptions, log_to_mlflow, plan, rich_table, run_bench, write_rows
     from vitbench.models import list_variants
+    from vitbench.tracking import connect
 
     names = list_variants() if variants == "all" else split_list(variants) or []
-    modes = ("train", "infer") if mode == "both" else (mode,)
-    try:
-        sizes = [int(s) for s in split_list(image_sizes) or []] or None
-        patches = [int(s) for s in split_list(patch_sizes) or []] or None
-        batches = [int(b) for b in split_list(batch_sizes) or []]
-    except ValueError as e:
-        raise VitbenchError(f"sizes must be comma-separated integers: {e}") from None
     if out is not None and out.suffix not in (".csv", ".json"):
         raise VitbenchError(f"--out must end in .csv or .json, got {out}")
     overrides = dict(attention=split_list(attention), patchify=split_list(patchify), pos_embed=pos_embed, pool=pool,
-                     dim=dim, depth=depth,
-                     heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
-    from vitbench.timing import resolve_device
-
-    graphs = resolve_device(device).type == "cuda" and cuda_graph is not False
+                     dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
+    opts = BenchOptions(modes=("train", "infer") if mode == "both" else (mode,), precision=precision, compile=compile,
+                        compile_mode=compile_mode, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
+                        max_seconds=max_seconds, device=device, seed=seed, retry=retry, detail=detail)
     entries = [e for p in split_list(preset) or ["mnist"]
-               for e in plan(names, p, split_list(peers) or [], sizes, patches, overrides, with_graph=graphs,
-                             compile=compile)]
-    opts = BenchOptions(modes=modes, precision=precision, compile=compile, cuda_graph=cuda_graph, warmup=warmup,
-                        repeats=repeats, max_seconds=max_seconds, device=device, seed=seed, retry=retry)
-    from vitbench.tracking import connect
+               for e in plan(names, p, split_list(peers) or [], int_list(image_sizes) or None,
+                             int_list(patch_sizes) or None, overrides, with_graph=opts.graphs, compile=compile)]
 
     connect(tracking_uri)  # fail on an unusable store before measuring anything
-    rows = run_bench(entries, batches, opts, log=typer.echo, display=display(quiet, progress_interval))
+    rows = run_bench(entries, int_list(batch_sizes), opts, log=typer.echo, display=display(quiet, progress_interval))
     if out is not None:
         write_rows(rows, out)
         typer.echo(f"wrote {out}")
     run_id = log_to_mlflow(rows, opts, out, tracking_uri, experiment,
                            {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
                             "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
-    where = rows[0]["device"] if rows else device
-    Console(width=200).print(rich_table(rows, f"vitbench bench ({precision}, {where}{', compile' if compile else ''})"))
+    Console(width=200).print(rich_table(rows, opts))
     typer.echo(f"mlflow run {run_id}")
 
 
 @app.command()
 @cli_errors
+@with_options
 def sweep(
-    ctx: typer.Context, variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
+    options: Options,
     n_trials: Annotated[int, typer.Option(help="total trials of the study (a re-run resumes to it)")] = 20,
     timeout: Annotated[float | None, typer.Option(help="stop starting trials after this many seconds")] = None,
-    space: Annotated[Path | None, typer.Option(help="search space YAML [experiments/spaces/default.yaml]")] = None,
+    space: Annotated[str | None, typer.Option(help="search space: a YAML file, or a space that ships with vitbench: "
+                                                   "default (model and training), train-only [default]")] = None,
     objective: Annotated[str, typer.Option(help="val_acc, or val_acc,train_images_per_sec for a Pareto front "
                                                 "(multi-objective studies cannot be pruned)")] = "val_acc",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none (on per-epoch val_acc)")] = "median",
@@ -364,51 +410,42 @@ def sweep(
     heartbeat: Annotated[int, typer.Option(help="seconds between trial heartbeats; a worker silent for 3 of "
                                                 "them is declared dead and its trial retried")] = 10,
     worker: Annotated[int | None, typer.Option(hidden=True, help="worker index (set by the coordinator)")] = None,
-    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
-    augment: Augment = None, optimizer: Optimizer = None,
-    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
-    cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
-    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
-    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
-    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
-    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
-    patch_drop: PatchDrop = None, tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    tracking_uri: TrackingUri = None, experiment: Experiment = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""
-    from vitbench.data import get_dataset_info
-    from vitbench.models.registry import get_variant
     from vitbench.progress import Every
-    from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep, work
-    from vitbench.train import TrainConfig
+    from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep
 
-    values = ctx.params  # the parsed flags by name
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    get_variant(variant)
-    get_dataset_info(dataset)
+    base = options  # what every trial starts from
+    check_sweep_base(base)
     objectives = check_objectives(objective)
+    variant, dataset = base.variant, base.dataset
     spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
-                     space_path=str(space or "experiments/spaces/default.yaml"), objectives=objectives,
-                     pruner=pruner, storage=storage, study_name=study_name or default_study_name(variant, dataset, objectives),
-                     timeout=timeout, heartbeat=heartbeat, preset=preset, seed=seed or 0)
-    base = TrainConfig(variant=variant, dataset=dataset, **pick(values, TRAIN_KEYS))
-    model_overrides = pick(values, MODEL_KEYS)
+                     space_path=str(space or "default"), objectives=objectives, pruner=pruner, storage=storage,
+                     study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,
+                     heartbeat=heartbeat, preset=base.preset, seed=base.seed or 0)
     experiment = experiment or f"vitbench-sweep-{dataset}"
     if worker is not None:  # started by a coordinator: it owns the parent run
-        spec = replace(spec, seed=spec.seed + worker)  # each worker's sampler its own seed: no repeated suggestions
-        from vitbench.sweep import open_study
-        from vitbench.tracking import connect
+        from vitbench.sweep import join_study
 
-        uri = connect(tracking_uri)
-        parent = open_study(spec, base.epochs, typer.echo).user_attrs.get("mlflow_parent_run_id")
-        if not parent:
-            raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
-        work(spec, base, model_overrides, uri, experiment, parent, typer.echo, shown, live,
-             reap=not spec.journal)  # the coordinator reaps the journal's dead workers
+        join_study(replace(spec, seed=spec.seed + worker),  # each worker's sampler its own seed
+                   base, tracking_uri, experiment, typer.echo, shown, live)
         return
-    run_sweep(spec, base, model_overrides, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
+    run_sweep(spec, base, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
               argv=sys.argv[1:], log=typer.echo, display=shown, live=live)
+
+
+def check_sweep_base(base) -> None:
+    """The variant, the dataset and the options every trial starts from, checked before a study exists."""
+    from vitbench.data import get_dataset_info
+    from vitbench.models.registry import get_variant
+    from vitbench.options import train_config
+
+    get_variant(base.variant)
+    get_dataset_info(base.dataset)
+    train_config(base)
 
 
 @app.command()

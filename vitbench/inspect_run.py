@@ -53,7 +53,8 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     import mlflow
 
     from vitbench.models import ViT, ViTConfig
-    from vitbench.runner import dataset_for, find_checkpoint, load_data
+    from vitbench.options import dataset_for
+    from vitbench.runner import find_checkpoint, load_data
     from vitbench.tracking import connect
     from vitbench.train import TrainConfig, load_checkpoint, load_ema
 

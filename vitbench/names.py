@@ -14,6 +14,10 @@ DATASET_FORMS = ("synthetic", "imagefolder:PATH")  # vitbench.images
 PRESETS = ("mnist", "cifar10", "vit-ti16", "vit-s16", "vit-b16")  # vitbench.models.registry.PRESETS
 PEERS = ("timm",)  # vitbench.bench
 AUGMENTS = ("none", "crop", "crop-flip", "affine")
+# fp32; bf16 / fp16 autocast (fp16 with a gradient scaler); fp8: the Linear layers through torchao's float8
+# training (dynamic scaling), bf16 autocast around them -- vitbench.train.AMP_DTYPES
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def choices(names: tuple[str, ...]) -> str:

@@ -4,18 +4,16 @@ measured. Options given explicitly win."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from vitbench.errors import VitbenchError
-from vitbench.models.vit import ViTConfig
-from vitbench.train import TrainConfig
+from vitbench.options import OPTION_NAMES, Options
 from vitbench.yamlfile import read_yaml
 
 RECIPE_DIR = Path(str(resources.files("vitbench") / "recipe_files"))  # shipped in the wheel (pyproject.toml)
-SETTABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("variant", "dataset")) + tuple(
-    f.name for f in fields(ViTConfig))
+SETTABLE = tuple(n for n in OPTION_NAMES if n not in ("variant", "dataset"))  # a recipe fits any variant and data
 
 
 @dataclass(frozen=True)
@@ -32,9 +30,7 @@ def read_recipe(path: Path) -> Recipe:
     keys = {"description", "chosen_by", "measured", "options"}
     if not isinstance(spec, dict) or set(spec) != keys or not isinstance(spec["options"], dict):
         raise VitbenchError(f"recipe {path} must have exactly these keys: {', '.join(sorted(keys))} (options a mapping)")
-    bad = [k for k in spec["options"] if k not in SETTABLE]
-    if bad:
-        raise VitbenchError(f"recipe {path}: {bad[0]!r} is not an option; valid: {', '.join(SETTABLE)}")
+    Options.read(spec["options"], f"recipe {path}", SETTABLE)  # names and types checked
     return Recipe(path.stem, str(spec["description"]), str(spec["chosen_by"]), str(spec["measured"]),
                   dict(spec["options"]))
 
@@ -43,11 +39,11 @@ def load_recipes(folder: Path = RECIPE_DIR) -> dict[str, Recipe]:
     return {p.stem: read_recipe(p) for p in sorted(folder.glob("*.yaml"))}
 
 
-def recipe_options(name: str | None, folder: Path = RECIPE_DIR) -> dict:
-    """The options recipe ``name`` sets ({} for None)."""
+def recipe_options(name: str | None, folder: Path = RECIPE_DIR) -> Options:
+    """The options recipe ``name`` sets (none for None)."""
     if name is None:
-        return {}
+        return Options()
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(load_recipes(folder))} (`vitbench recipes`)")
-    return dict(read_recipe(path).options)
+    return Options.read(read_recipe(path).options, f"recipe {path}", SETTABLE)

@@ -14,65 +14,28 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vitbench import mlflow_ui, plots, wall
-from vitbench.data import DatasetInfo, Splits, get_dataset_info, load_splits
+from vitbench.data import DatasetInfo, Splits, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, write_error
 from vitbench.loop import EpochCallback, Hooks, train
-from vitbench.models import ViTConfig, resolve_config
+from vitbench.models import ViTConfig
 from vitbench.models.attention import ATTENTION
-from vitbench.models.registry import PRESETS
+from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
-from vitbench.train import TrainConfig, TrainResult, checksum_path, load_checkpoint, naive_parts
+from vitbench.train import (
+    TrainConfig,
+    TrainResult,
+    checksum_path,
+    load_checkpoint,
+    naive_parts,
+    precision_unavailable,
+)
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
              "same function: tests/test_models.py); training and inference timing ran the loops")
-
-
-def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
-    """The dataset's description and the preset its model takes: the dataset's own preset unless one is
-    given; a synthetic or ImageFolder dataset takes its image shape (synthetic: its classes) from it."""
-    info = get_dataset_info(dataset)
-    if preset is None and info.torchvision_class == "ImageFolder":
-        from vitbench.images import folder_preset
-
-        preset = folder_preset(dataset)[0]  # from the images' size and colour
-    preset = preset or info.preset
-    if preset not in PRESETS:
-        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    if info.synthetic or info.torchvision_class == "ImageFolder":
-        p = PRESETS[preset]
-        info = get_dataset_info(dataset, (p["in_chans"], p["image_size"], p["image_size"]), p["num_classes"])
-    return info, preset
-
-
-def dataset_for(dataset: str, model_cfg: ViTConfig) -> DatasetInfo:
-    """The dataset as ``model_cfg`` sees it; a torchvision dataset's fixed shape must match the model."""
-    shape = (model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size)
-    info = get_dataset_info(dataset, shape, model_cfg.num_classes)
-    if shape != info.image_shape:
-        raise VitbenchError(f"model input {shape} does not match {dataset} images {info.image_shape}")
-    return info
-
-
-def model_config_for(variant: str, dataset: str, preset: str | None = None, **overrides) -> ViTConfig:
-    """The variant at its dataset's preset size (or ``preset``), with the dataset's shape and classes."""
-    info, preset = shaped(dataset, preset)
-    c, h, _ = info.image_shape
-    shape = {"image_size": h, "in_chans": c, "num_classes": info.num_classes}
-    for k, v in shape.items():
-        if overrides.get(k) not in (None, v):
-            raise VitbenchError(f"{dataset} has {k} {v}, but {overrides[k]} was asked for")
-    return resolve_config(variant, preset, **{**overrides, **shape})
-
-
-def default_experiment(dataset: str) -> str:
-    """vitbench-mnist, vitbench-synthetic, vitbench-imagefolder-<folder name>."""
-    if dataset.startswith("imagefolder:"):
-        return f"vitbench-imagefolder-{Path(dataset.split(':', 1)[1]).expanduser().resolve().name}"
-    return f"vitbench-{dataset}"
 
 
 def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None = None) -> str:
@@ -92,14 +55,24 @@ class RunOutcome:
     tracking_uri: str = ""
 
 
-def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str | None = None,
-                   experiment: str | None = None, run_name: str | None = None, resume_run_id: str | None = None,
-                   checkpoint_dir: str | Path = "checkpoints", system_metrics: bool = False,
-                   parent_run_id: str | None = None, tags: dict | None = None,
-                   on_epoch: list[EpochCallback] | None = None, splits: Splits | None = None,
-                   log: Callable[[str], None] = print, on_start: Callable[[str], None] | None = None,
-                   pruned_exceptions: tuple[type[BaseException], ...] = (),
-                   resume_checkpoint: dict | None = None, display: Display | None = None,
+@dataclass(frozen=True)
+class Tracking:
+    """Where and how a run is recorded."""
+
+    uri: str | None = None  # MLflow tracking URI; else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str | None = None  # else vitbench-<dataset>
+    run_name: str | None = None  # else the recipe, the variant, the parts changed, the seed
+    parent_run_id: str | None = None  # a sweep's parent run
+    tags: dict | None = None
+    system_metrics: bool = False  # MLflow's CPU, memory, disk, network (and GPU with NVML) metrics
+    on_start: Callable[[str], None] | None = None  # told the run's id as soon as it exists
+
+
+def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = Tracking(), *,
+                   resume_run_id: str | None = None, resume_checkpoint: dict | None = None,
+                   checkpoint_dir: str | Path = "checkpoints", on_epoch: list[EpochCallback] | None = None,
+                   splits: Splits | None = None, log: Callable[[str], None] = print,
+                   pruned_exceptions: tuple[type[BaseException], ...] = (), display: Display | None = None,
                    live: Every = Every()) -> RunOutcome:
     """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
 
@@ -110,41 +83,28 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
     device = resolve_device(cfg.device)
-    if why := ATTENTION[model_cfg.attention].unavailable(device):
-        raise VitbenchError(why)
-    info = dataset_for(cfg.dataset, model_cfg)
+    info = checked(cfg, model_cfg, device, tracking.system_metrics, checkpoint_dir, log)
     resume = resume_checkpoint
     if resume_run_id and resume is None:
-        resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking_uri))
+        resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking.uri))
     if world_size() > 1:  # a data-parallel rank: rank 0 records for all of them
-        tags = {**(tags or {}), **rank_tags(device)}
+        tracking = replace(tracking, tags={**(tracking.tags or {}), **rank_tags(device)})
         if not lead():
             result = train(cfg, model_cfg, splits or load_data(cfg, info, lambda s: None), resume=resume,
                            log=lambda s: None)
             return RunOutcome("", result)
-    writable_folder(Path(checkpoint_dir), "checkpoint folder")
-    if system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
-        log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
-            "pip install 'vitbench[gpu]' (nvidia-ml-py)")
-    with wall.phase("store"):
-        uri = connect(tracking_uri)  # an unreachable server fails here, before any data is loaded
-    with wall.phase("data from disk"):
-        splits = splits or load_data(cfg, info, log)
-    if cfg.batch_size > len(splits.train_labels):
-        raise VitbenchError(f"batch size {cfg.batch_size:,} is larger than the training set "
-                            f"({len(splits.train_labels):,} images)")
-    with wall.phase("store"):
-        exp_id = get_experiment_id(experiment or default_experiment(cfg.dataset), uri)  # bad data: no store written
-    name = run_name or default_run_name(cfg, model_cfg, (tags or {}).get("recipe"))
+    uri, splits, exp_id = store_and_data(cfg, info, tracking, splits, log)
+    tags = tracking.tags or {}
+    name = tracking.run_name or default_run_name(cfg, model_cfg, tags.get("recipe"))
     import mlflow
 
     box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
     t_store = time.perf_counter()
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, device, tags),
-                     parent_run_id=parent_run_id,
-                     system_metrics=system_metrics, finished_on=pruned_exceptions, outbox=box) as run_id:
-        if on_start is not None:
-            on_start(run_id)
+                     parent_run_id=tracking.parent_run_id, system_metrics=tracking.system_metrics,
+                     finished_on=pruned_exceptions, outbox=box) as run_id:
+        if tracking.on_start is not None:
+            tracking.on_start(run_id)
         if resume is None:
             mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
                                "data.eval_set": splits.eval_set})
@@ -154,26 +114,62 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, *, tracking_uri: str 
             mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
         wall.add("store", time.perf_counter() - t_store)
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
-        hooks = recording_hooks(box, on_epoch)
         try:
             with display or Display("off", log=log) as shown:
-                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume, hooks=hooks,
-                               display=shown, live=live, name=run_name or cfg.variant, log=log)
+                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume,
+                               hooks=recording_hooks(box, on_epoch), display=shown, live=live,
+                               name=tracking.run_name or cfg.variant, log=log)
         except BaseException:
             log_checkpoint(ckpt, box)
             raise
         finally:
             box.flush()  # the live metrics queued during training
-        box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
-                  "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
-                  mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set),
-                  **({"eval_model": EVAL_TWIN} if naive_parts(model_cfg) else {})})
-        with wall.phase("plots, artifacts, final metrics"):
-            box.metrics(result.final_metrics())
-            log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
+        record_result(result, cfg, model_cfg, splits, ckpt, box)
         t_store = time.perf_counter()
     wall.add("store", time.perf_counter() - t_store)  # the run's end
     return RunOutcome(run_id, result, exp_id, uri)
+
+
+def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool, checkpoint_dir: str | Path,
+            log: Callable[[str], None]) -> DatasetInfo:
+    """What can be checked before the store or the data is touched; the dataset as the model sees it."""
+    if why := ATTENTION[model_cfg.attention].unavailable(device) or precision_unavailable(cfg.precision, device):
+        raise VitbenchError(why)
+    info = dataset_for(cfg.dataset, model_cfg)
+    if lead():
+        writable_folder(Path(checkpoint_dir), "checkpoint folder")
+    if lead() and system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
+        log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
+            "pip install 'vitbench[gpu]' (nvidia-ml-py)")
+    return info
+
+
+def store_and_data(cfg: TrainConfig, info: DatasetInfo, tracking: Tracking, splits: Splits | None,
+                   log: Callable[[str], None]) -> tuple[str, Splits, str]:
+    """The store (an unreachable server fails before any data is loaded), the data, then the experiment (bad
+    data: nothing written to the store)."""
+    with wall.phase("store"):
+        uri = connect(tracking.uri)
+    with wall.phase("data from disk"):
+        splits = splits or load_data(cfg, info, log)
+    if cfg.batch_size > len(splits.train_labels):
+        raise VitbenchError(f"batch size {cfg.batch_size:,} is larger than the training set "
+                            f"({len(splits.train_labels):,} images)")
+    with wall.phase("store"):
+        exp_id = get_experiment_id(tracking.experiment or default_experiment(cfg.dataset), uri)
+    return uri, splits, exp_id
+
+
+def record_result(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path,
+                  box: Outbox) -> None:
+    """What a finished training leaves in its run: what stopped it, its description, final metrics, artifacts."""
+    box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
+              "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
+              mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set),
+              **({"eval_model": EVAL_TWIN} if naive_parts(model_cfg) else {})})
+    with wall.phase("plots, artifacts, final metrics"):
+        box.metrics(result.final_metrics())
+        log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
 
 
 def writable_folder(folder: Path, what: str) -> None:
@@ -280,10 +276,3 @@ def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str |
         if made and not any(local.parent.iterdir()):
             local.parent.rmdir()
     return local
-
-
-def resume_configs(ckpt: dict, **changes) -> tuple[TrainConfig, ViTConfig]:
-    """The configuration saved in a checkpoint, with the options a resume may change."""
-    cfg = TrainConfig.from_dict(ckpt["train_config"])
-    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None or k in ("max_steps", "time_budget")})
-    return cfg, ViTConfig(**ckpt["model_config"])

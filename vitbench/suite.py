@@ -18,12 +18,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench.errors import Interrupted, VitbenchError
-from vitbench.models.registry import MODEL_FIELDS
+from vitbench.options import OPTION_NAMES, Options, configs, given
 from vitbench.progress import Display, Every, duration
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from vitbench.models import ViTConfig
     from vitbench.workers import Pool
 
-TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
-CELL_KEYS = ("variant", "dataset", "preset", *TRAIN_FIELDS, *MODEL_FIELDS)
 
 
 @dataclass
@@ -53,10 +51,9 @@ class Suite:
 
 
 def _check_keys(d: dict, where: str) -> None:
-    bad = [k for k in d if k not in CELL_KEYS]
+    bad = [k for k in d if k not in OPTION_NAMES]
     if bad:
-        raise VitbenchError(f"{where}: unknown option {bad[0]!r}; valid: variant, dataset, preset, training and "
-                            f"model options ({', '.join(CELL_KEYS[3:12])}, ...)")
+        raise VitbenchError(f"{where}: {bad[0]!r} is not an option; valid: {', '.join(OPTION_NAMES)}")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -102,22 +99,8 @@ def load_suite(path: str | Path) -> Suite:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise VitbenchError(f"suite {path}: repeats must be a positive whole number, got {repeats!r}")
     for cell in cells:  # fail on impossible cells before anything runs
-        configs(cell, seed_offset=0)
+        cell_configs(cell, 0)
     return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")))
-
-
-def configs(cell: Cell, seed_offset: int, device: str | None = None):
-    from vitbench.runner import model_config_for
-
-    o = dict(cell.options)
-    variant, dataset, preset = o.pop("variant", "sdpa"), o.pop("dataset", "mnist"), o.pop("preset", None)
-    train = {k: v for k, v in o.items() if k in TRAIN_FIELDS}
-    model = {k: v for k, v in o.items() if k in MODEL_FIELDS}
-    train["seed"] = train.get("seed", 0) + seed_offset
-    if device:
-        train["device"] = device
-    cfg = TrainConfig(variant=variant, dataset=dataset, **train)
-    return cfg, model_config_for(variant, dataset, preset, **model)
 
 
 def finished_cells(experiment: str) -> set[tuple[str, str]]:
@@ -214,7 +197,7 @@ def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
     from vitbench.train import naive_parts
 
     def slow(item: tuple[Cell, int]) -> tuple[bool, float]:
-        cfg, model_cfg = configs(item[0], seed_offset=0)  # checked when the suite was loaded
+        cfg, model_cfg = cell_configs(item[0], 0)  # checked when the suite was loaded
         return naive_parts(model_cfg), float(cfg.time_budget or 0.0)
 
     return sorted(todo, key=slow, reverse=True)  # stable: equal keys keep the suite's order
@@ -240,15 +223,14 @@ def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_ur
 def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
              display: Display, live: Every, log: Callable[[str], None], tags: dict | None = None) -> str | None:
     """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
-    from vitbench.runner import run_experiment
+    from vitbench.runner import Tracking, run_experiment
 
     cfg, model_cfg = cell_configs(cell, r, device, data_dir)
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
     tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
     try:
-        out = run_experiment(cfg, model_cfg, tracking_uri=tracking_uri, experiment=suite.name,
-                             splits=splits_for(cfg, model_cfg), run_name=cell_run_name(cell, cfg), tags=tags,
-                             log=lambda s: None, display=display, live=live)
+        out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags),
+                             splits=splits_for(cfg, model_cfg), log=lambda s: None, display=display, live=live)
     except Exception as e:  # the run is already ended FAILED with the error as a tag
         display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
         return None
@@ -258,9 +240,11 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     return out.run_id
 
 
-def cell_configs(cell: Cell, r: int, device: str | None, data_dir: str | None) -> tuple[TrainConfig, ViTConfig]:
-    cfg, model_cfg = configs(cell, r, device)
-    return (replace(cfg, data_dir=data_dir) if data_dir else cfg), model_cfg
+def cell_configs(cell: Cell, r: int, device: str | None = None,
+                 data_dir: str | None = None) -> tuple[TrainConfig, ViTConfig]:
+    """Repeat ``r`` of a cell: its options with the seed offset by ``r``, on ``device`` and ``data_dir`` when given."""
+    o = Options.read(cell.options, f"suite cell {cell.name}")
+    return configs(replace(o, seed=(o.seed or 0) + r, **given(device=device, data_dir=data_dir)))
 
 
 _LOADED: dict[tuple, Splits] = {}
@@ -270,7 +254,8 @@ def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
     cells mostly share their dataset); only the last kept, so memory holds one dataset."""
     from vitbench.data import seed_picks_split
-    from vitbench.runner import dataset_for, load_data
+    from vitbench.options import dataset_for
+    from vitbench.runner import load_data
 
     info = dataset_for(cfg.dataset, model_cfg)
     seed = cfg.seed if seed_picks_split(info, cfg.val_split) else None

@@ -21,14 +21,19 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitbench.errors import VitbenchError
 from vitbench.mlflow_ui import NOTE
 from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "experiments" / "spaces" / "default.yaml"
+if TYPE_CHECKING:
+    from vitbench.options import Options
+
+SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in the wheel (pyproject.toml)
 TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "ema", "augment", "epochs",
                 "optimizer", "scheduler", "precision")
 MODEL_PARAMS = ("dropout", "patch_drop", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
@@ -37,9 +42,19 @@ OBJECTIVES = ("val_acc", "train_images_per_sec")
 
 
 # -- the search space ----------------------------------------------------------------------------
+def space_names() -> list[str]:
+    """The search spaces that ship with vitbench (vitbench/space_files/), by name."""
+    return sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+
+
 def load_space(path: str | Path | None) -> dict[str, dict]:
-    """Read and check a YAML space: ``name: {type: float|int|categorical, low, high, log, step, choices}``."""
-    path = Path(path) if path else DEFAULT_SPACE
+    """Read and check a YAML space: ``name: {type: float|int|categorical, low, high, log, step, choices}``.
+    ``path``: a YAML file, or the name of a space that ships with vitbench (None: ``default``)."""
+    path = Path(path or "default")
+    if not path.suffix and not path.exists():  # a shipped space's name
+        if str(path) not in space_names():
+            raise VitbenchError(f"no search space {str(path)!r}: give a YAML file or one of {', '.join(space_names())}")
+        path = SPACE_DIR / f"{path}.yaml"
     space = read_yaml(path, "search space")
     if not isinstance(space, dict) or not space:
         raise VitbenchError(f"search space {path} must map parameter names to distributions")
@@ -295,8 +310,7 @@ class Objective:
 
     study: object
     spec: SweepSpec
-    base_cfg: object
-    model_overrides: dict
+    base: Options  # what every trial starts from; its suggested parameters on top
     splits: object
     tracking_uri: str | None
     experiment: str
@@ -311,13 +325,10 @@ class Objective:
     def configs(self, trial, params: dict):
         import optuna
 
-        from vitbench.runner import model_config_for
+        from vitbench.options import configs
 
-        train_p = {k: v for k, v in params.items() if k in TRAIN_PARAMS}
-        model_p = {**self.model_overrides, **{k: v for k, v in params.items() if k in MODEL_PARAMS}}
         try:
-            return (replace(self.base_cfg, **train_p),
-                    model_config_for(self.spec.variant, self.spec.dataset, self.spec.preset, **model_p))
+            return configs(replace(self.base, **params))
         except VitbenchError as e:  # e.g. dim not divisible by heads: an impossible corner of the space
             trial.set_user_attr("prune_reason", f"invalid configuration: {e}")
             raise optuna.TrialPruned(str(e)) from None
@@ -339,7 +350,7 @@ class Objective:
         import optuna
         import torch
 
-        from vitbench.runner import run_experiment
+        from vitbench.runner import Tracking, run_experiment
         from vitbench.train import NonFiniteLoss
 
         spec = self.spec
@@ -352,12 +363,11 @@ class Objective:
         tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
         beat = TrialBeat(trial, spec.heartbeat) if spec.journal else None
         try:
-            outcome = run_experiment(
-                cfg, model_cfg, tracking_uri=self.tracking_uri, experiment=self.experiment,
-                parent_run_id=self.parent_run_id, run_name=trial_name(trial.number, params), tags=tags,
-                on_epoch=[self.report(trial)], splits=self.splits, log=lambda s: None,
-                on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
-                pruned_exceptions=(optuna.TrialPruned,), display=self.display, live=self.live)
+            tracking = Tracking(self.tracking_uri, self.experiment, trial_name(trial.number, params),
+                                self.parent_run_id, tags, on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid))
+            outcome = run_experiment(cfg, model_cfg, tracking, on_epoch=[self.report(trial)], splits=self.splits,
+                                     log=lambda s: None, pruned_exceptions=(optuna.TrialPruned,),
+                                     display=self.display, live=self.live)
         except (torch.OutOfMemoryError, NonFiniteLoss) as e:
             reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
             trial.set_user_attr("prune_reason", reason[:300])
@@ -371,18 +381,20 @@ class Objective:
         return tuple(values[o] for o in spec.objectives) if self.multi else values["val_acc"]
 
 
-def work(spec: SweepSpec, base_cfg, model_overrides: dict, tracking_uri: str | None, experiment: str,
+def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: str,
          parent_run_id: str, log: Callable[[str], None] = print, display: Display | None = None,
          live: Every | None = None, reap: bool = True) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``); ``reap``:
     also fail the trials of dead workers (see ``fail_dead_trials``)."""
-    from vitbench.runner import load_data, shaped
+    from vitbench.options import shaped, train_config
+    from vitbench.runner import load_data
 
+    base_cfg = train_config(base)
     study = open_study(spec, base_cfg.epochs, log)
-    splits = load_data(base_cfg, shaped(spec.dataset, spec.preset)[0], log)
+    splits = load_data(base_cfg, shaped(base.dataset, base.preset)[0], log)
     deadline = time.time() + spec.timeout if spec.timeout else None
     display = display or Display("off", log=log)
-    objective = Objective(study, spec, base_cfg, model_overrides, splits, tracking_uri, experiment, parent_run_id,
+    objective = Objective(study, spec, base, splits, tracking_uri, experiment, parent_run_id,
                           display, live or Every())
     with display:
         task = display.task(f"study {spec.study_name}", spec.n_trials, unit="trial")
@@ -503,15 +515,31 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
     return summary
 
 
-def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri: str | None, experiment: str | None,
+def join_study(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: str,
+               log: Callable[[str], None], display: Display, live: Every) -> None:
+    """A worker started by a coordinator (`sweep --workers N`): work on the coordinator's study, under its parent
+    run; the coordinator reaps the journal's dead workers."""
+    from vitbench.options import train_config
+    from vitbench.tracking import connect
+
+    uri = connect(tracking_uri)
+    parent = open_study(spec, train_config(base).epochs, log).user_attrs.get("mlflow_parent_run_id")
+    if not parent:
+        raise VitbenchError(f"study {spec.study_name!r} has no parent run: start it without --worker")
+    work(spec, base, uri, experiment, parent, log, display, live, reap=not spec.journal)
+
+
+def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, experiment: str | None,
               workers: int = 1, argv: list[str] | None = None, log: Callable[[str], None] = print,
               display: Display | None = None, live: Every | None = None) -> dict:
     """Create or resume the study and its parent run, run ``workers`` processes (or work in-process
     with one), then log the best trial and Optuna's plots on the parent run."""
     from mlflow.tracking import MlflowClient
 
+    from vitbench.options import train_config
     from vitbench.tracking import connect, get_experiment_id
 
+    epochs = train_config(base).epochs
     if spec.n_trials < 1:
         raise VitbenchError(f"--n-trials must be >= 1, got {spec.n_trials}")
     if workers > 1 and spec.storage.startswith("sqlite"):
@@ -520,10 +548,10 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
     uri = connect(tracking_uri)
     experiment = experiment or f"vitbench-sweep-{spec.dataset}"
     exp_id = get_experiment_id(experiment, uri)
-    study = open_study(spec, base_cfg.epochs, log)
+    study = open_study(spec, epochs, log)
     params = {"study_name": spec.study_name, "storage": redact(spec.storage), "space": spec.space_path,
               "n_trials": spec.n_trials, "objective": ",".join(spec.objectives), "pruner": spec.pruner,
-              "variant": spec.variant, "dataset": spec.dataset, "epochs": base_cfg.epochs}
+              "variant": spec.variant, "dataset": spec.dataset, "epochs": epochs}
     parent_id = parent_run(spec, study, exp_id, params)
     c = counts(study)
     log(f"study {spec.study_name!r} in {redact(spec.storage)}: {sum(c.get(s, 0) for s in COUNTED)} of "
@@ -532,14 +560,14 @@ def run_sweep(spec: SweepSpec, base_cfg, model_overrides: dict, *, tracking_uri:
     procs: list[subprocess.Popen] = []
     try:
         if workers <= 1:
-            work(spec, base_cfg, model_overrides, uri, experiment, parent_id, log, display, live)
+            work(spec, base, uri, experiment, parent_id, log, display, live)
         else:
             procs = spawn_workers(workers, argv or [], uri)
             watch(procs, study, spec)
             bad = [p.returncode for p in procs if p.returncode]
             if bad:
                 log(f"note: {len(bad)} worker(s) exited with {bad}")
-        summary = finish(spec, open_study(spec, base_cfg.epochs, lambda s: None), parent_id, log)
+        summary = finish(spec, open_study(spec, epochs, lambda s: None), parent_id, log)
         status = "FINISHED"
         return summary
     except KeyboardInterrupt:

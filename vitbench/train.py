@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitbench import names
 from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.distributed import rank, sum_over_ranks, world_size
 from vitbench.errors import VitbenchError, check_field_types, write_error
@@ -56,8 +58,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     optimizer: str = "adamw"  # adamw | adam
     scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # vitbench.names.PRECISIONS: fp32 | bf16 | fp16 (autocast) | fp8 (torchao, Linear layers)
     compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # torch.compile's mode: vitbench.names.COMPILE_MODES
     cuda_graph: bool | None = None  # capture the whole step; None: on where it applies (CUDA, not naive)
     seed: int = 0
     device: str = "auto"
@@ -74,7 +77,8 @@ class TrainConfig:
         checks = {
             "optimizer": (self.optimizer, ("adamw", "adam")),
             "scheduler": (self.scheduler, ("cosine", "step", "constant")),
-            "precision": (self.precision, ("fp32", "bf16")),
+            "precision": (self.precision, names.PRECISIONS),
+            "compile_mode": (self.compile_mode, names.COMPILE_MODES),
             "loader": (self.loader, ("auto", "gpu", "dataloader")),
             "augment": (self.augment, ("auto", *AUGMENTS)),
         }
@@ -180,9 +184,9 @@ def compiles(requested: bool, model_cfg: ViTConfig | None) -> bool:
 
 
 def loss_and_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float,
-                     bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step's forward: the loss and how many of the batch the model got right."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                     amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's forward: the loss and how many of the batch the model got right (autocast to ``amp``)."""
+    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     return loss, (logits.detach().argmax(-1) == y).sum()
@@ -198,11 +202,54 @@ def tally(stats: torch.Tensor, first_bad: torch.Tensor, step: torch.Tensor, loss
     step += 1
 
 
-_COMPILED: dict[Callable, Callable] = {}
+# Autocast dtype per precision. fp8: torchao swaps the Linear layers for Float8Linear (e4m3 forward, e5m2
+# gradients, dynamic per-tensor scales); everything else runs under bf16 autocast, as torchao recommends.
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
+                                             "fp8": torch.bfloat16}
+
+
+def precision_unavailable(precision: str, device: torch.device) -> str:
+    """Why ``precision`` cannot run on ``device`` ('' when it can): fp8 needs tensor cores with FP8 (compute
+    capability 8.9: Ada, Hopper and later) and torchao."""
+    if precision != "fp8":
+        return ""
+    if device.type != "cuda":
+        return (f"--precision fp8 needs an NVIDIA GPU with FP8 tensor cores (H100, H200, L4, L40S, RTX 4090); "
+                f"this run is on {device.type}: use bf16")
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        return (f"--precision fp8 needs FP8 tensor cores (compute capability 8.9 or newer); "
+                f"{torch.cuda.get_device_name(device)} has {'.'.join(map(str, torch.cuda.get_device_capability(device)))}: use bf16")
+    if importlib.util.find_spec("torchao") is None:
+        return "--precision fp8 needs torchao: pip install 'vitbench[fp8]'"
+    return ""
+
+
+def fp8_linear(module: nn.Module, fqn: str = "") -> bool:
+    """A layer FP8 can take: a plain nn.Linear with both dimensions multiples of 16, as FP8 matmuls need."""
+    return type(module) is nn.Linear and module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def fp8_layers(model: nn.Module) -> list[str]:
+    """The names of the layers ``to_float8`` swaps: every FP8-able Linear the model calls (not the projections an
+    attention implementation reads as tensors: ``reads_weights``)."""
+    read = {f"{name}.{w}" for name, m in model.named_modules() for w in getattr(m, "reads_weights", ())}
+    return [name for name, m in model.named_modules() if fp8_linear(m) and name not in read]
+
+
+def to_float8(model: nn.Module) -> int:
+    """Swap ``model``'s FP8-able Linear layers for torchao's Float8Linear (same weights); how many were swapped."""
+    from torchao.float8 import convert_to_float8_training
+
+    taken = set(fp8_layers(model))
+    convert_to_float8_training(model, module_filter_fn=lambda m, fqn: fqn in taken)
+    return len(taken)
+
+
+_COMPILED: dict[tuple[Callable, str], Callable] = {}
 MODELS_PER_PROCESS = 64  # distinct model shapes one process compiles the step for (bench, suites, sweeps)
 
 
-def _compiled(fn: Callable) -> Callable:
+def _compiled(fn: Callable, mode: str = "default") -> Callable:
     """One compiled wrapper per function for the process. Its arguments are a module, tensors and plain
     values, never an object of ours: a guard on such an object's identity would miss for every new Trainer.
     Each distinct model (attention, preset, dims, a peer's) is one more version of the same compiled
@@ -211,9 +258,9 @@ def _compiled(fn: Callable) -> Callable:
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
     setattr(config, limit, max(getattr(config, limit), MODELS_PER_PROCESS))
-    if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn)
-    return _COMPILED[fn]
+    if (fn, mode) not in _COMPILED:
+        _COMPILED[fn, mode] = torch.compile(fn, mode=None if mode == "default" else mode)
+    return _COMPILED[fn, mode]
 
 
 class Trainer:
@@ -226,6 +273,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.model = (model if model is not None else ViT(model_cfg)).to(self.device)
+        if why := precision_unavailable(cfg.precision, self.device):
+            raise VitbenchError(why)
+        self.fp8_layers = to_float8(self.model) if cfg.precision == "fp8" else 0
         self.world = world_size()
         step_model: nn.Module = self.model
         if self.world > 1:  # gradients averaged over the ranks, bucketed and overlapped with backward
@@ -251,10 +301,12 @@ class Trainer:
         self.step_model = step_model
         # Compiled: the loss and this step's counts fuse into the model's last kernels, the tally into one
         # more; a step of a small model is a chain of short kernels, so fewer of them is time saved.
-        self.loss_and_correct = _compiled(loss_and_correct) if self.use_compile else loss_and_correct
+        self.loss_and_correct = _compiled(loss_and_correct, cfg.compile_mode) if self.use_compile else loss_and_correct
         self.tally = _compiled(tally) if self.use_compile else tally
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                         if cfg.precision == "bf16" else nullcontext())
+        self.amp = AMP_DTYPES[cfg.precision]
+        self.autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        # fp16's gradients are scaled so that small ones survive; a step with inf/NaN gradients is skipped
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step
         self.step_count = torch.zeros((), dtype=torch.long, device=self.device)
@@ -275,22 +327,59 @@ class Trainer:
             return NAIVE_REASON
         if self.world > 1:
             return "data-parallel steps run eagerly (DDP's all-reduce is not captured)"
+        if cfg.precision == "fp16":
+            return "off for fp16 (its gradient scaler's skip-or-step is not captured)"
+        if cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+            return f"off: --compile-mode {cfg.compile_mode} captures CUDA graphs of its own"
         return ""
 
     # -- the step ---------------------------------------------------------------------------------
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, loss, backward, clip, optimizer step, statistics: device work only."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct = self.loss_and_correct(self.step_model, x, y, self.cfg.label_smoothing,
-                                              self.cfg.precision == "bf16")
-        loss.backward()
+        loss, correct = self.forward(x, y)
+        self.backward(loss)
+        self.update()
+        self.tally(self.stats, self.first_bad, self.step_count, loss.detach(), correct, y.numel())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_and_correct(self.step_model, x, y, self.cfg.label_smoothing, self.amp)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def update(self) -> None:
+        """Clip, the optimizer's step (fp16: unless the gradients overflowed), the weights' moving average."""
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.ema:
             with torch.no_grad():
                 torch._foreach_lerp_(self.ema, list(self.model.parameters()), 1.0 - self.cfg.ema)
-        self.tally(self.stats, self.first_bad, self.step_count, loss.detach(), correct, y.numel())
+
+    def step_phases(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+        """One step, uncaptured, with forward, backward and the optimizer's update timed apart (seconds each), as
+        timm's benchmark.py --detail does: each phase ends in a synchronisation, so the three add up to more than
+        a step that flows freely."""
+        def timed(fn: Callable):
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            out = fn()
+            synchronize(self.device)
+            return out, time.perf_counter() - t0
+
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss, _), fwd = timed(lambda: self.forward(x, y))
+        _, bwd = timed(lambda: self.backward(loss))
+        _, opt = timed(self.update)
+        self.scheduler.step()
+        return fwd, bwd, opt
 
     def run_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.graph is None:

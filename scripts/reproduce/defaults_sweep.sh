@@ -6,7 +6,7 @@
 #   bash scripts/reproduce/defaults_sweep.sh     # -> $OUT/optuna.db, $OUT/mlflow.db
 set -uo pipefail
 start=$(date +%s)
-python3 -m vitbench sweep --variant sdpa --dataset mnist --n-trials 24 --space experiments/spaces/train-only.yaml \
+python3 -m vitbench sweep --variant sdpa --dataset mnist --n-trials 24 --space train-only \
   --val-split 0.1 --epochs 5 --pruner median --storage "sqlite:///$OUT/optuna.db" \
   --tracking-uri "sqlite:///$OUT/mlflow.db" 2>&1 | grep -vE "Warning|warn"
 echo "sweep wall seconds: $(( $(date +%s) - start ))"

@@ -7,18 +7,17 @@ import sys
 
 import torch
 
-from vitbench.runner import model_config_for, run_experiment
+from vitbench.options import Options, configs
+from vitbench.runner import Tracking, run_experiment
 from vitbench.suite import splits_for
-from vitbench.train import TrainConfig
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "now"
 store = f"sqlite:///{sys.argv[2] if len(sys.argv) > 2 else '.'}/peak_memory.db"
 for attention in ("sdpa", "vectorized"):
     for r in range(3):
-        cfg = TrainConfig(variant="sdpa", dataset="mnist", epochs=1, max_steps=60, batch_size=64, seed=r, device="cuda")
-        mc = model_config_for("sdpa", "mnist", attention=attention)
+        cfg, mc = configs(Options(epochs=1, max_steps=60, batch_size=64, seed=r, device="cuda", attention=attention))
         before = torch.cuda.memory_allocated() / 2**20
-        out = run_experiment(cfg, mc, tracking_uri=store, experiment="peak-memory",
+        out = run_experiment(cfg, mc, Tracking(store, "peak-memory"),
                              splits=splits_for(cfg, mc), log=lambda s: None)
         print(f"{mode} {attention} run {r}: peak {out.result.peak_memory_mb:8.2f} MiB  allocated before "
               f"{before:7.2f}  after {torch.cuda.memory_allocated() / 2**20:7.2f}  reserved "

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import replace
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from vitbench.models.registry import MODEL_FIELDS
+from vitbench.options import Options, configs
 from vitbench.recipes import recipe_options
-from vitbench.runner import model_config_for
-from vitbench.train import TrainConfig, Trainer
+from vitbench.train import Trainer
 
 
 def main() -> None:
@@ -35,15 +33,10 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=300)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
-    opts = recipe_options(None if args.recipe == "none" else args.recipe)
-    opts |= {k: v for k, v in (("precision", args.precision), ("attention", args.attention)) if v is not None}
-    if args.compile:
-        opts["compile"] = True
-    cfg = replace(TrainConfig.from_dict(opts), device="cuda")
-    if args.batch_size:
-        cfg = replace(cfg, batch_size=args.batch_size)
-    model_cfg = model_config_for("sdpa", args.dataset, args.preset,
-                                 **{k: v for k, v in opts.items() if k in MODEL_FIELDS})
+    recipe = recipe_options(None if args.recipe == "none" else args.recipe)
+    cfg, model_cfg = configs(recipe.then(Options(
+        dataset=args.dataset, preset=args.preset, precision=args.precision, attention=args.attention,
+        compile=args.compile or None, batch_size=args.batch_size, device="cuda")))
     trainer = Trainer(cfg, model_cfg, steps_per_epoch=100, log=lambda s: None)
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(cfg.batch_size, model_cfg.in_chans, model_cfg.image_size, model_cfg.image_size,

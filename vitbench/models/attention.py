@@ -25,9 +25,14 @@ class Attention(nn.Module):
     ``counts_flops``: False where torch's FLOP counter cannot see inside (bench counts the batched-matmul twin).
     ``batched_twin``: for the from-scratch loops, the implementation of the same function that evaluations run
     through (and what makes a part "eager only": never compiled or captured, it stays the baseline).
+    ``reads_weights``: its projections that it reads as tensors instead of calling (a layer swapped for another
+    kind, FP8's, would not be used there). ``computes``: the function; implementations of the same one are tested
+    against each other (tests/test_models.py), so another function (cosine, linear attention) is its own group.
     """
 
+    computes = "softmax(q k^T / sqrt(head_dim)) v, per head"
     max_tokens: int | None = None
+    reads_weights: tuple[str, ...] = ()
     attention_dropout = True
     cpu_backward = True
     counts_flops = True  # torch.utils.flop_counter sees its matmuls
@@ -67,6 +72,7 @@ class NaiveAttention(Attention):
     """
 
     batched_twin = "vectorized"  # the loops are the baseline: trained and timed as they are
+    reads_weights = ("qkv",)  # cut into per-head maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
         D, hd = self.proj.in_features, self.head_dim
@@ -119,6 +125,8 @@ class TorchMHAAttention(Attention):
     The module is built around the shared Linear layers' tensors, so there is one set of parameters
     and state_dicts are interchangeable with the other implementations.
     """
+
+    reads_weights = ("qkv", "proj")  # nn.MultiheadAttention takes them as tensors
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__(dim, heads, qkv_bias, dropout)

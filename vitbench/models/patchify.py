@@ -15,6 +15,7 @@ from torch import nn
 
 class PatchEmbed(nn.Module):
     batched_twin: str | None = None  # for the loop: the implementation of the same function evaluations run through
+    computes = "linear patch embedding"  # implementations that compute the same function are tested against each other
 
     def __init__(self, image_size: int, patch_size: int, in_chans: int, dim: int) -> None:
         super().__init__()
