@@ -307,6 +307,23 @@ def test_fp16_trains_with_a_gradient_scaler_like_fp32(workdir, tiny_mnist):
     assert by["fp16"]["val_acc"] == pytest.approx(by["fp32"]["val_acc"], abs=0.05)
 
 
+def test_fp8_runs_end_to_end_where_torch_can_run_it(workdir, tiny_mnist, monkeypatch):
+    """The fp8 path whole -- conversion, step, evaluation, inference timing, checkpoint -- on the CPU, where torch's
+    scaled matmul runs (slowly) though vitbench refuses fp8 there; evaluation must not use inference_mode, under
+    which autocast casts torchao's float8 tensors."""
+    pytest.importorskip("torchao")
+    from vitbench import runner, train
+
+    monkeypatch.setattr(train, "precision_unavailable", lambda precision, device: "")
+    monkeypatch.setattr(runner, "precision_unavailable", lambda precision, device: "")
+    res = invoke("run", "--precision", "fp8", "--no-compile", "--epochs", "1", "--max-steps", "4", "--batch-size",
+                 "32", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    assert run.info.status == "FINISHED" and "precision=fp8 (4 Linear layers in fp8)" in run.data.tags["fast_path"]
+    assert math.isfinite(run.data.metrics["val_loss"]) and run.data.metrics["infer_images_per_sec"] > 0
+
+
 def test_what_turns_the_whole_step_graph_off_is_said():
     from types import SimpleNamespace
 

@@ -33,7 +33,15 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-from vitbench.train import AMP_DTYPES, TrainConfig, Trainer, compiles, precision_unavailable, to_float8
+from vitbench.train import (
+    AMP_DTYPES,
+    TrainConfig,
+    Trainer,
+    compiles,
+    inference,
+    precision_unavailable,
+    to_float8,
+)
 
 MODES = ("train", "infer")
 PEERS = names.PEERS
@@ -200,9 +208,8 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
         amp = AMP_DTYPES[opts.precision]
         autocast = torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
 
-        @torch.inference_mode()
         def fn() -> None:
-            with autocast:
+            with inference(opts.precision), autocast:
                 run_model(x)
 
         extra["cuda_graph"], extra["compiled"] = False, compiled

@@ -152,9 +152,10 @@ class Monitor:
 
 
 def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log: Callable[[str], None]) -> str:
-    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"]
+    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"
+            + (f" ({trainer.fp8_layers} Linear layers in fp8)" if cfg.precision == "fp8" else "")]
     if trainer.use_compile:
-        fast.append("compile")
+        fast.append("compile" + ("" if cfg.compile_mode == "default" else f" ({cfg.compile_mode})"))
     elif cfg.compile:
         log(f"note: torch.compile not used: {NAIVE_REASON}")
     fast.append("cuda_graph" if trainer.use_graph else "eager")

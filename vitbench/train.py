@@ -224,6 +224,12 @@ def precision_unavailable(precision: str, device: torch.device) -> str:
     return ""
 
 
+def inference(precision: str):
+    """No autograd for evaluation: inference_mode, or no_grad for fp8 (under inference_mode autocast tries to cast
+    torchao's float8 tensors inside its matmul, which they refuse)."""
+    return torch.no_grad() if precision == "fp8" else torch.inference_mode()
+
+
 def fp8_linear(module: nn.Module, fqn: str = "") -> bool:
     """A layer FP8 can take: a plain nn.Linear with both dimensions multiples of 16, as FP8 matmuls need."""
     return type(module) is nn.Linear and module.in_features % 16 == 0 and module.out_features % 16 == 0
@@ -481,8 +487,12 @@ class Trainer:
         twin.load_state_dict(self.model.state_dict())
         return twin
 
-    @torch.inference_mode()
     def _evaluate(self, loader, labels: torch.Tensor, max_seconds: float | None) -> tuple[float, float, torch.Tensor]:
+        with inference(self.cfg.precision):
+            return self._evaluate_batches(loader, labels, max_seconds)
+
+    def _evaluate_batches(self, loader, labels: torch.Tensor, max_seconds: float | None
+                          ) -> tuple[float, float, torch.Tensor]:
         model = self.evaluation_twin()
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -505,9 +515,8 @@ class Trainer:
     def infer_images_per_sec(self, x: torch.Tensor, max_seconds: float = 10.0) -> float:
         self.model.eval()
 
-        @torch.inference_mode()
         def forward() -> None:
-            with self.autocast:
+            with inference(self.cfg.precision), self.autocast:
                 self.model(x)
 
         times = time_steps(forward, self.device, warmup=3, repeats=20, max_seconds=max_seconds)

@@ -4,8 +4,8 @@
 # forward / backward / optimizer split (bench --detail), and fp8's accuracy cost on the mnist-fast options.
 # GPU: one H200 or H100 (device kind nvidia-h200); each part inside 10 minutes:
 #   bash scripts/reproduce/precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
-#   bash scripts/reproduce/precision.sh speed vit-s16   # -> $OUT/precision_vit-s16.csv: bf16, fp8 (with timm)
-#   bash scripts/reproduce/precision.sh speed vit-b16   # -> $OUT/precision_vit-b16.csv
+#   bash scripts/reproduce/precision.sh speed vit-s16   # -> $OUT/precision_vit-s16_{bf16,fp8}.csv
+#   PEERS=1 bash scripts/reproduce/precision.sh speed vit-b16   # the same with timm's rows (converted alike)
 #   bash scripts/reproduce/precision.sh detail          # -> $OUT/precision_detail.csv: bf16, fp16, fp8 at ViT-B/16
 set -uo pipefail
 OUT=${OUT:-.}
@@ -22,7 +22,7 @@ accuracy)
   sed -n 1,40p "$OUT/fp8_report/REPORT.md" ;;
 speed)
   for P in bf16 fp8; do
-    "${BENCH[@]}" --preset "${2:-vit-b16}" --peers timm --precision $P --out "$OUT/precision_${2:-vit-b16}_$P.csv" \
+    "${BENCH[@]}" --preset "${2:-vit-b16}" ${PEERS:+--peers timm} --precision $P --out "$OUT/precision_${2:-vit-b16}_$P.csv" \
       2>&1 | grep -vE "^\s+(sdpa|timm)|^(W|I)[0-9]{4}"
   done ;;
 detail)
