@@ -18,7 +18,7 @@ from vitbench.train import TrainConfig
 COMMAND_OPTIONS = {  # flags that steer the command rather than set a config field
     "tracking_uri", "experiment", "run_name", "resume", "checkpoint_dir",
     "system_metrics", "recipe", "quiet", "progress_interval", "live_every", "gpus", "n_trials", "timeout", "space",
-    "objective", "pruner", "storage", "study_name", "workers", "heartbeat", "worker"}
+    "objective", "pruner", "storage", "study_name", "workers", "heartbeat", "worker", "nodes", "rdzv_endpoint", "rdzv_id"}
 
 # A value other than the default for every option, valid together on MNIST on the CPU.
 GIVEN = dict(
@@ -137,3 +137,18 @@ def test_help_lists_every_choice_and_is_never_cut(tmp_path):
     for name in (*names.ATTENTION, *names.DATASET_FORMS, *names.PRESETS):
         assert name in flat.replace("- ", "-"), name
     assert "$MLFLOW_TRACKING_URI" in flat
+
+
+def test_the_docs_parts_table_names_exactly_the_registry():
+    """docs/reference.md's parts table against vitbench.names: a name added or dropped in one is caught."""
+    import re
+
+    from tests.conftest import REPO
+    from vitbench import names
+
+    rows = {line.split("|")[1].strip(): line.split("|")[2] for line in
+            (REPO / "docs" / "reference.md").read_text().splitlines() if line.startswith("| ") and line.count("|") == 3}
+    for part, registered in (("attention", names.ATTENTION), ("patchify", names.PATCHIFY),
+                             ("positions", names.POS_EMBED), ("pooling / norm", names.POOL + names.NORM)):
+        listed = re.findall(r"`([a-z0-9-]+)`", rows[part])  # the names; descriptions' `nn.X`, `F.y` are not
+        assert sorted(listed) == sorted(registered), (part, listed)

@@ -46,6 +46,28 @@ def test_two_ranks_give_the_loss_curve_of_one_process(workdir, tiny_mnist):
     assert curve(ddp.info.run_id, "val_acc") == pytest.approx(curve(single.info.run_id, "val_acc"), abs=1 / 256)
 
 
+def test_two_nodes_meet_at_a_rendezvous_and_train_as_one_process(workdir, tiny_mnist):
+    """Two hosts, played by two launchers on this one (gloo on the CPU): the same command with --nodes 2 and one
+    rendezvous endpoint; their two ranks train as the single process does, and one MLflow run records it."""
+    import socket
+
+    one = invoke("run", *SMALL, "--loader", "gpu", "--epochs", "1", "--data-dir", str(tiny_mnist))
+    assert one.exit_code == 0, one.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ("run", *SMALL, "--epochs", "1", "--gpus", "1", "--nodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "--rdzv-id", "two-nodes")
+    hosts = [vitbench(*args, data=tiny_mnist) for _ in range(2)]
+    outs = [h.communicate(timeout=300)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outs
+    assert all(f"1 rank(s) on each of 2 hosts meeting at 127.0.0.1:{port}" in o for o in outs)
+    assert sum(o.count("done:") for o in outs) == 1  # rank 0, on whichever host the rendezvous made it
+    single, ddp = sorted(runs(), key=lambda r: r.data.tags.get("world_size", "1"))
+    assert ddp.data.tags["world_size"] == "2" and {"rank.0.gpu", "rank.1.gpu"} <= set(ddp.data.tags)
+    assert curve(ddp.info.run_id) == pytest.approx(curve(single.info.run_id), rel=1e-4)
+
+
 def test_ctrl_c_ends_every_rank_and_resume_continues(workdir, tiny_mnist):
     proc = vitbench("run", *SMALL, "--gpus", "2", "--epochs", "1000", "--progress-interval", "1",
                     "--live-every", "off", data=tiny_mnist)
@@ -77,6 +99,10 @@ def test_ctrl_c_ends_every_rank_and_resume_continues(workdir, tiny_mnist):
     (("--gpus", "2"), "--gpus 2 needs 2 CUDA GPUs; this machine has 0"),
     (("--gpus", "2", "--device", "cpu", "--batch-size", "63"), "must divide evenly over --gpus 2"),
     (("--gpus", "2", "--device", "cpu", "--loader", "dataloader"), "--loader dataloader does not apply"),
+    (("--nodes", "2", "--device", "cpu"), "--nodes 2 needs --rdzv-endpoint HOST:PORT"),
+    (("--nodes", "2", "--rdzv-endpoint", "nohost", "--device", "cpu"), "--rdzv-endpoint must be HOST:PORT"),
+    (("--nodes", "2", "--gpus", "2", "--rdzv-endpoint", "h:1", "--device", "cpu", "--batch-size", "6"),
+     "must divide evenly over 4 ranks (--gpus 2 x --nodes 2)"),
 ])
 def test_bad_launches_are_one_line(workdir, tiny_mnist, args, needle):
     import torch

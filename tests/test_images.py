@@ -69,8 +69,8 @@ def test_bad_imagefolder_is_one_line(workdir, make, needle):
 def test_a_suite_process_keeps_each_seeds_own_held_out_split(workdir):
     """A suite's worker keeps loaded data across runs; an ImageFolder without a val folder draws its
     held-out 10 % with the run's seed, so each seed gets its own split, as a run of its own would."""
+    from vitbench.cells import splits_for
     from vitbench.options import Options, model_config
-    from vitbench.suite import splits_for
     from vitbench.train import TrainConfig
 
     dataset = f"imagefolder:{write_folder(workdir / 'pets')}"

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from tests.conftest import REPO
+from vitbench.cells import load_suite
 from vitbench.cli import app
-from vitbench.suite import load_suite
 
 QUICK = REPO / "experiments" / "quick.yaml"
 

@@ -77,9 +77,10 @@ def test_ctrl_c_ends_every_worker_s_run_killed(workdir, tiny_mnist):
 def test_runs_are_failed_not_lost_when_every_worker_dies(workdir, tiny_mnist):
     import pytest
 
+    from vitbench.cells import load_suite
     from vitbench.errors import VitbenchError
     from vitbench.progress import Display
-    from vitbench.suite import load_suite, run_suite
+    from vitbench.suite import run_suite
 
     path = workdir / "parallel.yaml"
     path.write_text(SUITE.format(epochs=1))
@@ -121,7 +122,8 @@ def test_a_wrong_guess_of_the_gpus_starts_the_workers_again(workdir, tiny_mnist)
 
 
 def test_workers_take_the_longest_runs_first():
-    from vitbench.suite import Cell, longest_first
+    from vitbench.cells import Cell
+    from vitbench.suite import longest_first
 
     cells = [Cell("sdpa", {"attention": "sdpa"}), Cell("naive", {"attention": "naive", "time_budget": 20}),
              Cell("loop", {"patchify": "loop", "time_budget": 30}), Cell("vectorized", {"attention": "vectorized"})]

@@ -132,6 +132,18 @@ LiveEvery = Annotated[str, typer.Option(help="step-level metrics to MLflow (live
                                              "live/train_images_per_sec): every '10s', every '200' steps, or 'off'")]
 
 
+# bench's own
+Detail = Annotated[bool, typer.Option(help="also time the training step's forward, backward and optimizer update "
+                                           "apart, uncaptured, a sync after each (timm's --detail): train_fwd_time, "
+                                           "train_bwd_time, train_opt_time")]
+Retry = Annotated[bool, typer.Option("--retry/--no-retry", help="on CUDA out-of-memory, retry the cell at a smaller "
+                                                                "batch, as timm's benchmark.py does; --no-retry "
+                                                                "fails the cell")]
+Peers = Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT at the same dimensions: "
+                                                f"{', '.join(names.PEERS)}; or timm:MODEL, any model "
+                                                "timm.create_model builds (e.g. timm:resnet50)")]
+
+
 def display(quiet: bool, interval: float):
     from vitbench.progress import Display
 
@@ -244,6 +256,11 @@ def run(
     gpus: Annotated[int, typer.Option(help="data-parallel training on N GPUs of this host: N processes through "
                                            "torch.distributed.run, DistributedDataParallel, --batch-size the "
                                            "global batch (with --device cpu: N CPU processes on gloo)")] = 1,
+    nodes: Annotated[int, typer.Option(help="hosts training together, --gpus N each: give the same command on "
+                                            "every host, with --rdzv-endpoint")] = 1,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT where the hosts of --nodes meet (torch's "
+                                                           "c10d rendezvous), a free port on one of them")] = None,
+    rdzv_id: Annotated[str, typer.Option(help="the run's rendezvous id, the same on every host")] = "vitbench",
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
@@ -255,8 +272,8 @@ def run(
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(options), resume, checkpoint_dir,
                                              tracking_uri)
-    if gpus > 1 and not distributed.in_rank():
-        launch(gpus, cfg, tracking_uri, experiment)
+    if gpus * nodes > 1 and not distributed.in_rank():
+        launch(gpus, distributed.Nodes(nodes, rdzv_endpoint, rdzv_id), cfg, tracking_uri, experiment)
     if distributed.in_rank():
         cfg = replace(cfg, device=str(distributed.init(cfg.device)))
         shown = shown if distributed.lead() else display(True, progress_interval)
@@ -307,17 +324,20 @@ def say_done(outcome, cfg, quiet: bool) -> None:
     typer.echo(see_line(outcome.tracking_uri, outcome.experiment_id))
 
 
-def launch(gpus: int, cfg, tracking_uri: str | None, experiment: str | None) -> None:
-    """`run --gpus N`: check, prepare the tracking store once, then run this same command as N ranks."""
+def launch(gpus: int, nodes, cfg, tracking_uri: str | None, experiment: str | None) -> None:
+    """`run --gpus N [--nodes M]`: check, prepare the tracking store (whichever host's rank 0 records, every host
+    must reach it), then run this same command as N ranks here, M x N in all."""
     from vitbench import distributed
     from vitbench.options import default_experiment
     from vitbench.tracking import connect, get_experiment_id
 
-    distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader)
+    distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader, nodes)
     get_experiment_id(experiment or default_experiment(cfg.dataset), connect(tracking_uri))
-    typer.echo(f"data-parallel: {gpus} ranks on this host through torch.distributed.run, global batch "
-               f"{cfg.batch_size} ({cfg.batch_size // gpus} per rank)")
-    raise typer.Exit(distributed.launch(gpus, sys.argv[1:]))
+    ranks = gpus * nodes.count
+    where = "this host" if nodes.count == 1 else f"each of {nodes.count} hosts meeting at {nodes.endpoint}"
+    typer.echo(f"data-parallel: {gpus} rank(s) on {where} through torch.distributed.run, global batch "
+               f"{cfg.batch_size} ({cfg.batch_size // ranks} per rank)")
+    raise typer.Exit(distributed.launch(gpus, sys.argv[1:], nodes))
 
 
 @app.command()
@@ -332,21 +352,15 @@ def bench(
     precision: Annotated[str, typer.Option(help=f"{choices(names.PRECISIONS)} (see run --help)")] = "fp32",
     compile: Annotated[bool, typer.Option(help="torch.compile the variants; peers get a compiled row too")] = False,
     compile_mode: Annotated[str, typer.Option(help=f"torch.compile's mode: {choices(names.COMPILE_MODES)}")] = "default",
-    detail: Annotated[bool, typer.Option(help="also time the training step's forward, backward and optimizer "
-                                              "update apart, uncaptured, a sync after each (timm's --detail): "
-                                              "train_fwd_time, train_bwd_time, train_opt_time")] = False,
+    detail: Detail = False,
     cuda_graph: CudaGraph = None,
     warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
     repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
     max_seconds: Annotated[float, typer.Option(help="time bound per cell and mode (the naive parts)")] = 30.0,
-    retry: Annotated[bool, typer.Option("--retry/--no-retry", help="on CUDA out-of-memory, retry the cell at a "
-                                                                   "smaller batch, as timm's benchmark.py does; "
-                                                                   "--no-retry fails the cell")] = True,
+    retry: Retry = True,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
-    peers: Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT at the same dimensions: "
-                                                   f"{', '.join(names.PEERS)}; or timm:MODEL, any model "
-                                                   "timm.create_model builds (e.g. timm:resnet50)")] = None,
+    peers: Peers = None,
     attention: Annotated[str | None, typer.Option(help=f"attention implementations, comma-separated: "
                                                      f"{', '.join(names.ATTENTION)}")] = None,
     patchify: Annotated[str | None, typer.Option(help=f"patchify implementations, comma-separated: "
@@ -469,7 +483,8 @@ def suite(
     # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile.
     pool = Pool(path, guess, device, data_dir, tracking_uri, live) if guess else None
     try:
-        from vitbench.suite import load_suite, run_suite
+        from vitbench.cells import load_suite
+        from vitbench.suite import run_suite
         from vitbench.workers import resolve_gpus
 
         s, resolved = load_suite(path), resolve_gpus(gpus, device)

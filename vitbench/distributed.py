@@ -2,7 +2,8 @@
 
 The launcher process checks the command, then hands it to ``torch.distributed.run`` (the engine behind
 ``torchrun``), which starts N copies of it, one per GPU (``LOCAL_RANK``), NCCL on CUDA and gloo on the
-CPU. Each copy is a *rank*: it holds the whole dataset, takes its share of every global batch and
+CPU. Across hosts (``--nodes M --rdzv-endpoint HOST:PORT``) the same command on every host meets the others
+through torch's c10d rendezvous at the endpoint (a port on one of the hosts), and the M x N ranks train as one. Each copy is a *rank*: it holds the whole dataset, takes its share of every global batch and
 wraps the model in ``DistributedDataParallel``; rank 0 alone talks to MLflow, evaluates and writes
 checkpoints. Ranks stop together: signals and the time budget are agreed on every ``AGREE_EVERY``
 steps and at each epoch's end, so no rank is left waiting in an all-reduce.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -50,31 +53,55 @@ def visible_gpus() -> list[str]:
     return listed[: torch.cuda.device_count()] if listed else [str(i) for i in range(torch.cuda.device_count())]
 
 
-def check_launch(gpus: int, device: str | None, batch_size: int, loader: str) -> None:
+@dataclass(frozen=True)
+class Nodes:
+    """Where the ranks of `run --gpus N` live: this host alone, or ``count`` hosts meeting at ``endpoint``."""
+
+    count: int = 1
+    endpoint: str | None = None  # HOST:PORT of the c10d rendezvous, on one of the hosts
+    job: str = "vitbench"  # the rendezvous id: the hosts of one run give the same
+
+    def check(self) -> None:
+        if self.count < 1:
+            raise VitbenchError(f"--nodes must be >= 1, got {self.count}")
+        if self.count > 1 and not self.endpoint:
+            raise VitbenchError(f"--nodes {self.count} needs --rdzv-endpoint HOST:PORT, a port on one of the hosts "
+                                "that every host can reach (the same on each)")
+        if self.endpoint and not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.endpoint):
+            raise VitbenchError(f"--rdzv-endpoint must be HOST:PORT, got {self.endpoint!r}")
+
+
+def check_launch(gpus: int, device: str | None, batch_size: int, loader: str, nodes: Nodes = Nodes()) -> None:
     """Everything a launch needs, checked before any process starts."""
-    if gpus < 2:
+    nodes.check()
+    if gpus * nodes.count < 2:
         return
     if device != "cpu" and (not torch.cuda.is_available() or torch.cuda.device_count() < gpus):
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise VitbenchError(f"--gpus {gpus} needs {gpus} CUDA GPUs; this machine has {have} "
                             f"(--device cpu runs {gpus} CPU processes on gloo, for testing)")
-    if batch_size % gpus:
-        raise VitbenchError(f"--batch-size {batch_size} (the global batch) must divide evenly over --gpus {gpus}")
+    ranks = gpus * nodes.count
+    if batch_size % ranks:
+        over = f"--gpus {gpus}" if nodes.count == 1 else f"{ranks} ranks (--gpus {gpus} x --nodes {nodes.count})"
+        raise VitbenchError(f"--batch-size {batch_size} (the global batch) must divide evenly over {over}")
     if loader == "dataloader":
         raise VitbenchError("--gpus N keeps the dataset on every GPU: --loader dataloader does not apply")
 
 
-def launch(gpus: int, argv: list[str]) -> int:
-    """Run ``vitbench <argv>`` as ``gpus`` ranks on this host; the exit code of the failed rank, else 0."""
+def launch(gpus: int, argv: list[str], nodes: Nodes = Nodes()) -> int:
+    """Run ``vitbench <argv>`` as ``gpus`` ranks on this host (and as many on each other node); the exit code of
+    the failed rank, else 0."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its notes repeat what we say
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // gpus)))
+    where = (["--standalone"] if nodes.count == 1 else
+             [f"--nnodes={nodes.count}", "--rdzv-backend=c10d", f"--rdzv-endpoint={nodes.endpoint}",
+              f"--rdzv-id={nodes.job}"])
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={gpus}", "--max-restarts=0", "--monitor-interval=0.5",
-         "-m", "vitbench", *argv])
+        [*where, f"--nproc-per-node={gpus}", "--max-restarts=0", "--monitor-interval=0.5", "-m", "vitbench", *argv])
     try:
         run(args)
     except ChildFailedError as e:

@@ -70,7 +70,7 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
     import mlflow  # noqa: F401  (imported now: seconds the first run would otherwise wait)
     import torch
 
-    from vitbench.suite import cell_configs, load_suite, run_cell, splits_for
+    from vitbench.cells import cell_configs, load_suite, run_cell, splits_for
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
+from vitbench.cells import splits_for
 from vitbench.options import Options, configs
 from vitbench.runner import Tracking, run_experiment
-from vitbench.suite import splits_for
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "now"
 store = f"sqlite:///{sys.argv[2] if len(sys.argv) > 2 else '.'}/peak_memory.db"

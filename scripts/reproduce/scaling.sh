@@ -9,6 +9,9 @@
 #                                             # $OUT/scaling_sweep.journal
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout
+#   bash scripts/reproduce/scaling.sh nodes   # two hosts played on one: two launchers, one GPU each, meeting at a
+#                                             # c10d rendezvous (--nodes 2), against --gpus 2 on one host, MNIST
+#                                             # -> $OUT/scaling_nodes.db
 # then, on any machine with the stores: mlflow ui --backend-store-uri sqlite:///scaling_suite_gpus2.db (runs, their
 # start and end times, the GPU each used) or vitbench report --experiment attention --tracking-uri ...
 set -uo pipefail
@@ -18,9 +21,24 @@ mkdir -p "$W"
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version())"
 wall() { python3 -c "import time; print(f'{time.time():.3f}')"; }
-part=${1:?ddp, mnist, sweep or suite}
+part=${1:?ddp, mnist, sweep, suite or nodes}
 
-if [ "$part" = ddp ]; then
+if [ "$part" = nodes ]; then
+  U="sqlite:///$W/nodes.db"
+  M=(--dataset mnist --batch-size 256 --epochs 2 --seed 0 --experiment scaling-nodes --quiet --tracking-uri "$U")
+  t0=$(wall)
+  python3 -m vitbench run "${M[@]}" --gpus 2 --run-name "one host, --gpus 2" 2>&1 | grep -E "^(done|data-par|error)"
+  t1=$(wall)
+  for node in 0 1; do  # each "host" sees one GPU of its own
+    CUDA_VISIBLE_DEVICES=$node python3 -m vitbench run "${M[@]}" --gpus 1 --nodes 2 --rdzv-endpoint 127.0.0.1:29531 \
+      --rdzv-id nodes --run-name "two hosts, --gpus 1 --nodes 2" > "$W/node$node.txt" 2>&1 &
+  done
+  wait
+  t2=$(wall)
+  grep -hE "^(done|data-par|error)" "$W"/node0.txt "$W"/node1.txt
+  python3 -c "print(f'one host {$t1 - $t0:.1f} s, two hosts {$t2 - $t1:.1f} s prompt to prompt')"
+  cp "$W/nodes.db" "$OUT/scaling_nodes.db"
+elif [ "$part" = ddp ]; then
   U="sqlite:///$W/ddp.db"
   S16=(--dataset synthetic --preset vit-s16 --precision bf16 --epochs 4 --experiment scaling-vit-s16 --quiet
        --tracking-uri "$U")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces results/precision.md: fp8 (torchao's float8 training of the Linear layers) and fp16 beside bf16 --
+# Reproduces results/low_precision.md: fp8 (torchao's float8 training of the Linear layers) and fp16 beside bf16 --
 # training throughput and MFU at ViT-S/16 and ViT-B/16 against timm converted the same way, the train step's
 # forward / backward / optimizer split (bench --detail), and fp8's accuracy cost on the mnist-fast options.
 # GPU: one H200 or H100 (device kind nvidia-h200); each part inside 10 minutes:
-#   bash scripts/reproduce/precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
-#   bash scripts/reproduce/precision.sh speed vit-s16   # -> $OUT/precision_vit-s16_{bf16,fp8}.csv
-#   PEERS=1 bash scripts/reproduce/precision.sh speed vit-b16   # the same with timm's rows (converted alike)
-#   bash scripts/reproduce/precision.sh detail          # -> $OUT/precision_detail.csv: bf16, fp16, fp8 at ViT-B/16
+#   bash scripts/reproduce/low_precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
+#   bash scripts/reproduce/low_precision.sh speed vit-s16   # -> $OUT/low_precision_vit-s16_{bf16,fp8}.csv
+#   PEERS=1 bash scripts/reproduce/low_precision.sh speed vit-b16   # the same with timm's rows (converted alike)
+#   bash scripts/reproduce/low_precision.sh detail          # -> $OUT/low_precision_detail_{bf16,fp16,fp8}.csv (ViT-B/16)
 set -uo pipefail
 OUT=${OUT:-.}
 U="sqlite:///$OUT/mlflow.db"
@@ -22,12 +22,12 @@ accuracy)
   sed -n 1,40p "$OUT/fp8_report/REPORT.md" ;;
 speed)
   for P in bf16 fp8; do
-    "${BENCH[@]}" --preset "${2:-vit-b16}" ${PEERS:+--peers timm} --precision $P --out "$OUT/precision_${2:-vit-b16}_$P.csv" \
+    "${BENCH[@]}" --preset "${2:-vit-b16}" ${PEERS:+--peers timm} --precision $P --out "$OUT/low_precision_${2:-vit-b16}_$P.csv" \
       2>&1 | grep -vE "^\s+(sdpa|timm)|^(W|I)[0-9]{4}"
   done ;;
 detail)
   for P in bf16 fp16 fp8; do
-    "${BENCH[@]}" --preset vit-b16 --precision $P --detail --out "$OUT/precision_detail_$P.csv" \
+    "${BENCH[@]}" --preset vit-b16 --precision $P --detail --out "$OUT/low_precision_detail_$P.csv" \
       2>&1 | grep -vE "^\s+(sdpa|timm)|^(W|I)[0-9]{4}"
   done ;;
 esac

@@ -1,0 +1,140 @@
+"""A suite's cells: the suite file read and checked (``load_suite``), and one repeat of one cell run as an MLflow
+run (``run_cell``) -- what the suite command and its worker processes share. The YAML format is in suite.py."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vitbench.errors import VitbenchError
+from vitbench.options import OPTION_NAMES, Options, configs, given
+from vitbench.progress import Display, Every
+from vitbench.train import TrainConfig
+from vitbench.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from vitbench.data import Splits
+    from vitbench.models import ViTConfig
+
+
+@dataclass
+class Cell:
+    name: str
+    options: dict = field(default_factory=dict)  # variant, dataset, preset, train and model fields
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    repeats: int
+    cells: list[Cell]
+    description: str = ""
+
+
+def _check_keys(d: dict, where: str) -> None:
+    bad = [k for k in d if k not in OPTION_NAMES]
+    if bad:
+        raise VitbenchError(f"{where}: {bad[0]!r} is not an option; valid: {', '.join(OPTION_NAMES)}")
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    spec = read_yaml(path, "suite")
+    if not isinstance(spec, dict):
+        raise VitbenchError(f"suite {path} must be a mapping (name, grid, cells, ...)")
+    known = {"name", "description", "dataset", "variant", "preset", "repeats", "train", "model", "grid", "cells", "when"}
+    extra = set(spec) - known
+    if extra:
+        raise VitbenchError(f"suite {path}: unknown key {sorted(extra)[0]!r}; valid: {', '.join(sorted(known))}")
+    shared = {k: spec[k] for k in ("dataset", "variant", "preset") if k in spec}
+    shared |= spec.get("train") or {}
+    shared |= spec.get("model") or {}
+    _check_keys(shared, f"suite {path}")
+    cells: list[Cell] = []
+    grid = spec.get("grid") or {}
+    if grid:
+        _check_keys(grid, f"suite {path}: grid")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            cells.append(Cell(",".join(f"{k}={v}" for k, v in values.items()), {**shared, **values}))
+    for i, c in enumerate(spec.get("cells") or []):
+        if not isinstance(c, dict):
+            raise VitbenchError(f"suite {path}: cells[{i}] must be a mapping")
+        c = dict(c)
+        name = str(c.pop("name", f"cell{i}"))
+        _check_keys(c, f"suite {path}: cell {name}")
+        cells.append(Cell(name, {**shared, **c}))
+    if not cells:
+        raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
+    for rule in spec.get("when") or []:
+        match, setting = rule.get("match") or {}, rule.get("set") or {}
+        _check_keys(setting, f"suite {path}: when.set")
+        for cell in cells:
+            if all(cell.options.get(k) == v for k, v in match.items()):
+                cell.options.update(setting)
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise VitbenchError(f"suite {path}: cell names repeat: {names}")
+    repeats = spec.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise VitbenchError(f"suite {path}: repeats must be a positive whole number, got {repeats!r}")
+    for cell in cells:  # fail on impossible cells before anything runs
+        cell_configs(cell, 0)
+    return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")))
+
+
+def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
+             display: Display, live: Every, log: Callable[[str], None], tags: dict | None = None) -> str | None:
+    """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
+    from vitbench.runner import Tracking, run_experiment
+
+    cfg, model_cfg = cell_configs(cell, r, device, data_dir)
+    display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
+    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
+    try:
+        out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags),
+                             splits=splits_for(cfg, model_cfg), log=lambda s: None, display=display, live=live)
+    except Exception as e:  # the run is already ended FAILED with the error as a tag
+        display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+        return None
+    res = out.result
+    display.note(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
+                 f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
+    return out.run_id
+
+
+def cell_configs(cell: Cell, r: int, device: str | None = None,
+                 data_dir: str | None = None) -> tuple[TrainConfig, ViTConfig]:
+    """Repeat ``r`` of a cell: its options with the seed offset by ``r``, on ``device`` and ``data_dir`` when given."""
+    o = Options.read(cell.options, f"suite cell {cell.name}")
+    return configs(replace(o, seed=(o.seed or 0) + r, **given(device=device, data_dir=data_dir)))
+
+
+_LOADED: dict[tuple, Splits] = {}
+
+
+def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
+    """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
+    cells mostly share their dataset); only the last kept, so memory holds one dataset."""
+    from vitbench.data import seed_picks_split
+    from vitbench.options import dataset_for
+    from vitbench.runner import load_data
+
+    info = dataset_for(cfg.dataset, model_cfg)
+    seed = cfg.seed if seed_picks_split(info, cfg.val_split) else None
+    key = (cfg.dataset, cfg.data_dir, cfg.val_split, seed, cfg.loader, cfg.device, info.image_shape, info.num_classes)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_data(cfg, info, lambda s: None)
+    return _LOADED[key]
+
+
+def cell_run_name(cell: Cell, cfg) -> str:
+    """The variant, what the cell sets (its name), the seed: 'sdpa attention=naive seed=1'."""
+    what = ",".join(p for p in cell.name.split(",") if p != f"variant={cfg.variant}")
+    return " ".join(p for p in (cfg.variant, what, f"seed={cfg.seed}") if p)
