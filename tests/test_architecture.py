@@ -69,3 +69,11 @@ def test_no_import_circle():
 
     circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a, {b})})
     assert circles == [], circles
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Signature, docstring and body: a longer function is split where it does two things."""
+    long = [f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
+    assert long == [], long

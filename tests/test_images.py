@@ -81,6 +81,7 @@ def test_a_suite_process_keeps_each_seeds_own_held_out_split(workdir):
     assert again.eval_index is held_out[1]  # the same seed: the kept data, not a new load
 
 
+@pytest.mark.e2e  # ~12 s: two runs
 def test_an_image_folder_takes_its_preset_from_its_images(workdir):
     """28x28 grayscale digits in a folder get the digits' preset (not a 224-pixel one: 3,137 tokens), and say so."""
     g = torch.Generator().manual_seed(0)

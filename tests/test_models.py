@@ -204,6 +204,7 @@ def test_attentions_that_cannot_run_somewhere_say_so():
         create_model("sdpa", attention="flex", dropout=0.1)
 
 
+@pytest.mark.e2e  # ~16 s: the Triton kernel in its interpreter
 @pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
 def test_state_dicts_load_across_implementations_float32(part, impls):
     """The acceptance check: load B's state_dict into A, float32 outputs agree to 1e-5 relative."""

@@ -1,18 +1,34 @@
 """Every name a user can give -- parts, datasets, presets, peers -- in one torch-free place. The CLI's choices
-and help are made from these tuples; the modules that implement each name are checked against them
-(tests/test_cli.py), so a name cannot be added in one place and forgotten in another."""
+and help are made from these tuples. The registries' names are read from the registries' own source (the keys of
+the dict each module registers its implementations in) without importing them, so adding an implementation is a
+class and its registration line in one file, and ``vitbench --help`` still imports no torch."""
 
 from __future__ import annotations
 
-ATTENTION = ("naive", "vectorized", "torch-mha", "sdpa", "flex", "triton")  # vitbench.models.attention.ATTENTION
-PATCHIFY = ("conv", "loop", "unfold")  # vitbench.models.patchify.PATCHIFY
+import ast
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def registered(module: str, registry: str) -> tuple[str, ...]:
+    """The string keys of the dict literal ``registry`` at the top of ``module`` (a file of this package), in order."""
+    for node in ast.parse((_PACKAGE / module).read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [None])[0]
+        if getattr(target, "id", None) == registry and isinstance(node.value, ast.Dict):
+            return tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+    raise LookupError(f"vitbench/{module} registers no {registry} dict")
+
+
+ATTENTION = registered("models/attention.py", "ATTENTION")
+PATCHIFY = registered("models/patchify.py", "PATCHIFY")
 POS_EMBED = ("learned", "sinusoidal", "sincos2d", "none")
 POOL = ("cls", "mean")
 NORM = ("pre", "post")
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")  # vitbench.data.DATASETS (torchvision's)
+DATASETS = registered("data.py", "DATASETS")  # torchvision's
 DATASET_FORMS = ("synthetic", "imagefolder:PATH")  # vitbench.images
-PRESETS = ("mnist", "cifar10", "vit-ti16", "vit-s16", "vit-b16")  # vitbench.models.registry.PRESETS
-PEERS = ("timm",)  # vitbench.bench
+PRESETS = registered("models/registry.py", "PRESETS")
+PEERS = registered("bench.py", "PEER_BUILDERS")
 AUGMENTS = ("none", "crop", "crop-flip", "affine")
 # fp32; bf16 / fp16 autocast (fp16 with a gradient scaler); fp8: the Linear layers through torchao's float8
 # training (dynamic scaling), bf16 autocast around them -- vitbench.train.AMP_DTYPES
