@@ -9,9 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from vitbench import names
 from vitbench.bench import BenchOptions, Entry, decay_batch, measure_cell, plan, run_bench
 from vitbench.cli import app
-from vitbench.models import resolve_config
+from vitbench.models import list_variants, resolve_config
 
 TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu",
         "--warmup", "1", "--repeats", "3"]
@@ -149,15 +150,15 @@ def test_one_invocation_covers_several_presets_compiled(workdir):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--variants", "sdpa,nope"], "valid: naive-msa"),
+    (["--variants", "sdpa,nope"], f"valid: {', '.join(list_variants())}, all"),
     (["--out", "x.txt"], "must end in .csv or .json"),
     (["--image-sizes", "28", "--patch-sizes", "7"], "not both"),
     (["--image-sizes", "30"], "patch size 7 does not divide image size 30"),
-    (["--peers", "keras"], "valid: timm"),
+    (["--peers", "keras"], f"valid: {', '.join(names.PEERS)}, or timm:MODEL"),
     (["--batch-sizes", "a,b"], "comma-separated integers"),
     (["--precision", "fp8"], "--precision fp8 needs an NVIDIA GPU with FP8 tensor cores"),
-    (["--precision", "int4"], "valid: fp32, bf16, fp16, fp8"),
-    (["--compile-mode", "fast"], "valid: default, reduce-overhead, max-autotune"),
+    (["--precision", "int4"], f"valid: {', '.join(names.PRECISIONS)}"),
+    (["--compile-mode", "fast"], f"valid: {', '.join(names.COMPILE_MODES)}"),
 ])
 def test_bench_bad_input(workdir, args, needle):
     res = CliRunner().invoke(app, ["bench", *TINY, *args])

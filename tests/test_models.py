@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from vitbench import VitbenchError, create_model, list_variants
+from vitbench import VitbenchError, create_model, list_variants, names
 from vitbench.models import PRESETS, ViTConfig
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
@@ -241,9 +241,9 @@ def test_overrides_fall_through_and_presets_apply():
     (dict(patch_size=5), "patch size 5 does not divide image size 28"),
     (dict(dim=66), "dim 66 is not divisible by heads 4"),
     (dict(dim=66, heads=6, pos_embed="sincos2d"), "needs dim divisible by 4, got dim 66"),
-    (dict(attention="flash9"), "valid: naive, vectorized, torch-mha, sdpa, flex, triton"),
-    (dict(patchify="hex"), "valid: conv, loop, unfold"),
-    (dict(pool="max"), "valid: cls, mean"),
+    (dict(attention="flash9"), f"valid: {', '.join(names.ATTENTION)}"),
+    (dict(patchify="hex"), f"valid: {', '.join(names.PATCHIFY)}"),
+    (dict(pool="max"), f"valid: {', '.join(names.POOL)}"),
     (dict(depth=0), "depth must be a positive integer"),
     (dict(patch_drop=1.0), "patch_drop must be in [0, 1)"),
     (dict(bogus=1), "unknown model option"),

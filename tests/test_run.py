@@ -15,7 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_tiny_mnist
 from tests.helpers import TINY, invoke, runs
+from vitbench import names
 from vitbench.errors import VitbenchError
+from vitbench.models import list_variants
 
 PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
           "train.label_smoothing", "train.precision", "train.seed", "train.loader", "train.max_steps",
@@ -138,14 +140,14 @@ def _bad(*args: str, needle: str):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--variant", "vit-9000"], "valid: naive-msa, sdpa, simple-vit, torch-mha, vectorized-msa"),
-    (["--dataset", "imagenet"], "valid: mnist, fashion-mnist, cifar10, cifar100"),
+    (["--variant", "vit-9000"], f"valid: {', '.join(list_variants())}"),
+    (["--dataset", "imagenet"], f"valid: {', '.join(names.DATASETS)}, "),
     (["--patch-size", "5"], "patch size 5 does not divide image size 28"),
     (["--heads", "3"], "dim 64 is not divisible by heads 3"),
-    (["--precision", "fp4"], "valid: fp32, bf16, fp16, fp8"),
+    (["--precision", "fp4"], f"valid: {', '.join(names.PRECISIONS)}"),
     (["--precision", "fp8"], "--precision fp8 needs an NVIDIA GPU with FP8 tensor cores"),
-    (["--compile-mode", "turbo"], "valid: default, reduce-overhead, max-autotune"),
-    (["--augment", "mixup"], "valid: auto, none, crop, crop-flip"),
+    (["--compile-mode", "turbo"], f"valid: {', '.join(names.COMPILE_MODES)}"),
+    (["--augment", "mixup"], f"valid: auto, {', '.join(names.AUGMENTS)}"),
     (["--attention", "flex"], "attention 'flex' cannot train on the CPU"),
     (["--attention", "triton", "--patch-size", "2"], "takes up to 128 tokens; this model has 197"),
 ])
