@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_type_hints
 
 import typer
 
@@ -179,9 +179,9 @@ def shared_options(
 
 
 def flags(command) -> list[Parameter]:
-    """A command's parameters but ``options``, their annotations evaluated (what Typer makes flags of)."""
-    return [p.replace(annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation)
-            for p in signature(command).parameters.values() if p.name != "options"]
+    """A command's parameters but ``options``, their annotations resolved (what Typer makes flags of)."""
+    hints = get_type_hints(command, localns={"Options": object}, include_extras=True)  # Options: never a flag
+    return [p.replace(annotation=hints[p.name]) for p in signature(command).parameters.values() if p.name != "options"]
 
 
 def with_options(command):
