@@ -326,6 +326,29 @@ def test_fp8_runs_end_to_end_where_torch_can_run_it(workdir, tiny_mnist, monkeyp
     assert math.isfinite(run.data.metrics["val_loss"]) and run.data.metrics["infer_images_per_sec"] > 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "fp8"])
+def test_lower_precisions_step_compiled_on_cuda(precision):
+    """fp16 compiled and eagerly stepped (its scaler), fp8 compiled inside the whole-step CUDA graph: both train,
+    and fp8's inference timing runs."""
+    from vitbench.options import Options, configs
+    from vitbench.train import Trainer, precision_unavailable
+
+    if why := precision_unavailable(precision, torch.device("cuda")):
+        pytest.skip(why)
+    cfg, model_cfg = configs(Options(precision=precision, device="cuda", batch_size=64, compile=True))
+    trainer = Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x, y = torch.randn(64, 1, 28, 28, device="cuda", generator=g), torch.arange(64, device="cuda") % 10
+    trainer.warm_up(x, y)
+    assert (trainer.graph is not None) == (precision == "fp8"), trainer.graph_reason
+    for _ in range(5):
+        trainer.run_step(x, y)
+    loss = trainer.read_stats()[0]
+    assert math.isfinite(loss) and trainer.infer_images_per_sec(x, max_seconds=2) > 0
+
+
 def test_what_turns_the_whole_step_graph_off_is_said():
     from types import SimpleNamespace
 
