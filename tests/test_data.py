@@ -75,6 +75,33 @@ def test_mnist_gz_files_are_decompressed_and_read(tmp_path):
     assert splits.train_images.shape == (512, 1, 28, 28) and splits.eval_labels.shape == (256,)
 
 
+def test_gz_files_decompressed_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch):
+    """A suite's two workers found .gz-only MNIST together: one wrote the shared part file while the other
+    replaced it, and a run FAILED. Here the other process's whole decompression happens in the middle of this
+    one's copy; both must finish and leave whole files, no part file behind."""
+    import shutil
+
+    from vitbench import data
+
+    root = write_tiny_mnist(tmp_path)
+    folder = root / "MNIST" / "raw"
+    originals = {f.name: f.read_bytes() for f in folder.iterdir()}
+    for f in folder.iterdir():
+        gz(f)
+    copy, interleaved = shutil.copyfileobj, []
+
+    def copy_with_another_process_meanwhile(src, dst):
+        if not interleaved:
+            interleaved.append(True)
+            data._gunzip_idx(folder, data.DATASETS["mnist"].files)  # the other worker, start to end
+        copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_with_another_process_meanwhile)
+    data._gunzip_idx(folder, data.DATASETS["mnist"].files)
+    assert {name: (folder / name).read_bytes() for name in originals} == originals
+    assert not list(folder.glob("*.part"))
+
+
 def test_fashion_mnist_reads_its_own_folder(tmp_path):
     root = write_tiny_mnist(tmp_path, folder="FashionMNIST")
     assert load_splits("fashion-mnist", str(root)).info.num_classes == 10

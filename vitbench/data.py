@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,14 +74,20 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _gunzip_idx(folder: Path, files: tuple[str, ...]) -> None:
-    """MNIST-family files are often shipped as .gz only; torchvision reads them uncompressed."""
+    """MNIST-family files are often shipped as .gz only; torchvision reads them uncompressed. Each caller writes
+    its own uniquely named part file and moves it into place whole, so processes started together (a suite's
+    workers, data-parallel ranks) never read or replace each other's half-written file."""
     for f in files:
         raw, gz = folder / f, folder / f"{f}.gz"
         if not raw.exists() and gz.exists():
-            tmp = raw.with_suffix(".part")
-            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, raw)
+            fd, tmp = tempfile.mkstemp(prefix=f"{f}.", suffix=".part", dir=folder)
+            try:
+                with gzip.open(gz, "rb") as src, os.fdopen(fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(tmp, raw)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
 
 def open_dataset(name: str, root: Path, train: bool, transform=None, download: bool = True):
