@@ -22,7 +22,7 @@ from torch import nn
 from vitbench import names
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
-from vitbench.models.registry import PRESETS
+from vitbench.models.registry import get_preset
 from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
     free_memory,
@@ -41,6 +41,7 @@ from vitbench.train import (
     inference,
     precision_unavailable,
     to_float8,
+    torch_compile,
 )
 
 MODES = ("train", "infer")
@@ -198,12 +199,9 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
             trainer.run_step(x, y)
     else:
         compiled = compiles(entry.compile, None if entry.peer else c)
-        if opts.precision == "fp8":
-            if why := precision_unavailable("fp8", device):
-                raise VitbenchError(why)
+        if opts.precision == "fp8":  # available: run_bench checked before any cell
             to_float8(model)
-        run_model = torch.compile(model, mode=None if opts.compile_mode == "default" else opts.compile_mode) \
-            if compiled else model
+        run_model = torch_compile(model, opts.compile_mode) if compiled else model
         model.eval()
         amp = AMP_DTYPES[opts.precision]
         autocast = torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
@@ -278,8 +276,7 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
         raise VitbenchError(f"unknown variant {unknown[0]!r}; valid: {', '.join(list_variants())}, all")
     for p in peers:
         peer_builder(p)  # an unknown peer or timm model: one line, before anything is measured
-    if preset not in PRESETS:
-        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    get_preset(preset)
     if image_sizes and patch_sizes:
         raise VitbenchError("give --image-sizes or --patch-sizes, not both")
     shapes = ([{"image_size": s} for s in image_sizes] if image_sizes else
@@ -382,6 +379,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                 row[f"{mode}_error"] = cell["error"]
                 if "median" in cell:
                     med = cell["median"]
+                    tflops = flops * cell["batch_size"] / med / 1e12
                     row.update({  # timm's meaning under timm's names: timed images over the timed steps' total
                         # time, the mean step; the median step and its images/s beside them (the table's figures)
                         f"{mode}_samples_per_sec": cell["batch_size"] / cell["mean"],
@@ -393,8 +391,8 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         f"{mode}_repeats": int(cell["n"]),
                         f"{mode}_peak_memory_mb": cell["peak_memory_mb"],
                         f"{mode}_memory_source": cell["memory_source"],
-                        f"{mode}_tflops": flops * cell["batch_size"] / med / 1e12,
-                        f"{mode}_mfu": mfu(flops * cell["batch_size"] / med / 1e12, device, opts.precision),
+                        f"{mode}_tflops": tflops,
+                        f"{mode}_mfu": mfu(tflops, device, opts.precision),
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
                         **phase_columns(mode, cell.get("phases")),
@@ -475,7 +473,7 @@ def rich_table(rows: list[dict], opts: BenchOptions):
     for r in rows:
         batch = r.get("train_batch_size", r.get("infer_batch_size"))
         tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
-        mfu_text = f"{r['train_mfu']:.1%}" if r.get("train_mfu") == r.get("train_mfu") and "train_mfu" in r else "-"
+        mfu_text = f"{r['train_mfu']:.1%}" if math.isfinite(r.get("train_mfu", math.nan)) else "-"
         phases = (" / ".join(f"{r[f'train_{p}_time_median']:.2f}" for p in ("fwd", "bwd", "opt"))
                   if "train_fwd_time" in r else "-")
         t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"),
@@ -495,9 +493,12 @@ def cell_metrics(row: dict) -> dict[str, float]:
                                                              "param_count"))}
 
 
+def requested_batch(row: dict) -> int:
+    return row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
+
+
 def cell_name(row: dict) -> str:
-    batch = row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
-    return (f"{row['model']} img{row['img_size']}/p{row['patch_size']} b{batch} {row['precision']}"
+    return (f"{row['model']} img{row['img_size']}/p{row['patch_size']} b{requested_batch(row)} {row['precision']}"
             f"{' compiled' if row['compile'] else ''}")
 
 
@@ -548,13 +549,12 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
             mlflow.log_artifact(str(out))
         now = int(time.time() * 1000)
         for row in rows:
-            batch = row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
             errors = "; ".join(row[k] for k in ("train_error", "infer_error") if row.get(k))
             child = client.create_run(exp_id, run_name=cell_name(row), tags={
                 "mlflow.parentRunId": run_id, "kind": "bench-cell", "bench.parent": run_id,
                 NOTE: "; ".join(_progress_line(row, m).strip() for m in opts.modes), **env})
             client.log_batch(child.info.run_id,
-                             params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(batch))],
+                             params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(requested_batch(row)))],
                              metrics=[Metric(k, v, now, 0) for k, v in cell_metrics(row).items()],
                              tags=[RunTag("error", errors[:500])] if errors else [])
             measured = any(f"{m}_samples_per_sec" in row for m in opts.modes)

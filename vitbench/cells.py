@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench.errors import VitbenchError
-from vitbench.options import OPTION_NAMES, Options, configs, given
+from vitbench.options import Options, check_names, configs, given
 from vitbench.progress import Display, Every
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
@@ -35,12 +35,6 @@ class Suite:
     description: str = ""
 
 
-def _check_keys(d: dict, where: str) -> None:
-    bad = [k for k in d if k not in OPTION_NAMES]
-    if bad:
-        raise VitbenchError(f"{where}: {bad[0]!r} is not an option; valid: {', '.join(OPTION_NAMES)}")
-
-
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     spec = read_yaml(path, "suite")
@@ -53,11 +47,11 @@ def load_suite(path: str | Path) -> Suite:
     shared = {k: spec[k] for k in ("dataset", "variant", "preset") if k in spec}
     shared |= spec.get("train") or {}
     shared |= spec.get("model") or {}
-    _check_keys(shared, f"suite {path}")
+    check_names(shared, f"suite {path}")
     cells: list[Cell] = []
     grid = spec.get("grid") or {}
     if grid:
-        _check_keys(grid, f"suite {path}: grid")
+        check_names(grid, f"suite {path}: grid")
         keys = list(grid)
         for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
@@ -67,13 +61,13 @@ def load_suite(path: str | Path) -> Suite:
             raise VitbenchError(f"suite {path}: cells[{i}] must be a mapping")
         c = dict(c)
         name = str(c.pop("name", f"cell{i}"))
-        _check_keys(c, f"suite {path}: cell {name}")
+        check_names(c, f"suite {path}: cell {name}")
         cells.append(Cell(name, {**shared, **c}))
     if not cells:
         raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
     for rule in spec.get("when") or []:
         match, setting = rule.get("match") or {}, rule.get("set") or {}
-        _check_keys(setting, f"suite {path}: when.set")
+        check_names(setting, f"suite {path}: when.set")
         for cell in cells:
             if all(cell.options.get(k) == v for k, v in match.items()):
                 cell.options.update(setting)

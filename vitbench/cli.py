@@ -206,10 +206,8 @@ def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for t
                                                              f"{choices(names.PRESETS)} [mnist and cifar10]")] = None
              ) -> None:
     """List the registered variants, their parts and parameter counts."""
-    from vitbench.models import PRESETS, VARIANTS, count_params, create_model, list_variants
+    from vitbench.models import VARIANTS, count_params, create_model, list_variants
 
-    if preset is not None and preset not in PRESETS:
-        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     presets = [preset] if preset else ["mnist", "cifar10"]
     rows = [("variant", "attention", "patchify", "positions", "pool", "norm", *presets)]
     for name in list_variants():

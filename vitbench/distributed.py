@@ -3,7 +3,8 @@
 The launcher process checks the command, then hands it to ``torch.distributed.run`` (the engine behind
 ``torchrun``), which starts N copies of it, one per GPU (``LOCAL_RANK``), NCCL on CUDA and gloo on the
 CPU. Across hosts (``--nodes M --rdzv-endpoint HOST:PORT``) the same command on every host meets the others
-through torch's c10d rendezvous at the endpoint (a port on one of the hosts), and the M x N ranks train as one. Each copy is a *rank*: it holds the whole dataset, takes its share of every global batch and
+through torch's c10d rendezvous at the endpoint (a port on one of the hosts), and the M x N ranks train as one.
+Each copy is a *rank*: it holds the whole dataset, takes its share of every global batch and
 wraps the model in ``DistributedDataParallel``; rank 0 alone talks to MLflow, evaluates and writes
 checkpoints. Ranks stop together: signals and the time budget are agreed on every ``AGREE_EVERY``
 steps and at each epoch's end, so no rank is left waiting in an all-reduce.
@@ -74,13 +75,13 @@ class Nodes:
 def check_launch(gpus: int, device: str | None, batch_size: int, loader: str, nodes: Nodes = Nodes()) -> None:
     """Everything a launch needs, checked before any process starts."""
     nodes.check()
-    if gpus * nodes.count < 2:
+    ranks = gpus * nodes.count
+    if ranks < 2:
         return
     if device != "cpu" and (not torch.cuda.is_available() or torch.cuda.device_count() < gpus):
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise VitbenchError(f"--gpus {gpus} needs {gpus} CUDA GPUs; this machine has {have} "
                             f"(--device cpu runs {gpus} CPU processes on gloo, for testing)")
-    ranks = gpus * nodes.count
     if batch_size % ranks:
         over = f"--gpus {gpus}" if nodes.count == 1 else f"{ranks} ranks (--gpus {gpus} x --nodes {nodes.count})"
         raise VitbenchError(f"--batch-size {batch_size} (the global batch) must divide evenly over {over}")

@@ -52,13 +52,13 @@ def view_url(tracking_uri: str, experiment_id: str) -> str:
 
 
 def mark_experiment(experiment_id: str, description: str | None = None,
-                    columns: tuple[str, ...] = TRAINING_COLUMNS) -> None:
+                    columns: tuple[str, ...] | None = None) -> None:
     """The experiment is model training (the UI opens on its runs), with ``description`` as its note and a
     shared view that shows ``columns`` (view_url)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": shared_view(columns),
+    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": shared_view(columns or TRAINING_COLUMNS),
             **({NOTE: description} if description else {})}
     with contextlib.suppress(Exception):  # an older server without experiment tags: the runs matter more
         current = client.get_experiment(experiment_id).tags
@@ -96,7 +96,7 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
     """The run's ``done`` line in words: what it is, how accurate on what, how fast, how heavy, what stopped it."""
     on = "the test set" if eval_set == "test" else f"a held-out {eval_set.split(':', 1)[-1]} of the training set"
     full = result.stopped_by == "epochs"
-    if result.stopped_by == "epochs":
+    if full:
         stop = f"all {plural(cfg.epochs, 'epoch')}"
     elif result.stopped_by in ("max_steps", "time_budget"):
         stop = f"{bound(cfg).removeprefix(', bounded by ')} (bounded: not a converged accuracy)"
@@ -127,10 +127,10 @@ def log_datasets(splits: Splits) -> None:
     from mlflow.data.meta_dataset import MetaDataset
 
     info = splits.info
-    if not hasattr(splits, "_mlflow_digests"):  # a suite's cells share their splits: hashed once
+    if splits.digests is None:  # a suite's cells share their splits: hashed once
         train = (splits.train_images, splits.train_labels) if splits.resident else (splits.train_labels,)
-        splits._mlflow_digests = (_digest(*train), _digest(splits.eval_images, splits.eval_labels))
-    train_digest, eval_digest = splits._mlflow_digests
+        splits.digests = (_digest(*train), _digest(splits.eval_images, splits.eval_labels))
+    train_digest, eval_digest = splits.digests
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder
         if info.synthetic:

@@ -15,7 +15,7 @@ from pathlib import Path
 from vitbench.data import DatasetInfo, get_dataset_info
 from vitbench.errors import VitbenchError, check_field_types
 from vitbench.models import ViTConfig, resolve_config
-from vitbench.models.registry import PRESETS
+from vitbench.models.registry import get_preset
 from vitbench.train import TrainConfig
 
 
@@ -77,10 +77,7 @@ class Options:
     def read(cls, values: Mapping, where: str, settable: tuple[str, ...] | None = None) -> Options:
         """Options from a mapping (a recipe's, a suite cell's, a sweep trial's): unknown names and wrong types
         are one line naming ``where``; ``settable`` limits which names it may give."""
-        settable = settable or OPTION_NAMES
-        bad = [k for k in values if k not in settable]
-        if bad:
-            raise VitbenchError(f"{where}: {bad[0]!r} is not an option; valid: {', '.join(settable)}")
+        check_names(values, where, settable)
         try:
             return cls(**values)
         except VitbenchError as e:
@@ -88,7 +85,7 @@ class Options:
 
     def given(self) -> dict:
         """The options that were given (not None), by name."""
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        return given(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     def then(self, later: Options) -> Options:
         """These options with every option ``later`` gives on top (a recipe, then the command line's flags)."""
@@ -98,6 +95,14 @@ class Options:
 OPTION_NAMES = tuple(f.name for f in fields(Options))
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("variant", "dataset"))
 MODEL_OPTIONS = tuple(f.name for f in fields(ViTConfig))
+
+
+def check_names(values: Mapping, where: str, settable: tuple[str, ...] | None = None) -> None:
+    """Every name in ``values`` is an option (of ``settable``, default all): else one line naming ``where``."""
+    settable = settable or OPTION_NAMES
+    bad = [k for k in values if k not in settable]
+    if bad:
+        raise VitbenchError(f"{where}: {bad[0]!r} is not an option; valid: {', '.join(settable)}")
 
 
 def given(**values) -> dict:
@@ -154,10 +159,8 @@ def shaped(dataset: str, preset: str | None = None) -> tuple[DatasetInfo, str]:
 
         preset = folder_preset(dataset)[0]  # from the images' size and colour
     preset = preset or info.preset
-    if preset not in PRESETS:
-        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    p = get_preset(preset)
     if info.synthetic or info.torchvision_class == "ImageFolder":
-        p = PRESETS[preset]
         info = get_dataset_info(dataset, (p["in_chans"], p["image_size"], p["image_size"]), p["num_classes"])
     return info, preset
 

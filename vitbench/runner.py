@@ -136,11 +136,11 @@ def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool
     if why := ATTENTION[model_cfg.attention].unavailable(device) or precision_unavailable(cfg.precision, device):
         raise VitbenchError(why)
     info = dataset_for(cfg.dataset, model_cfg)
-    if lead():
+    if lead():  # the rank that records
         writable_folder(Path(checkpoint_dir), "checkpoint folder")
-    if lead() and system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
-        log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
-            "pip install 'vitbench[gpu]' (nvidia-ml-py)")
+        if system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
+            log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
+                "pip install 'vitbench[gpu]' (nvidia-ml-py)")
     return info
 
 

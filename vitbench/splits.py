@@ -5,7 +5,7 @@ both build them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,3 +58,4 @@ class Splits:
     train_index: torch.Tensor | None = None  # into the torchvision train set (val split), for DataLoader
     eval_index: torch.Tensor | None = None
     resident: bool = True  # False: an ImageFolder too large for memory; images are read from disk per batch
+    digests: tuple[str, str] | None = field(default=None, compare=False)  # of train and eval (MLflow datasets)

@@ -140,7 +140,7 @@ def get_experiment_id(name: str, uri: str | None = None, description: str | None
                 if e.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(name) is None:
                     raise
                 exp_id = mlflow.get_experiment_by_name(name).experiment_id
-        mark_experiment(exp_id, description, *([columns] if columns else []))
+        mark_experiment(exp_id, description, columns)
         return exp_id
     except MlflowException as e:
         raise VitbenchError(mask_secrets(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}")) from None

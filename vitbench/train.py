@@ -230,7 +230,7 @@ def inference(precision: str):
     return torch.no_grad() if precision == "fp8" else torch.inference_mode()
 
 
-def fp8_linear(module: nn.Module, fqn: str = "") -> bool:
+def fp8_linear(module: nn.Module) -> bool:
     """A layer FP8 can take: a plain nn.Linear with both dimensions multiples of 16, as FP8 matmuls need."""
     return type(module) is nn.Linear and module.in_features % 16 == 0 and module.out_features % 16 == 0
 
@@ -265,8 +265,13 @@ def _compiled(fn: Callable, mode: str = "default") -> Callable:
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
     setattr(config, limit, max(getattr(config, limit), MODELS_PER_PROCESS))
     if (fn, mode) not in _COMPILED:
-        _COMPILED[fn, mode] = torch.compile(fn, mode=None if mode == "default" else mode)
+        _COMPILED[fn, mode] = torch_compile(fn, mode)
     return _COMPILED[fn, mode]
+
+
+def torch_compile(fn: Callable, mode: str = "default") -> Callable:
+    """``torch.compile`` in one of its modes (vitbench.names.COMPILE_MODES; "default": torch's own)."""
+    return torch.compile(fn, mode=None if mode == "default" else mode)
 
 
 class Trainer:

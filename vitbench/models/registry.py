@@ -64,15 +64,20 @@ def get_variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
+def get_preset(name: str) -> dict:
+    """A size preset's dimensions; an unknown name is one line listing the valid ones."""
+    if name not in PRESETS:
+        raise VitbenchError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
 def resolve_config(variant: str, preset: str | None = None, **overrides) -> ViTConfig:
     """The variant's parts, then the preset's sizes, then every override that is not None."""
-    preset = preset or "mnist"
-    if preset not in PRESETS:
-        raise VitbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    sizes = get_preset(preset or "mnist")
     unknown = set(overrides) - set(MODEL_FIELDS)
     if unknown:
         raise VitbenchError(f"unknown model option(s) {sorted(unknown)}; valid: {', '.join(MODEL_FIELDS)}")
-    kwargs = {**get_variant(variant).parts, **PRESETS[preset]}
+    kwargs = {**get_variant(variant).parts, **sizes}
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return ViTConfig(**kwargs)
 
