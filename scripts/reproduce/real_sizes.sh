@@ -7,6 +7,9 @@
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
 #   bash scripts/reproduce/real_sizes.sh patchify      # -> $OUT/real_sizes_patchify.csv: unfold vs conv, both sizes
 #   bash scripts/reproduce/real_sizes.sh kernels       # where each size's step goes, kernel by kernel
+#   bash scripts/reproduce/real_sizes.sh tuning        # inductor's own-kernel tuning (coordinate descent, pointwise
+#                                                      # autotune) against its defaults, unfold patchify, both sizes
+#                                                      # -> $OUT/real_sizes_tuning_<preset>_<setting>.csv
 set -uo pipefail
 OUT=${OUT:-.}
 PRESET=${1:-vit-s16}
@@ -24,6 +27,21 @@ kernels)
   for P in vit-b16 vit-s16; do
     python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset $P --batch-size 256 \
       --precision bf16 --compile --attention sdpa --replays 50 --top 14 2>&1 | grep -v Warning
+  done
+  exit ;;
+tuning)
+  # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
+  # prompt-to-prompt time includes what the tuning costs at compile time
+  for PT in vit-b16:default vit-b16:cdt vit-b16:cdt+pointwise vit-s16:default vit-s16:cdt; do
+    P=${PT%%:*} S=${PT#*:}
+    [[ $S == cdt* ]] && export TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 || unset TORCHINDUCTOR_COORDINATE_DESCENT_TUNING
+    [[ $S == *pointwise ]] && export TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 || unset TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-$P-$S
+    start=$(date +%s.%N)
+    timeout 170 python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold --preset "$P" \
+      --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
+      --out "$OUT/real_sizes_tuning_${P}_$S.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"
+    echo "$P $S: $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s prompt to prompt"
   done
   exit ;;
 esac
