@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces results/real_sizes.md's tables: training throughput and model FLOP utilisation (MFU) at timm's
-# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's fastest implementations compiled inside its
-# CUDA-graph step against timm eager, compiled, and compiled in the same step; and the README's first command
+# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (unfold and Conv2d patchify) compiled inside its
+# CUDA-graph step against timm eager, compiled, and compiled in the same step, in one process; and the README's first command
 # on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each inside 10 minutes:
 #   bash scripts/reproduce/real_sizes.sh vit-s16       # -> $OUT/real_sizes_vit-s16.csv (+ first command's time)
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
@@ -45,7 +45,7 @@ tuning)
   done
   exit ;;
 esac
-python3 -m vitbench bench --variants sdpa --attention sdpa,flex --patchify conv --preset "$PRESET" --peers timm \
+python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold,conv --preset "$PRESET" --peers timm \
   --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
   --out "$OUT/real_sizes_$PRESET.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"
 if [ "$PRESET" = vit-s16 ]; then  # the README's first command, prompt to prompt, on this GPU
