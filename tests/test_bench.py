@@ -56,6 +56,26 @@ def test_bench_csv_and_mlflow_run(workdir):
         assert "img/s" in c.data.tags["mlflow.note.content"]
 
 
+def test_bench_interrupted_while_logging_shows_its_table_and_says_where_the_rows_are(workdir, monkeypatch):
+    """Ctrl-C (or a SIGTERM) after the measurements, while the MLflow run is being written: the table was shown,
+    the CSV kept, and the message says so rather than 'nothing was recorded'."""
+    import vitbench.bench
+    import vitbench.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vitbench.bench, "log_to_mlflow", interrupted)
+    monkeypatch.setattr(vitbench.cli, "WRITTEN", [])
+    out = workdir / "bench.csv"
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--mode", "train",
+                                   "--out", str(out), *TINY])
+    assert res.exit_code == 130, res.output
+    assert "train img/s" in res.output and "Traceback" not in res.output
+    assert f"interrupted before its MLflow run started: the results are in {out}" in res.output
+    assert [r["model"] for r in csv.DictReader(out.open())] == ["sdpa"]
+
+
 def test_decay_batch_follows_timm_steps():
     seq, b = [], 1024
     while b:

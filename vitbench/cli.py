@@ -36,6 +36,9 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+WRITTEN: list[str] = []  # files a command has written its results to (bench --out), for an interrupt's message
+
+
 def cli_errors(fn):
     """VitbenchError -> 'error: ...' and exit 2; Ctrl-C -> exit 130 (the run is already KILLED)."""
 
@@ -54,7 +57,8 @@ def cli_errors(fn):
 
             killed = [rid for rid, status in ENDED.items() if status == "KILLED"]
             typer.echo(f"interrupted: run {killed[-1]} was ended KILLED and a checkpoint written" if killed
-                       else "interrupted before any run started: nothing was recorded", err=True)
+                       else f"interrupted before its MLflow run started: the results are in {', '.join(WRITTEN)}"
+                       if WRITTEN else "interrupted before any run started: nothing was recorded", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -393,11 +397,12 @@ def bench(
     rows = run_bench(entries, int_list(batch_sizes), opts, log=typer.echo, display=display(quiet, progress_interval))
     if out is not None:
         write_rows(rows, out)
+        WRITTEN.append(str(out))
         typer.echo(f"wrote {out}")
+    Console(width=200).print(rich_table(rows, opts))  # the figures shown before the store is written to
     run_id = log_to_mlflow(rows, opts, out, tracking_uri, experiment,
                            {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
                             "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
-    Console(width=200).print(rich_table(rows, opts))
     typer.echo(f"mlflow run {run_id}")
 
 
