@@ -32,7 +32,7 @@ kernels)
 tuning)
   # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
   # prompt-to-prompt time includes what the tuning costs at compile time
-  for PT in vit-b16:default vit-b16:cdt vit-b16:cdt+pointwise vit-s16:default vit-s16:cdt; do
+  for PT in vit-b16:default vit-b16:cdt vit-b16:cdt-pointwise vit-s16:default vit-s16:cdt; do
     P=${PT%%:*} S=${PT#*:}
     [[ $S == cdt* ]] && export TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 || unset TORCHINDUCTOR_COORDINATE_DESCENT_TUNING
     [[ $S == *pointwise ]] && export TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 || unset TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE
