@@ -19,7 +19,8 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "precision", "quick"])
+@pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "precision", "quick",
+                                  "fp8", "fp8_10s"])
 def test_shipped_suites_load(name):
     suite = load_suite(REPO / "experiments" / f"{name}.yaml")
     assert suite.cells and suite.repeats >= 1
@@ -99,6 +100,57 @@ def test_report_errors_are_one_line(workdir, tiny_mnist):
     res = invoke("report", "--experiment", "empty")
     assert res.exit_code == 2 and "none FINISHED with the metrics" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_suite_takes_a_recipe_under_its_own_options(workdir):
+    """`recipe:` gives a suite what `run --recipe` gives a run, the suite's options on top; a grid axis or a cell may
+    name its own recipe, and `when` may match on it."""
+    from dataclasses import replace
+
+    from vitbench.cells import cell_configs
+    from vitbench.options import Options, configs
+    from vitbench.recipes import recipe_options
+
+    f = workdir / "s.yaml"
+    f.write_text("recipe: mnist-10s\ndataset: mnist\ntrain: {epochs: 2}\n"
+                 "grid: {recipe: [mnist-10s, mnist-fast], attention: [sdpa]}\n"
+                 "cells: [{name: mine, lr: 3.0e-3}]\n"
+                 "when: [{match: {recipe: mnist-fast}, set: {batch_size: 128}}]\n")
+    suite = load_suite(f)
+    got = {c.name: (c.recipe, cell_configs(c, 1)) for c in suite.cells}
+
+    def expected(recipe: str, **own) -> tuple:
+        o = recipe_options(recipe).then(Options(dataset="mnist", epochs=2, **own))
+        return configs(replace(o, seed=(o.seed or 0) + 1))
+
+    assert got["recipe=mnist-10s,attention=sdpa"] == ("mnist-10s", expected("mnist-10s", attention="sdpa"))
+    assert got["recipe=mnist-fast,attention=sdpa"] == ("mnist-fast",
+                                                      expected("mnist-fast", attention="sdpa", batch_size=128))
+    assert got["mine"] == ("mnist-10s", expected("mnist-10s", lr=3.0e-3))
+    cfg, model_cfg = got["mine"][1]
+    assert (cfg.epochs, model_cfg.patch_drop, model_cfg.dim, model_cfg.pool) == (2, 0.25, 128, "mean")  # suite, 10s
+    shipped = load_suite(REPO / "experiments" / "fp8_10s.yaml")
+    assert [cell_configs(c, 0) for c in shipped.cells] == [
+        configs(recipe_options("mnist-10s").then(Options(dataset="mnist", variant="sdpa", precision=p)))
+        for p in ("bf16", "fp8")]
+
+    f.write_text("recipe: mnist-1s\ngrid: {attention: [sdpa]}\n")
+    res = invoke("suite", f)
+    assert res.exit_code == 2 and "unknown recipe 'mnist-1s'; valid: mnist-10s, mnist-fast, mnist-strong" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_suites_recipe_is_tagged_on_its_runs(workdir, tiny_mnist):
+    f = workdir / "r.yaml"
+    f.write_text("name: rec\nrecipe: mnist-fast\ndataset: mnist\n"
+                 "train: {epochs: 1, max_steps: 2, batch_size: 32, compile: false, precision: fp32}\n"
+                 "model: {depth: 1, dim: 32, heads: 2, mlp_dim: 64, attention: sdpa}\ngrid: {pool: [cls]}\n")
+    res = invoke("suite", f, "--device", "cpu", "--data-dir", tiny_mnist)
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("rec").experiment_id])
+    assert run.data.tags["recipe"] == "mnist-fast" and run.data.params["train.lr"] == "0.01"  # the recipe's lr
+    assert run.data.params["train.warmup_epochs"] == "0.5" and run.data.params["train.batch_size"] == "32"
 
 
 def test_bad_suite_file(workdir):

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench.errors import VitbenchError
-from vitbench.options import Options, check_names, configs, given
+from vitbench.options import OPTION_NAMES, Options, check_names, configs, given
 from vitbench.progress import Display, Every
+from vitbench.recipes import recipe_settings
 from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
 
@@ -20,10 +21,14 @@ if TYPE_CHECKING:
     from vitbench.models import ViTConfig
 
 
+CELL_KEYS = (*OPTION_NAMES, "recipe")  # what a grid axis or an explicit cell may set
+
+
 @dataclass
 class Cell:
     name: str
     options: dict = field(default_factory=dict)  # variant, dataset, preset, train and model fields
+    recipe: str | None = None  # the recipe under its options (tagged on its runs)
 
 
 @dataclass
@@ -40,7 +45,8 @@ def load_suite(path: str | Path) -> Suite:
     spec = read_yaml(path, "suite")
     if not isinstance(spec, dict):
         raise VitbenchError(f"suite {path} must be a mapping (name, grid, cells, ...)")
-    known = {"name", "description", "dataset", "variant", "preset", "repeats", "train", "model", "grid", "cells", "when"}
+    known = {"name", "description", "recipe", "dataset", "variant", "preset", "repeats", "train", "model", "grid",
+             "cells", "when"}
     extra = set(spec) - known
     if extra:
         raise VitbenchError(f"suite {path}: unknown key {sorted(extra)[0]!r}; valid: {', '.join(sorted(known))}")
@@ -48,29 +54,36 @@ def load_suite(path: str | Path) -> Suite:
     shared |= spec.get("train") or {}
     shared |= spec.get("model") or {}
     check_names(shared, f"suite {path}")
+
+    def cell(name: str, values: dict) -> Cell:
+        """A cell: its recipe's options (its own, else the suite's), under the suite's, under its own."""
+        values = dict(values)
+        recipe = values.pop("recipe", spec.get("recipe"))
+        return Cell(name, {**recipe_settings(recipe), **shared, **values}, recipe)
+
     cells: list[Cell] = []
     grid = spec.get("grid") or {}
     if grid:
-        check_names(grid, f"suite {path}: grid")
+        check_names(grid, f"suite {path}: grid", CELL_KEYS)
         keys = list(grid)
         for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
-            cells.append(Cell(",".join(f"{k}={v}" for k, v in values.items()), {**shared, **values}))
+            cells.append(cell(",".join(f"{k}={v}" for k, v in values.items()), values))
     for i, c in enumerate(spec.get("cells") or []):
         if not isinstance(c, dict):
             raise VitbenchError(f"suite {path}: cells[{i}] must be a mapping")
         c = dict(c)
         name = str(c.pop("name", f"cell{i}"))
-        check_names(c, f"suite {path}: cell {name}")
-        cells.append(Cell(name, {**shared, **c}))
+        check_names(c, f"suite {path}: cell {name}", CELL_KEYS)
+        cells.append(cell(name, c))
     if not cells:
         raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
     for rule in spec.get("when") or []:
         match, setting = rule.get("match") or {}, rule.get("set") or {}
         check_names(setting, f"suite {path}: when.set")
-        for cell in cells:
-            if all(cell.options.get(k) == v for k, v in match.items()):
-                cell.options.update(setting)
+        for c in cells:
+            if all((c.recipe if k == "recipe" else c.options.get(k)) == v for k, v in match.items()):
+                c.options.update(setting)
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise VitbenchError(f"suite {path}: cell names repeat: {names}")
@@ -89,7 +102,8 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
 
     cfg, model_cfg = cell_configs(cell, r, device, data_dir)
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
-    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run", **(tags or {})}
+    tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run",
+            **({"recipe": cell.recipe} if cell.recipe else {}), **(tags or {})}
     try:
         out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags),
                              splits=splits_for(cfg, model_cfg), log=lambda s: None, display=display, live=live)

@@ -39,11 +39,16 @@ def load_recipes(folder: Path = RECIPE_DIR) -> dict[str, Recipe]:
     return {p.stem: read_recipe(p) for p in sorted(folder.glob("*.yaml"))}
 
 
+def recipe_settings(name: str | None, folder: Path = RECIPE_DIR) -> dict:
+    """The options recipe ``name`` sets, as its file writes them (none for None; names and types checked)."""
+    if name is None:
+        return {}
+    path = folder / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(load_recipes(folder))} (`vitbench recipes`)")
+    return read_recipe(path).options
+
+
 def recipe_options(name: str | None, folder: Path = RECIPE_DIR) -> Options:
     """The options recipe ``name`` sets (none for None)."""
-    if name is None:
-        return Options()
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        raise VitbenchError(f"unknown recipe {name!r}; valid: {', '.join(load_recipes(folder))} (`vitbench recipes`)")
-    return Options.read(read_recipe(path).options, f"recipe {path}", SETTABLE)
+    return Options.read(recipe_settings(name, folder), f"recipe {name}", SETTABLE)

@@ -1,13 +1,15 @@
 """Declared experiment suites: a YAML grid of cells x repeats, run into one MLflow experiment.
 
     name: attention                   # the MLflow experiment (default: the file's stem)
+    recipe: mnist-fast                # a recipe's options under the suite's own (`vitbench recipes` lists them)
     dataset: mnist
     repeats: 3                        # each repeat has its own seed: seed, seed+1, ...
     train: {epochs: 5}                # shared training options
     model: {}                         # shared model options
     variant: sdpa
     grid: {attention: [naive, vectorized, torch-mha, sdpa]}   # every combination is a cell
-    cells: [{name: classic, variant: torch-mha, lr: 1.0e-3}]   # and/or explicit cells
+    cells: [{name: classic, variant: torch-mha, lr: 1.0e-3}]   # and/or explicit cells (a grid axis or a cell
+                                                               # may name its own recipe: grid: {recipe: [...]})
     when: [{match: {attention: naive}, set: {time_budget: 60}}] # options for matching cells
 
 A cell already FINISHED for a repeat is skipped on a re-run (``force`` redoes it).
