@@ -442,7 +442,7 @@ def sweep(
     spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
                      space_path=str(space or "default"), objectives=objectives, pruner=pruner, storage=storage,
                      study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,
-                     heartbeat=heartbeat, preset=base.preset, seed=base.seed or 0)
+                     heartbeat=heartbeat, seed=base.seed or 0)
     experiment = experiment or f"vitbench-sweep-{dataset}"
     if worker is not None:  # started by a coordinator: it owns the parent run
         from vitbench.sweep import join_study

@@ -155,8 +155,7 @@ class SweepSpec:
     study_name: str = ""
     timeout: float | None = None
     heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
-    preset: str | None = None
-    seed: int = 0
+    seed: int = 0  # the sampler's (a worker's: the base seed + its number)
 
     @property
     def journal(self) -> bool:
