@@ -20,7 +20,7 @@ def invoke(*args):
 
 
 @pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "precision", "quick",
-                                  "fp8", "fp8_10s"])
+                                  "fp8", "fp8_10s", "fp8_strong"])
 def test_shipped_suites_load(name):
     suite = load_suite(REPO / "experiments" / f"{name}.yaml")
     assert suite.cells and suite.repeats >= 1

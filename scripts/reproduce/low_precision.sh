@@ -5,6 +5,7 @@
 # GPU: one H200 or H100 (device kind nvidia-h200); each part inside 10 minutes:
 #   bash scripts/reproduce/low_precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
 #   bash scripts/reproduce/low_precision.sh accuracy fp8_10s   # the same on the mnist-10s recipe's options
+#   REPEATS=2 bash scripts/reproduce/low_precision.sh accuracy fp8_strong   # mnist-strong's, 2 seeds (its file: 5)
 #   bash scripts/reproduce/low_precision.sh speed vit-s16   # -> $OUT/low_precision_vit-s16_{bf16,fp8}.csv
 #   PEERS=1 bash scripts/reproduce/low_precision.sh speed vit-b16   # the same with timm's rows (converted alike)
 #   bash scripts/reproduce/low_precision.sh detail          # -> $OUT/low_precision_detail_{bf16,fp16,fp8}.csv (ViT-B/16)
@@ -19,7 +20,8 @@ BENCH=(python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unf
 case "${1:-accuracy}" in
 accuracy)
   SUITE=${2:-fp8} NAME=${2:-fp8}; NAME=${NAME//_/-}  # the suite's experiment is its name: fp8_10s.yaml -> fp8-10s
-  python3 -m vitbench suite "experiments/$SUITE.yaml" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^(W|I)[0-9]{4}"
+  python3 -m vitbench suite "experiments/$SUITE.yaml" ${REPEATS:+--repeats "$REPEATS"} --tracking-uri "$U" --quiet 2>&1 \
+    | grep -vE "^(W|I)[0-9]{4}"
   python3 -m vitbench report --experiment "$NAME" --out "$OUT/${SUITE}_report" --tracking-uri "$U" 2>&1 | tail -2
   sed -n 1,40p "$OUT/${SUITE}_report/REPORT.md" ;;
 speed)
