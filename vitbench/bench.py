@@ -37,6 +37,7 @@ from vitbench.train import (
     AMP_DTYPES,
     TrainConfig,
     Trainer,
+    autocast_to,
     compiles,
     inference,
     precision_unavailable,
@@ -203,8 +204,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
             to_float8(model)
         run_model = torch_compile(model, opts.compile_mode) if compiled else model
         model.eval()
-        amp = AMP_DTYPES[opts.precision]
-        autocast = torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+        autocast = autocast_to(device.type, AMP_DTYPES[opts.precision])
 
         def fn() -> None:
             with inference(opts.precision), autocast:

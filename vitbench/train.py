@@ -183,10 +183,15 @@ def compiles(requested: bool, model_cfg: ViTConfig | None) -> bool:
     return requested and not naive_parts(model_cfg)
 
 
+def autocast_to(device_type: str, amp: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``amp`` (an ``AMP_DTYPES`` value); off for None (fp32)."""
+    return torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
+
 def loss_and_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float,
                      amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The step's forward: the loss and how many of the batch the model got right (autocast to ``amp``)."""
-    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+    with autocast_to(x.device.type, amp):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     return loss, (logits.detach().argmax(-1) == y).sum()
@@ -315,7 +320,7 @@ class Trainer:
         self.loss_and_correct = _compiled(loss_and_correct, cfg.compile_mode) if self.use_compile else loss_and_correct
         self.tally = _compiled(tally) if self.use_compile else tally
         self.amp = AMP_DTYPES[cfg.precision]
-        self.autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        self.autocast = autocast_to(self.device.type, self.amp)
         # fp16's gradients are scaled so that small ones survive; a step with inf/NaN gradients is skipped
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.stats = torch.zeros(3, device=self.device)  # sum of loss, correct, count since reset
