@@ -107,18 +107,32 @@ def test_the_workers_start_before_torch_is_imported_on_a_guess_checked_after(mon
 
 def test_a_wrong_guess_of_the_gpus_starts_the_workers_again(workdir, tiny_mnist):
     """CUDA_VISIBLE_DEVICES names GPUs this torch cannot use: the workers started on them are stopped and
-    the suite runs on CPU workers, as ``resolve_gpus`` says."""
+    the suite runs on CPU workers, as ``resolve_gpus`` says. At the end, where the wall time went: the
+    coordinator's, then each worker's from when it was started; no warning from multiprocessing."""
+    import re
+
     path = workdir / "parallel.yaml"
     path.write_text(SUITE.format(epochs=1))
     env = {**os.environ, "VITBENCH_DATA": str(tiny_mnist), "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "3,5"}
     proc = subprocess.run([sys.executable, "-m", "vitbench", "suite", str(path), "--gpus", "2", "--cells",
-                           "variant=sdpa,variant=simple-vit", "--quiet"], cwd=workdir, env=env, capture_output=True,
+                           "variant=sdpa,variant=simple-vit"], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 runs on 2 worker processes (cpu0, cpu1)" in proc.stdout and "Traceback" not in proc.stderr
     done = runs(workdir)
     assert [r.info.status for r in done] == ["FINISHED"] * 2
     assert {r.data.tags["suite.gpu"] for r in done} <= {"cpu0", "cpu1"}
+    assert "leaked semaphore" not in proc.stderr, proc.stderr
+    total = float(re.search(r"^wall ([\d.]+) s since vitbench was imported: imports [\d.]+, store [\d.]+, "
+                            r"the workers' runs [\d.]+", proc.stdout, re.M)[1])
+    for gpu in ("cpu0", "cpu1"):
+        line = re.search(rf"^\[{gpu}\] wall ([\d.]+) s since the coordinator started it: (.*)$", proc.stdout, re.M)
+        assert line, proc.stdout
+        phases = dict(re.findall(r"([a-z][a-z ,/-]*?) ([\d.]+)(?:, |$)", line[2]))
+        assert {"process start", "imports", "data from disk", "other"} <= phases.keys(), line[0]  # other >= 0
+        assert 0 < float(phases["process start"]) < float(line[1]) <= total  # started after the coordinator
+    trained = [ln for ln in proc.stdout.splitlines() if ln.startswith("[cpu") and " wall " in ln and "training" in ln]
+    assert trained  # the worker that ran a run says how long it trained
 
 
 def test_workers_take_the_longest_runs_first():

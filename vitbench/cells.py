@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vitbench import wall
 from vitbench.errors import VitbenchError
 from vitbench.options import OPTION_NAMES, Options, check_names, configs, given
 from vitbench.progress import Display, Every
@@ -138,7 +139,8 @@ def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     key = (cfg.dataset, cfg.data_dir, cfg.val_split, seed, cfg.loader, cfg.device, info.image_shape, info.num_classes)
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = load_data(cfg, info, lambda s: None)
+        with wall.phase("data from disk"):
+            _LOADED[key] = load_data(cfg, info, lambda s: None)
     return _LOADED[key]
 
 

@@ -494,6 +494,7 @@ def suite(
         if pool and pool.gpus != resolved:  # the guess was wrong (e.g. no CUDA in this torch): start again
             pool.discard()
             pool = None
+        wall.mark("imports")
     except BaseException:
         if pool:
             pool.discard()
@@ -507,6 +508,10 @@ def suite(
     from vitbench.tracking import resolve_tracking_uri
 
     typer.echo(see_line(resolve_tracking_uri(tracking_uri), mlflow.get_experiment_by_name(s.name).experiment_id))
+    if not quiet:  # where the time went: this process's, then each worker's (from when it was started)
+        typer.echo(wall.summary())
+        for gpu, line in sorted(wall.WORKERS.items()):
+            typer.echo(f"[{gpu}] {line}")
 
 
 @app.command()

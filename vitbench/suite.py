@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from vitbench import wall
 from vitbench.cells import Cell, Suite, cell_configs, run_cell
 from vitbench.errors import Interrupted, VitbenchError
 from vitbench.progress import Display, Every, duration
@@ -63,9 +64,10 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     if pool is None and len(gpus or []) > 1:
         pool = Pool(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
     try:
-        uri = connect(tracking_uri)
-        get_experiment_id(suite.name, uri, description=suite_note(suite))  # the experiment's description in the UI
-        todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
+        with wall.phase("store"):
+            uri = connect(tracking_uri)
+            get_experiment_id(suite.name, uri, description=suite_note(suite))  # its description in the UI
+            todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
     except BaseException:
         if pool:
             pool.discard()
@@ -137,7 +139,8 @@ def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_ur
     get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
     display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)})")
     try:
-        pool.run(longest_first(todo), done, display.note)
+        with wall.phase("the workers' runs"):
+            pool.run(longest_first(todo), done, display.note)
     except KeyboardInterrupt:
         busy = pool.interrupt()
         display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "

@@ -2,6 +2,7 @@
 
 ``START`` is when vitbench was first imported (the interpreter's own start-up, ~50 ms, comes before it);
 ``summary()`` is printed after ``run``'s result, so what follows it (the process's exit) is not in it.
+``WORKERS``: the summaries a suite's worker processes sent back (``vitbench.workers``), by GPU.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import time
 START = time.perf_counter()
 SINCE = "vitbench was imported"
 PHASES: dict[str, float] = {}
+WORKERS: dict[str, str] = {}
 
 
-def restart(since: str) -> None:
-    """Count from now (a warm process taking its next command: ``vitbench.warm``)."""
+def restart(since: str, earlier: float = 0.0) -> None:
+    """Count from now, or from ``earlier`` seconds ago (a warm process taking its next command:
+    ``vitbench.warm``; a suite's worker, from when the coordinator started it)."""
     global START, SINCE
-    START, SINCE = time.perf_counter(), since
+    START, SINCE = time.perf_counter() - earlier, since
     PHASES.clear()
 
 

@@ -10,6 +10,7 @@ SIGINT to each worker; each ends its run KILLED with a checkpoint, as a run on i
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vitbench import wall
 from vitbench.errors import VitbenchError
 from vitbench.gpus import DEVICE_FILE, listed_gpus
 from vitbench.progress import Display, Every
@@ -64,19 +66,26 @@ def likely_gpus(gpus: str, device: str | None) -> list[str] | None:
 
 
 def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracking_uri: str | None,
-           live: Every, tasks, events, threads: int) -> None:
-    """One worker process: runs (cell, repeat) pairs from ``tasks`` until it draws None."""
+           live: Every, tasks, events, threads: int, started: float) -> None:
+    """One worker process: runs (cell, repeat) pairs from ``tasks`` until it draws None. ``started``: the
+    coordinator's ``time.time()`` as it started this process; the worker's wall time counts from there."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator only; it passes one SIGINT on
-    import mlflow  # noqa: F401  (imported now: seconds the first run would otherwise wait)
-    import torch
+    spawn = max(0.0, time.time() - started)  # a fresh interpreter, vitbench imported, the arguments read
+    wall.restart("the coordinator started it", earlier=spawn)
+    wall.add("process start", spawn)
+    with wall.phase("imports"):
+        import mlflow  # noqa: F401  (imported now: seconds the first run would otherwise wait)
+        import torch
 
-    from vitbench.cells import cell_configs, load_suite, run_cell, splits_for
+        import vitbench.runner  # noqa: F401  (and what its runs' plots need: seaborn, scipy)
+        from vitbench.cells import cell_configs, load_suite, run_cell, splits_for
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.
     torch.set_num_threads(threads)
     if not (device == "cpu" or gpu.startswith("cpu")) and torch.cuda.is_available():
-        torch.zeros(1, device="cuda")  # the CUDA context, made while the coordinator opens the store
+        with wall.phase("CUDA context"):
+            torch.zeros(1, device="cuda")  # made while the coordinator opens the store
     try:
         suite = load_suite(path)
     except Exception:  # the coordinator reads the same file and says what is wrong with it, in one line
@@ -85,8 +94,13 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
         splits_for(*cell_configs(suite.cells[0], 0, device, data_dir))
     cells = {c.name: c for c in suite.cells}
     shown = Display("off", log=lambda line: events.put(("note", gpu, line)))
+
+    def next_task():
+        with wall.phase("waiting for a run"):
+            return tasks.get()
+
     with contextlib.suppress(KeyboardInterrupt):
-        while (item := tasks.get()) is not None:
+        while (item := next_task()) is not None:
             name, r = item
             events.put(("start", gpu, name, r))
             t0 = time.perf_counter()
@@ -97,6 +111,7 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
                 events.put(("done", gpu, name, r, None, time.perf_counter() - t0))
                 raise
             events.put(("done", gpu, name, r, run_id, time.perf_counter() - t0))
+    events.put(("wall", gpu, wall.summary()))
     # Every run is ended and its store committed: leave without the interpreter's teardown (torch's compile
     # workers, the CUDA context, MLflow's thread pools), seconds the coordinator would wait for at the end.
     events.close()
@@ -119,7 +134,7 @@ class Pool:
             with environ(env):  # a spawned child copies the environment as it starts
                 p = ctx.Process(target=worker, name=f"vitbench-suite-{g}", daemon=False,
                                 args=(str(Path(path).resolve()), g, device, data_dir, tracking_uri, live,
-                                      self.tasks, self.events, threads))
+                                      self.tasks, self.events, threads, time.time()))
                 p.start()
             self.procs[g] = p
 
@@ -148,6 +163,8 @@ class Pool:
                 note(f"[{gpu}] {rest[0]}")
             elif kind == "start":
                 self.holding[gpu] = (rest[0], rest[1], time.perf_counter())
+            elif kind == "wall":
+                wall.WORKERS[gpu] = rest[0]
             else:
                 self.holding[gpu] = None
                 done(*rest)
@@ -186,8 +203,20 @@ class Pool:
             p.join(max(0.1, deadline - time.time()))
             if p.is_alive():
                 p.kill()
+        if self.events is None:  # closed already
+            return
+        with contextlib.suppress(queue.Empty, OSError, EOFError):  # where each worker's wall time went
+            while True:
+                kind, gpu, *rest = self.events.get_nowait()
+                if kind == "wall":
+                    wall.WORKERS[gpu] = rest[0]
         for q in (self.tasks, self.events):
             q.cancel_join_thread()
+            q.close()
+        # The queues' semaphores released now: the command leaves with os._exit, which would leave them to
+        # multiprocessing's resource tracker, and it warned of "leaked semaphore objects" after every suite.
+        self.tasks = self.events = None
+        gc.collect()
 
 
 @contextlib.contextmanager

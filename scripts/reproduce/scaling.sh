@@ -8,7 +8,8 @@
 #   bash scripts/reproduce/scaling.sh sweep   # sweep --workers 2 on Optuna's journal file -> $OUT/scaling_sweep.db,
 #                                             # $OUT/scaling_sweep.journal
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
-#                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout
+#                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout, and
+#                                             # where they went (the coordinator's, each worker's)
 #   bash scripts/reproduce/scaling.sh nodes   # two hosts played on one: two launchers, one GPU each, meeting at a
 #                                             # c10d rendezvous (--nodes 2), against --gpus 2 on one host, MNIST
 #                                             # -> $OUT/scaling_nodes.db
@@ -75,7 +76,7 @@ elif [ "$part" = suite ]; then
   for g in 2 1; do
     t0=$(wall)
     python3 -m vitbench suite experiments/attention.yaml --gpus "$g" --tracking-uri "sqlite:///$W/suite_gpus$g.db" \
-      --repeats "${REPEATS:-3}" --quiet 2>&1 | grep -E "val_acc|FAILED|worker|made|rror"
+      --repeats "${REPEATS:-3}" --progress-interval 600 2>&1 | grep -E "val_acc|FAILED|worker|made|rror|wall"
     echo "suite attention --gpus $g: wall $(python3 -c "print(f'{$(wall) - $t0:.1f}')") s"
     cp "$W/suite_gpus$g.db" "$OUT/scaling_suite_gpus$g.db"
   done
