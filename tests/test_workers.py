@@ -145,3 +145,31 @@ def test_workers_take_the_longest_runs_first():
     order = [(c.name, r) for c, r in longest_first(todo)]
     assert order == [("loop", 0), ("loop", 1), ("naive", 0), ("naive", 1), ("sdpa", 0), ("sdpa", 1),
                      ("vectorized", 0), ("vectorized", 1)]
+
+
+FIRST_RUN = """
+import sys
+from vitbench.runner import preload
+preload()
+before = set(sys.modules)
+from vitbench.cells import Cell, Suite, run_cell
+from vitbench.progress import Display, Every
+cell = Cell("sdpa", {"variant": "sdpa", "epochs": 1, "batch_size": 64, "depth": 1, "dim": 32, "heads": 2,
+                     "mlp_dim": 64, "device": "cpu", "max_steps": 3})
+suite = Suite(name="first", path=None, cells=[cell], repeats=1)
+assert run_cell(suite, cell, 0, "cpu", sys.argv[1], None, Display("off", log=print), Every(), print)
+print("IMPORTED", " ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_worker_imports_before_its_first_run_what_that_run_would(workdir, tiny_mnist):
+    """``preload`` (a worker's start, while the coordinator opens the store) imports what a process's first run
+    imported on first use, seconds of it on the GPU host (results/scaling.md): MLflow's database store, the
+    notebook MLflow looks for, torch's compiler. A run after it imports none of them."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", FIRST_RUN, str(tiny_mnist)], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    imported = proc.stdout.split("IMPORTED", 1)[1].split()
+    heavy = ("torch._dynamo", "torch._inductor", "IPython", "mlflow.store.tracking.sqlalchemy_store")
+    assert not [m for m in imported if m.startswith(heavy)], imported

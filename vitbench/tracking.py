@@ -91,6 +91,8 @@ def open_store(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     db = _sqlite_path(uri)
+    if db is not None:  # imported before the lock: commands opening the store together wait for its work only
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     lock = folder_lock(db.parent if str(db.parent) else Path(".")) if db is not None else contextlib.nullcontext()
     try:
         with lock:

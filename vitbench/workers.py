@@ -77,15 +77,17 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
         import mlflow  # noqa: F401  (imported now: seconds the first run would otherwise wait)
         import torch
 
-        import vitbench.runner  # noqa: F401  (and what its runs' plots need: seaborn, scipy)
         from vitbench.cells import cell_configs, load_suite, run_cell, splits_for
+        from vitbench.runner import preload  # and what its runs' plots need: seaborn, scipy
+
+        preload(tracking_uri)  # what the first run would import: it would wait for the store here anyway
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.
     torch.set_num_threads(threads)
     if not (device == "cpu" or gpu.startswith("cpu")) and torch.cuda.is_available():
-        with wall.phase("CUDA context"):
-            torch.zeros(1, device="cuda")  # made while the coordinator opens the store
+        with wall.phase("CUDA context"):  # made while the coordinator opens the store, with cuBLAS's handle
+            torch.ones(8, 8, device="cuda").matmul(torch.ones(8, 8, device="cuda"))
     try:
         suite = load_suite(path)
     except Exception:  # the coordinator reads the same file and says what is wrong with it, in one line
