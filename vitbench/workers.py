@@ -79,8 +79,7 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
 
         from vitbench.cells import cell_configs, load_suite, run_cell, splits_for
         from vitbench.runner import preload  # and what its runs' plots need: seaborn, scipy
-
-        preload(tracking_uri)  # what the first run would import: it would wait for the store here anyway
+        from vitbench.train import compiles
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.
@@ -92,6 +91,9 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
         suite = load_suite(path)
     except Exception:  # the coordinator reads the same file and says what is wrong with it, in one line
         os._exit(1)
+    with wall.phase("imports"):  # what the first run would import; it would wait for the store meanwhile
+        configs = [cell_configs(c, 0, device, data_dir) for c in suite.cells]
+        preload(tracking_uri, compiled=any(compiles(cfg.compile, model_cfg) for cfg, model_cfg in configs))
     with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
         splits_for(*cell_configs(suite.cells[0], 0, device, data_dir))
     cells = {c.name: c for c in suite.cells}
