@@ -21,7 +21,8 @@ OUT=${OUT:-.}
 mkdir -p "$W"
 # Every process imports torch and MLflow: with its bytecode cached, as pip leaves an install. An image that ships
 # torch without it and sets PYTHONDONTWRITEBYTECODE (the lent H200's) compiles their sources in every process:
-# 15.1 s against 6.3 s for `import mlflow, torch._dynamo, torch._inductor.compile_fx` there (results/scaling.md).
+# 15.1 s against 6.3 s there for `import mlflow, torch._dynamo, torch._inductor.compile_fx,
+# mlflow.store.tracking.sqlalchemy_store` (results/scaling.md).
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-$W/pycache}
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
