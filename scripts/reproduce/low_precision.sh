@@ -5,7 +5,8 @@
 # GPU: one H200 or H100 (device kind nvidia-h200); each part inside 10 minutes:
 #   bash scripts/reproduce/low_precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
 #   bash scripts/reproduce/low_precision.sh accuracy fp8_10s   # the same on the mnist-10s recipe's options
-#   REPEATS=2 bash scripts/reproduce/low_precision.sh accuracy fp8_strong   # mnist-strong's, 2 seeds (its file: 5)
+#   bash scripts/reproduce/low_precision.sh accuracy fp8_strong   # mnist-strong's (REPEATS=N: fewer seeds; a store
+#                                             # already in $OUT/mlflow.db keeps its FINISHED runs)
 #   bash scripts/reproduce/low_precision.sh speed vit-s16   # -> $OUT/low_precision_vit-s16_{bf16,fp8}.csv
 #   PEERS=1 bash scripts/reproduce/low_precision.sh speed vit-b16   # the same with timm's rows (converted alike)
 #   bash scripts/reproduce/low_precision.sh detail          # -> $OUT/low_precision_detail_{bf16,fp16,fp8}.csv (ViT-B/16)
