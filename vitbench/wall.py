@@ -22,6 +22,7 @@ def restart(since: str, earlier: float = 0.0) -> None:
     global START, SINCE
     START, SINCE = time.perf_counter() - earlier, since
     PHASES.clear()
+    WORKERS.clear()
 
 
 def add(name: str, seconds: float) -> None:
