@@ -53,10 +53,11 @@ def preload(tracking_uri: str | None = None, compiled: bool = False) -> None:
     """Import now what a process's first run imports on first use: MLflow's database store (for a database URI),
     the notebook MLflow looks for as a run starts, torch's dynamo (the optimizer's first step), and with
     ``compiled`` inductor. A suite's worker does this while the coordinator still opens the store (vitbench.workers)."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
     from vitbench.tracking import resolve_tracking_uri
 
-    database = resolve_tracking_uri(tracking_uri).split(":", 1)[0].split("+")[0] in (
-        "sqlite", "postgresql", "mysql", "mssql")
+    database = resolve_tracking_uri(tracking_uri).split(":", 1)[0].split("+")[0] in DATABASE_ENGINES
     for name in (*(["mlflow.store.tracking.sqlalchemy_store"] if database else []), "IPython", "torch._dynamo",
                  *(["torch._inductor.compile_fx"] if compiled else [])):
         with contextlib.suppress(ImportError):

@@ -95,7 +95,7 @@ def worker(path: str, gpu: str, device: str | None, data_dir: str | None, tracki
         configs = [cell_configs(c, 0, device, data_dir) for c in suite.cells]
         preload(tracking_uri, compiled=any(compiles(cfg.compile, model_cfg) for cfg, model_cfg in configs))
     with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
-        splits_for(*cell_configs(suite.cells[0], 0, device, data_dir))
+        splits_for(*configs[0])
     cells = {c.name: c for c in suite.cells}
     shown = Display("off", log=lambda line: events.put(("note", gpu, line)))
 
