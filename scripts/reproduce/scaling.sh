@@ -10,6 +10,8 @@
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout, and
 #                                             # where they went (the coordinator's, each worker's)
+#   bash scripts/reproduce/scaling.sh imports # what a process's imports cost here: as the machine has it, and with
+#                                             # bytecode cached; each module a worker loads, alone and two at once
 #   bash scripts/reproduce/scaling.sh nodes   # two hosts played on one: two launchers, one GPU each, meeting at a
 #                                             # c10d rendezvous (--nodes 2), against --gpus 2 on one host, MNIST
 #                                             # -> $OUT/scaling_nodes.db
@@ -19,6 +21,7 @@ set -uo pipefail
 W=${W:-/tmp/scaling}
 OUT=${OUT:-.}
 mkdir -p "$W"
+AS_GIVEN=${PYTHONDONTWRITEBYTECODE:-}  # the machine's own setting, for the imports part
 # Every process imports torch and MLflow: with its bytecode cached, as pip leaves an install. An image that ships
 # torch without it and sets PYTHONDONTWRITEBYTECODE (the lent H200's) compiles their sources in every process:
 # 15.1 s against 6.3 s there for `import mlflow, torch._dynamo, torch._inductor.compile_fx,
@@ -28,7 +31,7 @@ export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-$W/pycache}
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version())"
 wall() { python3 -c "import time; print(f'{time.time():.3f}')"; }
-part=${1:?ddp, mnist, sweep, suite or nodes}
+part=${1:?ddp, mnist, sweep, suite, imports or nodes}
 
 if [ "$part" = nodes ]; then
   U="sqlite:///$W/nodes.db"
@@ -45,6 +48,55 @@ if [ "$part" = nodes ]; then
   grep -hE "^(done|data-par|error)" "$W"/node0.txt "$W"/node1.txt
   python3 -c "print(f'one host {$t1 - $t0:.1f} s, two hosts {$t2 - $t1:.1f} s prompt to prompt')"
   cp "$W/nodes.db" "$OUT/scaling_nodes.db"
+elif [ "$part" = imports ]; then
+  I="import mlflow, torch._dynamo, torch._inductor.compile_fx, mlflow.store.tracking.sqlalchemy_store"
+  for run in 1 2; do  # as the machine has it; a second process sees what the first may have cached
+    env -u PYTHONPYCACHEPREFIX PYTHONDONTWRITEBYTECODE="$AS_GIVEN" /usr/bin/time -f "as given, process $run: %e s" \
+      python3 -c "$I"
+  done
+  for run in 1 2; do  # bytecode cached in a folder of its own (the first process fills it)
+    PYTHONPYCACHEPREFIX=$W/pycache-imports /usr/bin/time -f "bytecode cached, process $run: %e s" python3 -c "$I"
+  done
+  cat > "$W/imports.py" <<'PY'
+import sys
+import time
+
+t = T = time.perf_counter()
+
+
+def lap(name):
+    global t
+    now = time.perf_counter()
+    print(f"{sys.argv[1]} {name} {now - t:.2f}", flush=True)
+    t = now
+
+
+import mlflow  # noqa: E402
+lap("mlflow")
+import torch  # noqa: E402
+lap("torch")
+import vitbench.cells, vitbench.runner  # noqa: E401, E402
+lap("vitbench.runner (seaborn)")
+import mlflow.store.tracking.sqlalchemy_store  # noqa: E402
+lap("sqlalchemy_store")
+try:
+    import IPython  # noqa: F401
+    lap("IPython")
+except ImportError:
+    lap("IPython (absent)")
+import torch._dynamo  # noqa: E402
+lap("torch._dynamo")
+import torch._inductor.compile_fx  # noqa: E402
+lap("torch._inductor.compile_fx")
+if torch.cuda.is_available():
+    torch.ones(8, 8, device="cuda").matmul(torch.ones(8, 8, device="cuda"))
+    lap("CUDA context")
+print(f"{sys.argv[1]} total {time.perf_counter() - T:.2f}", flush=True)
+PY
+  export -n PYTHONPYCACHEPREFIX; export PYTHONDONTWRITEBYTECODE="$AS_GIVEN"  # each module, as the machine has it
+  python3 "$W/imports.py" first
+  python3 "$W/imports.py" second
+  python3 "$W/imports.py" A & python3 "$W/imports.py" B & wait
 elif [ "$part" = ddp ]; then
   U="sqlite:///$W/ddp.db"
   S16=(--dataset synthetic --preset vit-s16 --precision bf16 --epochs 4 --experiment scaling-vit-s16 --quiet
