@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,6 +205,9 @@ def test_a_busy_or_importing_warm_process_sends_the_caller_back_to_run_it_itself
     (["run", "--device=cpu"], {"VITBENCH_WARM": "on"}, False, True),
     (["run"], {"VITBENCH_WARM": "off"}, True, False),
     (["bench"], {"VITBENCH_WARM": "on"}, True, False),
+    (["suite", "a.yaml", "--gpus", "2"], {}, True, True),  # its workers are kept for the next suite
+    (["suite", "a.yaml"], {}, False, False),
+    (["suite", "a.yaml", "--gpus", "2", "--device", "cpu"], {"VITBENCH_WARM": "on"}, False, True),
 ])
 def test_which_commands_go_to_a_warm_process(monkeypatch, argv, env, gpu, expected):
     monkeypatch.delenv("VITBENCH_WARM", raising=False)
@@ -242,3 +246,90 @@ def test_no_warm_process_in_a_folder_others_can_write(monkeypatch, tmp_path):
         warm.forward(["run"], note=print)
     shared.chmod(0o700)
     assert warm.folder() == shared
+
+
+SUITE = """
+name: kept
+dataset: mnist
+repeats: 1
+train: {{epochs: {epochs}, batch_size: 16, device: cpu}}
+model: {{depth: 1, dim: 32, heads: 2, mlp_dim: 64}}
+grid:
+  variant: [sdpa, vectorized-msa]
+"""
+
+
+def suite_runs(folder: Path) -> list:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "kept"]
+    return sorted(client.search_runs([exp.experiment_id]), key=lambda r: r.data.tags["suite.cell"])
+
+
+def worker_pids(runs) -> set[int]:
+    return {int(re.search(r"pid (\d+)", r.data.tags["process"])[1]) for r in runs}
+
+
+def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp_path):
+    """`suite --gpus 2` in the warm process: its next suite takes the same two worker processes (no start:
+    imports, CUDA) with the caller's folder and data, and computes the same numbers; Ctrl-C ends its runs KILLED
+    and the workers go; the warm process leaving takes its workers with it."""
+    ready = vitbench(warm_env, tmp_path, "warm", "--start")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    warm_pid = int(ready.stdout.split()[1].rstrip(":"))
+    folders = {name: tmp_path / name for name in ("first", "second", "ctrl-c", "after")}
+    for name, f in folders.items():
+        write_tiny_mnist(f / "data")
+        (f / "kept.yaml").write_text(SUITE.format(epochs=1000 if name == "ctrl-c" else 1))
+    command = ["suite", "kept.yaml", "--gpus", "2", "--device", "cpu", "--data-dir", "data"]
+
+    first = vitbench(warm_env, folders["first"], *command)
+    shutil.rmtree(folders["first"] / "data")  # read from the caller's folder, never from the last one
+    second = vitbench(warm_env, folders["second"], *command)
+    for res in (first, second):
+        assert res.returncode == 0 and "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+        assert "since the warm process took the command" in res.stdout
+    assert "2 runs on 2 worker processes (cpu0, cpu1)\n" in first.stdout
+    assert re.search(r"^\[cpu0\] wall [\d.]+ s since the coordinator started it: process start", first.stdout, re.M)
+    assert "2 runs on 2 worker processes (cpu0, cpu1, kept by the warm process from its last suite)" in second.stdout
+    for gpu in ("cpu0", "cpu1"):  # no process start, no imports: counted from the command's start
+        line = re.search(rf"^\[{gpu}\] wall ([\d.]+) s since the command began: (.*)$", second.stdout, re.M)
+        assert line and "process start" not in line[2], second.stdout
+        phases = dict(re.findall(r"([a-z][a-z ,/-]*?) ([\d.]+)(?:, |$)", line[2]))
+        assert float(phases.get("imports", 0)) < 0.5 and "training" in phases, line[0]  # all loaded already
+    ran, again = suite_runs(folders["first"]), suite_runs(folders["second"])
+    assert [r.info.status for r in ran + again] == ["FINISHED"] * 4
+    assert all(r.data.tags["process"].startswith("own (pid ") for r in ran)
+    assert all(re.fullmatch(r"warm \(pid \d+, command 2\)", r.data.tags["process"]) for r in again)
+    pids = worker_pids(ran)
+    assert worker_pids(again) <= pids and warm_pid not in pids
+    for a, b in zip(ran, again, strict=True):  # same seed, same data, same hyperparameters: the same numbers
+        assert a.data.tags["suite.cell"] == b.data.tags["suite.cell"]
+        assert b.data.metrics["final_val_acc"] == a.data.metrics["final_val_acc"]
+        assert b.data.metrics["train_loss"] == pytest.approx(a.data.metrics["train_loss"], rel=1e-6)
+
+    # Ctrl-C at the caller: both runs end KILLED, the kept workers leave; the next suite starts new ones
+    proc = subprocess.Popen([sys.executable, "-m", "vitbench", *command], cwd=folders["ctrl-c"], env=warm_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.time() + 120
+    while time.time() < deadline and not all(f"[{g}] kept: variant=" in "".join(lines) for g in ("cpu0", "cpu1")):
+        lines.append(proc.stdout.readline())  # both runs begun: the store exists (never opened while it is made)
+    while time.time() < deadline and [r.info.status for r in suite_runs(folders["ctrl-c"])] != ["RUNNING"] * 2:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out = "".join(lines) + proc.communicate(timeout=180)[0]
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert "interrupted: 2 run(s) in progress ended KILLED" in out
+    assert [r.info.status for r in suite_runs(folders["ctrl-c"])] == ["KILLED"] * 2
+    after = vitbench(warm_env, folders["after"], *command)
+    assert after.returncode == 0 and "2 runs on 2 worker processes (cpu0, cpu1)\n" in after.stdout, after.stdout
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]  # the interrupted ones are gone
+
+    # the warm process leaving (stopped, or idle): the workers it kept leave with it
+    kept = worker_pids(suite_runs(folders["after"]))
+    assert kept and all(Path(f"/proc/{p}").exists() for p in kept)
+    status_in(warm_env, stop=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in (*kept, warm_pid)):
+        time.sleep(0.2)
+    assert not [p for p in (*kept, warm_pid) if Path(f"/proc/{p}").exists()]

@@ -479,12 +479,13 @@ def suite(
 ) -> None:
     """Run every cell of a declared grid into one MLflow experiment named after the suite."""
     from vitbench.progress import Every
-    from vitbench.workers import Pool, likely_gpus
+    from vitbench.workers import likely_gpus, pool_for
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     guess = likely_gpus(gpus, device) if path.is_file() else None
-    # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile.
-    pool = Pool(path, guess, device, data_dir, tracking_uri, live) if guess else None
+    # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile (or,
+    # in a warm process, those it kept from its last suite take the job).
+    pool = pool_for(path, guess, device, data_dir, tracking_uri, live) if guess else None
     try:
         from vitbench.cells import load_suite
         from vitbench.suite import run_suite

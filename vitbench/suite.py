@@ -58,11 +58,11 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``); ``pool``: those
     workers, already started (the CLI starts them before it imports torch)."""
     from vitbench.tracking import connect, get_experiment_id
-    from vitbench.workers import Pool
+    from vitbench.workers import pool_for
 
     # The workers start first: they import torch and MLflow and load the data while this process opens the store.
     if pool is None and len(gpus or []) > 1:
-        pool = Pool(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
+        pool = pool_for(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
     try:
         with wall.phase("store"):
             uri = connect(tracking_uri)
@@ -137,7 +137,9 @@ def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_ur
     from vitbench.tracking import connect, get_experiment_id
 
     get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
-    display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)})")
+    warm = ", kept by the warm process from its last suite" if pool.kept else ""
+    display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)}"
+                 f"{warm})")
     try:
         with wall.phase("the workers' runs"):
             pool.run(longest_first(todo), done, display.note)
@@ -146,7 +148,7 @@ def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_ur
         display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "
                      "re-running the suite skips the FINISHED ones")
         raise Interrupted from None
-    pool.close()
+    pool.release()
 
 
 class SuiteClock:

@@ -1,10 +1,10 @@
-"""`vitbench run` in a process that outlives one command.
+"""`vitbench run` and `vitbench suite` in a process that outlives one command.
 
 A 0.5-s training run used to cost ~25 s at the prompt on an H100 host: importing torch, ``torch._dynamo``,
 MLflow and seaborn, opening the SQLite store, making the CUDA context, loading compiled kernels from the
-disk cache. The first ``vitbench run`` on a GPU host runs as before, in its own process, and starts a *warm
-process* alongside that does all of that once; every later ``run`` from the same installation hands its
-command line to the warm process over a Unix socket and waits:
+disk cache. The first ``vitbench run`` (or ``suite``) on a GPU host runs as before, in its own process, and
+starts a *warm process* alongside that does all of that once; every later ``run`` or ``suite`` from the same
+installation hands its command line to the warm process over a Unix socket and waits:
 
 - the command runs in the warm process with the caller's working directory, environment and command line,
   and its output goes straight to the caller's terminal: the caller's stdin/stdout/stderr are passed over
@@ -13,6 +13,9 @@ command line to the warm process over a Unix socket and waits:
   checkpoint; a caller that disappears (a closed terminal, ``kill -9``) interrupts its command the same way;
 - the exit code comes back to the caller; one command at a time: a caller that finds the warm process
   busy or still importing, or cannot reach it, runs the command itself;
+- a ``suite --gpus N`` it runs starts its worker processes (one per GPU) as a suite in a process of its own
+  does, and keeps them when the suite ends, idle, with their CUDA memory given back: its next suite on the
+  same GPUs hands them its job instead of starting new ones (``vitbench.workers``); they leave with it;
 - the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
   ``COMMANDS_PER_PROCESS`` commands (each distinct model is one more compiled version of the training
   step, and torch caps how many a process keeps), on ``vitbench warm --stop``, and whenever the package's
@@ -70,12 +73,13 @@ def _option(argv: list[str], name: str) -> str | None:
 
 
 def wanted(argv: list[str]) -> bool:
-    """Whether this command line goes to a warm process: ``run`` on one device (``--gpus N`` launches
-    processes of its own), where ``VITBENCH_WARM`` allows it."""
-    if not argv or argv[0] != "run" or "--help" in argv:
+    """Whether this command line goes to a warm process, where ``VITBENCH_WARM`` allows it: ``run`` on one
+    device (``run --gpus N`` launches processes of its own), and ``suite`` (with ``--gpus N``, the warm process
+    keeps the suite's worker processes, one per GPU, for its next suite)."""
+    if not argv or argv[0] not in ("run", "suite") or "--help" in argv:
         return False
     m = mode()
-    if m == "off" or (_option(argv, "--gpus") or "1") != "1":
+    if m == "off" or (argv[0] == "run" and (_option(argv, "--gpus") or "1") != "1"):
         return False
     if m == "on":
         return True

@@ -218,6 +218,7 @@ class Caller:
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = ([os.dup(fd) for fd in (0, 1, 2)], dict(os.environ), os.getcwd(), sys.argv)
+        serving.STDIO = tuple(self.saved[0])
         for target, fd in enumerate(self.fds):
             os.dup2(fd, target)
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
@@ -231,6 +232,7 @@ class Caller:
     def leave(self) -> None:
         if self.saved is not None:
             fds, env, cwd, argv = self.saved
+            serving.STDIO = None
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -288,6 +290,9 @@ def main(path: str, idle: str) -> None:
         server.ready, server.since = True, time.time()
     print(f"ready after {time.time() - started:.1f} s", flush=True)
     server.serve()
+    from vitbench.workers import close_kept
+
+    close_kept()  # the suites' workers it kept
     print(f"leaving after {server.served} command(s)", flush=True)
     os._exit(0)  # as `vitbench run` does: no interpreter teardown (compile workers, the CUDA context)
 
