@@ -38,6 +38,7 @@ wall() { python3 -c "import time; print(f'{time.time():.3f}')"; }
 # ($W/$1_gpus{2,1}.db, copied to $OUT/scaling_$1_gpus{2,1}.db), $2 is said after the wall time
 suites() {
   for g in 2 1; do
+    rm -f "$W/$1_gpus$g.db"  # a fresh store: a run FINISHED there would be skipped
     t0=$(wall)
     python3 -m vitbench suite experiments/attention.yaml --gpus "$g" --tracking-uri "sqlite:///$W/$1_gpus$g.db" \
       --repeats "${REPEATS:-3}" --progress-interval 600 2>&1 | grep -E "val_acc|FAILED|worker|made|rror|wall"
@@ -159,6 +160,7 @@ elif [ "$part" = suite-warm ]; then
   { sed -e 's/time_budget: 20/time_budget: 2/' experiments/attention.yaml; echo "train: {epochs: 1}"; } \
     > "$W/warm-up.yaml"
   for g in 2 1; do
+    rm -f "$W/warm-up$g.db"
     python3 -m vitbench suite "$W/warm-up.yaml" --gpus "$g" --repeats 1 --tracking-uri "sqlite:///$W/warm-up$g.db" \
       --quiet 2>&1 | grep -E "FAILED|rror|worker processes"
   done
