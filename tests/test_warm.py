@@ -276,7 +276,7 @@ def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp
     ready = vitbench(warm_env, tmp_path, "warm", "--start")
     assert ready.returncode == 0, ready.stdout + ready.stderr
     warm_pid = int(ready.stdout.split()[1].rstrip(":"))
-    folders = {name: tmp_path / name for name in ("first", "second", "ctrl-c", "after")}
+    folders = {name: tmp_path / name for name in ("first", "second", "ctrl-c", "after", "three")}
     for name, f in folders.items():
         write_tiny_mnist(f / "data")
         (f / "kept.yaml").write_text(SUITE.format(epochs=1000 if name == "ctrl-c" else 1))
@@ -325,8 +325,15 @@ def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp
     assert after.returncode == 0 and "2 runs on 2 worker processes (cpu0, cpu1)\n" in after.stdout, after.stdout
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]  # the interrupted ones are gone
 
+    # a suite on other GPUs: its workers are kept instead of the last ones (one idle set at most)
+    before = worker_pids(suite_runs(folders["after"]))
+    assert before and all(Path(f"/proc/{p}").exists() for p in before)
+    three = vitbench(warm_env, folders["three"], *command[:3], "3", *command[4:])
+    assert three.returncode == 0 and "runs on 3 worker processes (cpu0, cpu1, cpu2)\n" in three.stdout, three.stdout
+    assert not [p for p in before if Path(f"/proc/{p}").exists()]
+
     # the warm process leaving (stopped, or idle): the workers it kept leave with it
-    kept = worker_pids(suite_runs(folders["after"]))
+    kept = worker_pids(suite_runs(folders["three"]))
     assert kept and all(Path(f"/proc/{p}").exists() for p in kept)
     status_in(warm_env, stop=True)
     deadline = time.time() + 60

@@ -295,7 +295,7 @@ class Pool:
     def release(self) -> None:
         """The command is done with its workers: a warm process keeps them, idle, for its next suite on these GPUs
         (once each has said where its wall time went); any other process lets them leave."""
-        if serving.SERVING is None or not (self.kept or self.tasks_done()):
+        if serving.SERVING is None:
             self.close()
             return
         self.end()
@@ -308,12 +308,9 @@ class Pool:
         if set(wall.WORKERS) < set(self.gpus) or not self.alive():
             self.close()
             return
+        close_kept()  # one set of idle workers at most: those of the last suite
         self.kept = True
         KEPT[(tuple(self.gpus), self.device)] = self
-
-    def tasks_done(self) -> bool:
-        """Whether this job gave the workers runs (they started; no run left to wait for)."""
-        return self.ended and not any(self.holding.values())
 
     def discard(self) -> None:
         """No runs for the workers (all FINISHED, or one run only): stopped wherever they are in starting up;
