@@ -335,6 +335,9 @@ def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp
     # the warm process leaving (stopped, or idle): the workers it kept leave with it
     kept = worker_pids(suite_runs(folders["three"]))
     assert kept and all(Path(f"/proc/{p}").exists() for p in kept)
+    listed = vitbench(warm_env, tmp_path, "warm").stdout  # `vitbench warm` says which processes it keeps
+    shown = re.search(r"keeps its last suite's workers \((.*?)\)", listed)
+    assert shown and {int(p) for p in re.findall(r"pid (\d+)", shown[1])} >= kept, listed
     status_in(warm_env, stop=True)
     deadline = time.time() + 60
     while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in (*kept, warm_pid)):

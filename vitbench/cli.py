@@ -568,7 +568,8 @@ def warm_processes(
     start: Annotated[bool, typer.Option("--start", help="start one (if there is none) and wait until it is ready")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="ask each to leave (after the command it is running)")] = False,
 ) -> None:
-    """The warm processes that serve `vitbench run` (VITBENCH_WARM=auto|on|off): list, start or stop them."""
+    """The warm processes that serve `vitbench run` and `suite` (VITBENCH_WARM=auto|on|off): list, start or stop
+    them."""
     t0 = time.perf_counter()
     try:
         if start:
@@ -583,8 +584,9 @@ def warm_processes(
     for p in found:
         state = ("running a command" if p["busy"] else f"idle for {time.time() - p['since']:.0f} s") if p["ready"] \
             else "importing torch, CUDA, MLflow"
+        kept = ", ".join(f"{gpu} pid {pid}" for gpu, pid in p.get("workers", {}).items())
         typer.echo(f"pid {p['pid']}: {'leaving' if stop else state}, {p['served']} command(s) served, "
-                   f"log {p['log']}")
+                   + (f"keeps its last suite's workers ({kept}), " if kept else "") + f"log {p['log']}")
 
 
 def _terminate(signum, frame) -> None:

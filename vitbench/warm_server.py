@@ -86,8 +86,10 @@ class Server:
         self.acceptor.start()
 
     def describe(self) -> dict:
+        from vitbench.workers import kept_workers
+
         return {"pid": os.getpid(), "ready": self.ready, "served": self.served, "busy": self.busy, "since": self.since,
-                "socket": str(self.path), "log": str(self.path.with_suffix(".log"))}
+                "socket": str(self.path), "log": str(self.path.with_suffix(".log")), "workers": kept_workers()}
 
     def _accept(self) -> None:
         while True:

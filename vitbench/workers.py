@@ -208,6 +208,11 @@ def pool_for(path: str | Path, gpus: list[str], device: str | None, data_dir: st
     return pool
 
 
+def kept_workers() -> dict[str, int]:
+    """The kept workers' process ids by GPU (``vitbench warm`` lists them: each holds a CUDA context)."""
+    return {g: p.pid for pool in list(KEPT.values()) for g, p in pool.procs.items() if p.pid is not None}
+
+
 def close_kept() -> None:
     """A warm process leaving: the workers it kept leave too."""
     while KEPT:
