@@ -484,6 +484,7 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
     compiling a function after 8 versions and runs the rest eagerly). Dynamo's tracing alone is checked
     (backend 'eager'), which is what the limit counts."""
     import functools
+    from dataclasses import replace
 
     from torch._dynamo.utils import counters
 
@@ -491,6 +492,7 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
     from vitbench.options import Options, model_config
 
     monkeypatch.setattr(train, "_COMPILED", {})
+    monkeypatch.setattr(train, "_MODELS", set())
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     graphs = []
@@ -500,6 +502,15 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
         train.Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None).step(x, y)
         graphs.append(counters["stats"]["unique_graphs"])
     assert all(b > a for a, b in zip(graphs, graphs[1:], strict=False)), graphs  # a new graph for every model
+    # the process counts them (a warm process or a kept suite worker makes way for a fresh one past half the
+    # limit); the same model again is no new version, nor is an uncompiled one
+    assert train.models_compiled() == 10 and train.room_to_compile()
+    train.Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None)
+    train.Trainer(replace(cfg, compile=False), model_config(Options(dim=64, depth=1, heads=2, mlp_dim=16)),
+                  steps_per_epoch=10, log=lambda s: None)
+    assert train.models_compiled() == 10
+    monkeypatch.setattr(train, "_MODELS", {str(i) for i in range(train.MODELS_PER_PROCESS // 2)})
+    assert not train.room_to_compile()
 
 
 def test_naive_parts_are_never_compiled_and_say_so_once(workdir, tiny_mnist):

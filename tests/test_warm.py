@@ -184,6 +184,20 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
     assert time.perf_counter() - t0 < 5 and not (socket_folder / "b.sock").exists()
 
 
+def test_a_warm_process_that_compiled_many_models_takes_no_more_commands(socket_folder, monkeypatch):
+    """torch runs a compiled function eagerly past MODELS_PER_PROCESS versions: a warm process whose commands
+    compiled half as many models leaves (the next caller starts a fresh one) rather than time a run uncompiled."""
+    from vitbench import train
+
+    monkeypatch.setattr(train, "_MODELS", {str(i) for i in range(train.MODELS_PER_PROCESS // 2 - 1)})
+    assert not warm_server.Server(socket_folder / "a.sock", idle=30).full()
+    train._MODELS.add("one more")
+    server = warm_server.Server(socket_folder / "b.sock", idle=30)
+    t0 = time.perf_counter()
+    server.serve()  # leaves at once instead of waiting 30 s for a command
+    assert server.full() and time.perf_counter() - t0 < 5 and not (socket_folder / "b.sock").exists()
+
+
 def test_a_busy_or_importing_warm_process_sends_the_caller_back_to_run_it_itself(socket_folder, monkeypatch):
     monkeypatch.setattr(warm, "key", lambda: "k")
     server = warm_server.Server(socket_folder / "k.sock", idle=30)
@@ -276,7 +290,7 @@ def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp
     ready = vitbench(warm_env, tmp_path, "warm", "--start")
     assert ready.returncode == 0, ready.stdout + ready.stderr
     warm_pid = int(ready.stdout.split()[1].rstrip(":"))
-    folders = {name: tmp_path / name for name in ("first", "second", "ctrl-c", "after", "three")}
+    folders = {name: tmp_path / name for name in ("first", "second", "ctrl-c", "after", "three", "again")}
     for name, f in folders.items():
         write_tiny_mnist(f / "data")
         (f / "kept.yaml").write_text(SUITE.format(epochs=1000 if name == "ctrl-c" else 1))
@@ -332,8 +346,14 @@ def test_a_warm_process_keeps_a_suite_s_workers_for_its_next_suite(warm_env, tmp
     assert three.returncode == 0 and "runs on 3 worker processes (cpu0, cpu1, cpu2)\n" in three.stdout, three.stdout
     assert not [p for p in before if Path(f"/proc/{p}").exists()]
 
+    # a kept worker that left meanwhile (one whose runs compiled many models leaves after its job): the next
+    # suite starts a new set
+    os.kill(next(iter(worker_pids(suite_runs(folders["three"])))), signal.SIGKILL)
+    again = vitbench(warm_env, folders["again"], *command[:3], "3", *command[4:])
+    assert again.returncode == 0 and "runs on 3 worker processes (cpu0, cpu1, cpu2)\n" in again.stdout, again.stdout
+
     # the warm process leaving (stopped, or idle): the workers it kept leave with it
-    kept = worker_pids(suite_runs(folders["three"]))
+    kept = worker_pids(suite_runs(folders["again"]))
     assert kept and all(Path(f"/proc/{p}").exists() for p in kept)
     listed = vitbench(warm_env, tmp_path, "warm").stdout  # `vitbench warm` says which processes it keeps
     shown = re.search(r"keeps its last suite's workers \((.*?)\)", listed)

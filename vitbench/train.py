@@ -258,6 +258,20 @@ def to_float8(model: nn.Module) -> int:
 
 _COMPILED: dict[tuple[Callable, str], Callable] = {}
 MODELS_PER_PROCESS = 64  # distinct model shapes one process compiles the step for (bench, suites, sweeps)
+_MODELS: set[str] = set()  # the distinct models (with precision, batch and mode) this process compiled it for
+
+
+def models_compiled() -> int:
+    """Distinct models this process compiled its step for: each is one more version of the same compiled
+    function, of which torch keeps MODELS_PER_PROCESS before it runs the function eagerly."""
+    return len(_MODELS)
+
+
+def room_to_compile() -> bool:
+    """Whether a process that goes on serving commands (a warm process, a suite's kept worker) has room for as
+    many models again: past half of MODELS_PER_PROCESS it makes way for a fresh process, so that no later
+    command's step runs uncompiled while its runs say compiled."""
+    return models_compiled() < MODELS_PER_PROCESS // 2
 
 
 def _compiled(fn: Callable, mode: str = "default") -> Callable:
@@ -314,6 +328,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
         self.use_compile = compiles(cfg.compile, model_cfg)
+        if self.use_compile:
+            what = model_cfg if model_cfg is not None else (type(model).__qualname__, sum(p.numel() for p in
+                                                                                          self.model.parameters()))
+            _MODELS.add(repr((what, cfg.precision, cfg.batch_size, cfg.compile_mode)))
         self.step_model = step_model
         # Compiled: the loss and this step's counts fuse into the model's last kernels, the tally into one
         # more; a step of a small model is a chain of short kernels, so fewer of them is time saved.

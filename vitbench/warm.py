@@ -17,8 +17,9 @@ installation hands its command line to the warm process over a Unix socket and w
   does, and keeps them when the suite ends, idle, with their CUDA memory given back: its next suite on the
   same GPUs hands them its job instead of starting new ones (``vitbench.workers``); they leave with it;
 - the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
-  ``COMMANDS_PER_PROCESS`` commands (each distinct model is one more compiled version of the training
-  step, and torch caps how many a process keeps), on ``vitbench warm --stop``, and whenever the package's
+  ``COMMANDS_PER_PROCESS`` commands or once its commands compiled the step for half as many distinct models
+  as torch keeps versions of it (``vitbench.train.room_to_compile``; a kept suite worker likewise), on
+  ``vitbench warm --stop``, and whenever the package's
   source or the environment torch reads at import changes (those select another warm process: ``key``).
 
 ``VITBENCH_WARM``: ``auto`` (default: on where a CUDA GPU is likely present), ``on`` (also on the CPU),

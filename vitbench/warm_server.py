@@ -117,13 +117,19 @@ class Server:
                 conn.sendall(b"busy\n" if op == "run" else (json.dumps(self.describe()) + "\n").encode())
             conn.close()
 
+    def full(self) -> bool:
+        """No more commands here: as many as one process serves, or half as many compiled models as torch keeps
+        versions of the step (``vitbench.train.room_to_compile``); the next caller starts a fresh process."""
+        train = sys.modules.get("vitbench.train")
+        return self.served >= COMMANDS_PER_PROCESS or (train is not None and not train.room_to_compile())
+
     def _terminate(self, signum, frame) -> None:
         self.closing = True  # leave after this command (a command's own handler makes it end KILLED)
         raise KeyboardInterrupt(f"signal {signum}")
 
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._terminate)
-        while self.served < COMMANDS_PER_PROCESS and not self.closing:
+        while not (self.full() or self.closing):
             try:
                 item = self.commands.get(timeout=self.idle)
             except (queue.Empty, KeyboardInterrupt):

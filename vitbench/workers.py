@@ -105,6 +105,7 @@ def worker(gpu: str, device: str | None, jobs, tasks, events, threads: int, star
 
         from vitbench.cells import cell_configs, load_suite, run_cell, splits_for  # noqa: F401
         from vitbench.runner import preload  # noqa: F401  (and what its runs' plots need: seaborn, scipy)
+        from vitbench.train import room_to_compile
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.
@@ -117,7 +118,7 @@ def worker(gpu: str, device: str | None, jobs, tasks, events, threads: int, star
         if done:  # a warm process's next suite: counted from when its command began; its runs say so
             wall.restart("the command began", earlier=max(0.0, time.time() - job.started))
             serving.SERVING = (os.getpid(), done + 1)
-        served = serve(job, gpu, device, tasks, events)
+        served = serve(job, gpu, device, tasks, events) and room_to_compile()  # else a fresh worker next time
         done += 1
         events.put(("wall", gpu, wall.summary()))
         release_memory()
