@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -123,7 +124,6 @@ def _digest(*tensors: torch.Tensor) -> str:
 def log_datasets(splits: Splits) -> None:
     """The training and evaluation data as MLflow dataset inputs: name, a digest of the images and labels
     (so two runs on the same split show the same digest), the folder they were read from, and their role."""
-    import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
     info = splits.info
@@ -143,7 +143,26 @@ def log_datasets(splits: Splits) -> None:
             source = resolve_dataset_source(str(splits.root.resolve()))
         datasets = [MetaDataset(source, name=f"{info.name}:train", digest=train_digest),
                     MetaDataset(source, name=f"{info.name}:{splits.eval_set}", digest=eval_digest)]
-        mlflow.log_inputs(datasets, contexts=["training", "evaluation"], tags_list=[None, None])
+        log_inputs(datasets, contexts=["training", "evaluation"])
+
+
+def log_inputs(datasets: list, contexts: list[str], attempts: int = 5) -> None:
+    """``mlflow.log_inputs``, again where another process logged the same dataset into the experiment at the same
+    moment (a suite's workers starting their first runs together): MLflow's SQL store looks for the dataset, then
+    inserts it, so the later insert breaks the table's unique key and the run failed; the next attempt finds the
+    dataset and links it to the run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except MlflowException as e:
+            duplicate = any(m in str(e) for m in ("UNIQUE constraint failed", "duplicate key value", "IntegrityError"))
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def see_line(tracking_uri: str, experiment_id: str) -> str:
