@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import gc
 import json
 import os
 import queue
@@ -209,7 +208,7 @@ class Server:
         if watcher.is_alive():  # which the next caller's connection may get
             watcher.join()
         conn.close()
-        _release_memory()
+        serving.release_memory()
 
 
 class Caller:
@@ -276,13 +275,6 @@ def _invoke(argv: list[str]) -> int:
         traceback.print_exc()
         return 1
     return 0
-
-
-def _release_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def main(path: str, idle: str) -> None:

@@ -121,7 +121,7 @@ def worker(gpu: str, device: str | None, jobs, tasks, events, threads: int, star
         served = serve(job, gpu, device, tasks, events) and room_to_compile()  # else a fresh worker next time
         done += 1
         events.put(("wall", gpu, wall.summary()))
-        release_memory()
+        serving.release_memory()  # between two jobs it holds no tensors of the last
     # Every run is ended and its store committed: leave without the interpreter's teardown (torch's compile
     # workers, the CUDA context, MLflow's thread pools), seconds the coordinator would wait for at the end.
     events.close()
@@ -183,14 +183,6 @@ def serve(job: Job, gpu: str, device: str | None, tasks, events) -> bool:
     except KeyboardInterrupt:
         return False
     return True
-
-
-def release_memory() -> None:
-    """Between two jobs a worker holds no tensors of the last: its CUDA cache goes back to the GPU."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 KEPT: dict[tuple, Pool] = {}  # a warm process's workers between its suite commands, by (GPUs, device)
@@ -305,18 +297,29 @@ class Pool:
             self.close()
             return
         self.end()
-        deadline = time.time() + 30
-        while set(wall.WORKERS) < set(self.gpus) and self.alive() and time.time() < deadline:
-            with contextlib.suppress(queue.Empty):
-                kind, gpu, *rest = self.events.get(timeout=0.5)
-                if kind == "wall":
-                    wall.WORKERS[gpu] = rest[0]
+        self.collect_walls(30)
         if set(wall.WORKERS) < set(self.gpus) or not self.alive():
             self.close()
             return
         close_kept()  # one set of idle workers at most: those of the last suite
         self.kept = True
         KEPT[(tuple(self.gpus), self.device)] = self
+
+    def collect_walls(self, seconds: float) -> None:
+        """Where each worker's wall time went, as it says at the end of a job (those said while the runs went on
+        ``run`` read): read until every worker has said it, waiting up to ``seconds`` while they are alive."""
+        deadline = time.time() + seconds
+        with contextlib.suppress(OSError, EOFError):
+            while set(wall.WORKERS) < set(self.gpus):
+                waiting = time.time() < deadline and self.alive()
+                try:
+                    kind, gpu, *rest = self.events.get(timeout=0.5) if waiting else self.events.get_nowait()
+                except queue.Empty:
+                    if waiting:
+                        continue
+                    return
+                if kind == "wall":
+                    wall.WORKERS[gpu] = rest[0]
 
     def discard(self) -> None:
         """No runs for the workers (all FINISHED, or one run only): stopped wherever they are in starting up;
@@ -349,11 +352,7 @@ class Pool:
             p.join(max(0.1, deadline - time.time()))
             if p.is_alive():
                 p.kill()
-        with contextlib.suppress(queue.Empty, OSError, EOFError):  # where each worker's wall time went
-            while True:
-                kind, gpu, *rest = self.events.get_nowait()
-                if kind == "wall":
-                    wall.WORKERS[gpu] = rest[0]
+        self.collect_walls(0)
         for q in (self.tasks, self.events, *self.jobs.values()):
             q.cancel_join_thread()
             q.close()
