@@ -146,6 +146,20 @@ def test_token_scaling_and_timm_peer_rows():
     assert rows[2]["gflops_per_image_fwd"] > 3 * rows[0]["gflops_per_image_fwd"]
 
 
+def test_mlp_implementations_are_measured_side_by_side():
+    """--mlp torch,triton: a row each (our kernels in Triton's interpreter here), named and with an mlp column,
+    the same parameters and FLOPs; the peer's row has no vitbench part."""
+    options = {"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64, "patchify": "unfold", "mlp": ["torch", "triton"]}
+    entries = plan(["sdpa"], "mnist", ["timm"], None, None, options)
+    rows = run_bench(entries, [2], BenchOptions(device="cpu", warmup=1, repeats=2, modes=("train",)),
+                     log=lambda s: None)
+    assert [(r["model"], r["mlp"]) for r in rows] == [("sdpa[sdpa,unfold][mlp torch]", "torch"),
+                                                      ("sdpa[sdpa,unfold][mlp triton]", "triton"), ("timm-vit", "")]
+    assert all(r["train_error"] == "" and r["train_samples_per_sec"] > 0 for r in rows)
+    assert rows[0]["param_count_exact"] == rows[1]["param_count_exact"] == rows[2]["param_count_exact"]
+    assert rows[0]["gflops_per_image_train"] == rows[1]["gflops_per_image_train"] > 0
+
+
 def test_plan_gives_peers_every_trick_and_keeps_their_eager_row():
     options = {"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64, "attention": ["sdpa", "vectorized"]}
     entries = plan(["sdpa"], "mnist", ["timm"], None, None, options, with_graph=True, compile=True)

@@ -26,7 +26,7 @@ GIVEN = dict(
     warmup_epochs=0.2, label_smoothing=0.05, ema=0.9, augment="crop", grad_clip=0.5, optimizer="adam",
     scheduler="step", precision="bf16", compile=True, compile_mode="max-autotune-no-cudagraphs", cuda_graph=False, seed=7, device="cpu", loader="dataloader",
     val_split=0.1, max_steps=3, time_budget=9.0, eval_batch_size=100, num_workers=1, data_dir="some/dir",
-    attention="vectorized", patchify="unfold", pos_embed="sinusoidal", pool="cls", norm="post", image_size=28,
+    attention="vectorized", patchify="unfold", mlp="triton", pos_embed="sinusoidal", pool="cls", norm="post", image_size=28,
     in_chans=1, num_classes=10, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=48, dropout=0.1, patch_drop=0.25,
     qkv_bias=False)
 
@@ -114,10 +114,11 @@ def test_the_names_the_cli_offers_are_the_registries():
     """vitbench.names (torch-free, what the CLI's help is made of) against the modules that implement each name."""
     from vitbench import bench, data, names
     from vitbench.models.attention import ATTENTION
+    from vitbench.models.mlp import MLPS
     from vitbench.models.patchify import PATCHIFY
     from vitbench.models.registry import PRESETS
 
-    assert names.ATTENTION == tuple(ATTENTION) and names.PATCHIFY == tuple(PATCHIFY)
+    assert names.ATTENTION == tuple(ATTENTION) and names.PATCHIFY == tuple(PATCHIFY) and names.MLP == tuple(MLPS)
     assert names.DATASETS == tuple(data.DATASETS) and set(names.PRESETS) == set(PRESETS)
     assert names.PEERS == bench.PEERS
 

@@ -11,6 +11,7 @@ import torch
 from vitbench import VitbenchError, create_model, list_variants, names
 from vitbench.models import PRESETS, ViTConfig
 from vitbench.models.attention import ATTENTION
+from vitbench.models.mlp import MLPS
 from vitbench.models.patchify import PATCHIFY
 
 SMALL = dict(depth=2)  # fast enough for the loop implementations on a CPU
@@ -43,7 +44,7 @@ def _outputs_and_grads(model, x):
     return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-PARTS = {"attention": ATTENTION, "patchify": PATCHIFY}
+PARTS = {"attention": ATTENTION, "patchify": PATCHIFY, "mlp": MLPS}
 
 
 def by_function(registry: dict) -> list[list[str]]:
@@ -168,17 +169,18 @@ def test_the_fused_kernel_equals_attention_in_every_key_layout(tokens, blocks, t
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("preset", ["mnist", "cifar10"])
-@pytest.mark.parametrize("impl", ["flex", "triton"])
-def test_fused_attention_on_cuda_equals_sdpa(impl, preset):
-    """The compiled kernels (FlexAttention's, ours) against sdpa on the GPU: float32 outputs and gradients
-    to 1e-5 relative (Triton's float32 dots are IEEE here, FlexAttention's may use TF32: 2e-3), bf16 to 2e-2;
-    and inside torch.compile."""
+@pytest.mark.parametrize("part,impl,ref_impl", [("attention", "flex", "sdpa"), ("attention", "triton", "sdpa"),
+                                                ("mlp", "triton", "torch")])
+def test_compiled_kernels_on_cuda_equal_torch_s(part, impl, ref_impl, preset):
+    """The compiled kernels (FlexAttention's, our attention's, our MLP's) against torch's on the GPU: float32
+    outputs and gradients to 1e-5 relative (Triton's float32 dots are IEEE here, FlexAttention's may use TF32:
+    2e-3), bf16 to 2e-2; and inside torch.compile."""
     x = batch(preset, n=64).cuda()
     torch.manual_seed(3)
-    ref = create_model("sdpa", preset).cuda()
-    model = create_model("sdpa", preset, attention=impl).cuda()
+    ref = create_model("sdpa", preset, **{part: ref_impl}).cuda()
+    model = create_model("sdpa", preset, **{part: impl}).cuda()
     model.load_state_dict(ref.state_dict())
-    tol = 1e-5 if impl == "triton" else 2e-3
+    tol = 2e-3 if impl == "flex" else 1e-5
     for precision, rtol in (("fp32", tol), ("bf16", 2e-2)):
         results = []
         for m in (ref, model):
@@ -193,6 +195,69 @@ def test_fused_attention_on_cuda_equals_sdpa(impl, preset):
     compiled(x).sum().backward()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_the_fused_mlp_operator_equals_linear_then_gelu(dtype, monkeypatch):
+    """fc1 and its GELU as our operator (Triton's interpreter on the CPU) against F.linear then F.gelu: the output
+    and the gradients of input, weight and bias, on a shape no tile divides (111 rows, 300 columns: partial
+    tiles both ways, several row blocks summed for the bias), with small tiles so every path runs."""
+    from vitbench.models import fused_mlp
+
+    monkeypatch.setattr(fused_mlp, "FORWARD_BLOCK", 256)
+    monkeypatch.setattr(fused_mlp, "BACKWARD_TILE", (16, 64))
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((3, 37, 24), (300, 24), (300,)))
+    grad = torch.randn(3, 37, 300, generator=g, dtype=torch.float64)
+    results = []
+    for fn in (fused_mlp.linear_gelu, lambda *t: torch.nn.functional.gelu(torch.nn.functional.linear(*t))):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+        out = fn(*leaves)
+        out.backward(grad.to(dtype))
+        results.append([out.detach().double(), *(t.grad.double() for t in leaves)])
+    for name, mine, ref in zip(("output", "input grad", "weight grad", "bias grad"), *results, strict=True):
+        if dtype == torch.float64:
+            torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12, msg=name)
+        else:  # bf16 roundings (ours sums the bias gradient before rounding, torch after): 1 % of the norm
+            assert (mine - ref).norm() / ref.norm() < 1e-2, name
+
+
+def test_the_fused_mlp_follows_autocast_and_counts_the_flops_of_nn_linear():
+    """Under autocast the operator runs in the autocast dtype (as nn.Linear would) and the gradients reach the
+    float32 parameters in float32; torch's FLOP counter (bench's TFLOP/s and MFU) counts what it counts for
+    nn.Linear + nn.GELU; FP8 leaves fc1 as it is (the operator reads its weight) and takes fc2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vitbench.train import fp8_layers
+
+    torch.manual_seed(0)
+    ref = create_model("sdpa", "mnist", depth=1)
+    model = create_model("sdpa", "mnist", depth=1, mlp="triton")
+    model.load_state_dict(ref.state_dict())
+    x = batch("mnist", n=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.blocks[0].mlp(torch.randn(4, 17, 64))
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert model.blocks[0].mlp.fc1.weight.grad.dtype == torch.float32
+    flops = []
+    for m in (ref, model):
+        with FlopCounterMode(display=False) as counter:
+            m(x).sum().backward()
+        flops.append(counter.get_total_flops())
+    assert flops[0] == flops[1] > 0
+    assert "blocks.0.mlp.fc1" not in fp8_layers(model) and "blocks.0.mlp.fc2" in fp8_layers(model)
+    assert "blocks.0.mlp.fc1" in fp8_layers(ref)
+
+
+def test_mlps_that_cannot_run_somewhere_say_so(monkeypatch):
+    from vitbench.models import fused_mlp
+
+    cpu = torch.device("cpu")
+    assert MLPS["triton"].unavailable(cpu) is None  # the tests run Triton's interpreter (conftest)
+    monkeypatch.setattr(fused_mlp, "interpreted", lambda: False)
+    assert "--mlp torch (the same function)" in MLPS["triton"].unavailable(cpu)
+    assert MLPS["triton"].unavailable(torch.device("cuda")) is None and MLPS["torch"].unavailable(cpu) is None
+
+
 def test_attentions_that_cannot_run_somewhere_say_so():
     cpu = torch.device("cpu")
     assert "no CPU backward" in ATTENTION["flex"].unavailable(cpu)
@@ -205,7 +270,8 @@ def test_attentions_that_cannot_run_somewhere_say_so():
 
 
 @pytest.mark.e2e  # ~16 s: the Triton kernel in its interpreter
-@pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY))])
+@pytest.mark.parametrize("part,impls", [("attention", list(ATTENTION)), ("patchify", list(PATCHIFY)),
+                                        ("mlp", list(MLPS))])
 def test_state_dicts_load_across_implementations_float32(part, impls):
     """The acceptance check: load B's state_dict into A, float32 outputs agree to 1e-5 relative."""
     x = batch("cifar10")

@@ -21,12 +21,12 @@ from vitbench.models import list_variants
 
 PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
           "train.label_smoothing", "train.precision", "train.seed", "train.loader", "train.max_steps",
-          "model.attention", "model.patchify", "model.pos_embed", "model.pool", "model.dim", "model.depth",
+          "model.attention", "model.patchify", "model.mlp", "model.pos_embed", "model.pool", "model.dim", "model.depth",
           "model.heads", "model.patch_size", "data.eval_set"]
 EPOCH_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_images_per_sec"]
 FINAL_METRICS = ["best_val_acc", "final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb",
                  "param_count", "steps", "images_seen", "train_images_per_sec_mean"]
-TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.pos_embed", "part.pool", "gpu",
+TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.mlp", "part.pos_embed", "part.pool", "gpu",
         "torch_version", "cuda_version", "driver_version", "vitbench_version", "git_commit", "command", "eval_set"]
 
 
@@ -157,21 +157,22 @@ def test_bad_options_are_one_line_and_write_nothing(workdir, tiny_mnist, args, n
 
 
 @pytest.mark.e2e
-def test_the_fused_triton_attention_trains_as_sdpa_does(workdir):
-    """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): the kernels' forward and
-    backward inside real runs; after the same steps from the same seed the weights equal sdpa's. 32 test
-    images: the interpreter evaluates 256 in ~9 s."""
+@pytest.mark.parametrize("part,reference", [("attention", "sdpa"), ("mlp", "torch")])
+def test_the_fused_triton_kernels_train_as_torch_s_do(workdir, part, reference):
+    """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): our kernels' forward and
+    backward (the attention's; the MLP's GELU) inside real runs; after the same steps from the same seed the
+    weights equal torch's. 32 test images: the interpreter evaluates 256 in ~9 s."""
     data = write_tiny_mnist(workdir / "data", n_train=64, n_test=32)
     args = ["--epochs", "1", "--max-steps", "3", "--batch-size", "8", *TINY, "--data-dir", str(data)]
-    for attention in ("sdpa", "triton"):
-        res = invoke("run", "--attention", attention, *args)
+    for impl in (reference, "triton"):
+        res = invoke("run", f"--{part}", impl, *args)
         assert res.exit_code == 0, res.output
     weights = {}
     for run in runs():
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.data.tags[f"part.{part}"] == run.data.params[f"model.{part}"]
         ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
-        weights[run.data.params["model.attention"]] = ckpt["model"]
-    for name, w in weights["sdpa"].items():
+        weights[run.data.params[f"model.{part}"]] = ckpt["model"]
+    for name, w in weights[reference].items():
         mine = weights["triton"][name]
         if name.endswith("attn.qkv.bias"):  # not the keys' third: a softmax ignores a shift shared by all keys, so
             # that bias's gradient is 0 but for rounding, which AdamW's normalisation turns into lr-sized steps

@@ -8,6 +8,7 @@ time, FLOPs and achieved TFLOP/s, and token scaling. Inputs are synthetic: no da
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -22,6 +23,8 @@ from torch import nn
 from vitbench import names
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
+from vitbench.models.attention import ATTENTION
+from vitbench.models.mlp import MLPS
 from vitbench.models.registry import get_preset
 from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
@@ -150,8 +153,6 @@ def build_model(entry: Entry) -> nn.Module:
 def counting_twin(entry: Entry) -> Entry:
     """The entry whose FLOPs are counted: itself, or for an attention the counter cannot see into (a fused
     custom kernel, FlexAttention's compiled one) the same function written with batched matmuls."""
-    from vitbench.models.attention import ATTENTION
-
     if entry.peer or ATTENTION[entry.cfg.attention].counts_flops:
         return entry
     return replace(entry, cfg=replace(entry.cfg, attention="vectorized"), compile=False)
@@ -281,24 +282,24 @@ def plan(variants: list[str], preset: str, peers: list[str], image_sizes: list[i
         raise VitbenchError("give --image-sizes or --patch-sizes, not both")
     shapes = ([{"image_size": s} for s in image_sizes] if image_sizes else
               [{"patch_size": p} for p in patch_sizes] if patch_sizes else [{}])
-    # --attention / --patchify may list several implementations: every combination is measured.
-    attentions = overrides.pop("attention", None) or [None]
-    patchifies = overrides.pop("patchify", None) or [None]
-    attentions = [attentions] if isinstance(attentions, str) else attentions
-    patchifies = [patchifies] if isinstance(patchifies, str) else patchifies
+    # --attention / --patchify / --mlp may list several implementations: every combination is measured.
+    parts = {}
+    for part in ("attention", "patchify", "mlp"):
+        given = overrides.pop(part, None) or [None]
+        parts[part] = [given] if isinstance(given, str) else given
     entries = []
     for shape in shapes:
         base = None
         for v in variants:
-            for att in attentions:
-                for pat in patchifies:
-                    cfg = resolve_config(v, preset, **{**overrides, **shape}, attention=att, patchify=pat)
-                    base = base or cfg
-                    name = v if att is None and pat is None else f"{v}[{cfg.attention},{cfg.patchify}]"
-                    entries.append(Entry(name, cfg, compile=compile))
+            for att, pat, mlp in itertools.product(*parts.values()):
+                cfg = resolve_config(v, preset, **{**overrides, **shape}, attention=att, patchify=pat, mlp=mlp)
+                base = base or cfg
+                name = (v if att is None and pat is None else f"{v}[{cfg.attention},{cfg.patchify}]") + (
+                    "" if mlp is None else f"[mlp {cfg.mlp}]")
+                entries.append(Entry(name, cfg, compile=compile))
         for p in peers:
             ref = base or resolve_config("sdpa", preset, **{**overrides, **shape})
-            ref = replace(ref, attention="sdpa", patchify="conv", pos_embed="learned")
+            ref = replace(ref, attention="sdpa", patchify="conv", pos_embed="learned", mlp="torch")
             name = f"{p}-vit" if p in PEER_BUILDERS else p  # timm's ViT at our dimensions, or a named timm model
             entries.append(Entry(name, ref, peer=p))  # as its users run it: eager
             if compile:
@@ -335,6 +336,10 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
         raise VitbenchError(f"unknown compile mode {opts.compile_mode!r}; valid: {', '.join(names.COMPILE_MODES)}")
     if why := precision_unavailable(opts.precision, device):
         raise VitbenchError(why)
+    for e in entries:  # an implementation that cannot run here: one line, before anything is measured
+        if e.peer is None and (why := ATTENTION[e.cfg.attention].unavailable(device, training="train" in opts.modes)
+                               or MLPS[e.cfg.mlp].unavailable(device)):
+            raise VitbenchError(why)
     if any(b < 1 for b in batch_sizes):
         raise VitbenchError(f"batch sizes must be >= 1, got {batch_sizes}")
     display = display or Display("off", log=log)
@@ -362,7 +367,8 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
         for batch in batch_sizes:
             row = {
                 "model": entry.name, "peer": entry.peer or "", "attention": "" if entry.peer else c.attention,
-                "patchify": "" if entry.peer else c.patchify, "pos_embed": c.pos_embed, "pool": c.pool,
+                "patchify": "" if entry.peer else c.patchify,
+                "mlp": "" if entry.peer else c.mlp, "pos_embed": c.pos_embed, "pool": c.pool,
                 "img_size": c.image_size, **{f"{m}_img_size": c.image_size for m in opts.modes},  # timm's names
                 "patch_size": c.patch_size, "tokens": c.num_patches + (c.pool == "cls"),
                 "dim": c.dim, "depth": c.depth, "heads": c.heads, "mlp_dim": c.mlp_dim,
@@ -481,7 +487,7 @@ def rich_table(rows: list[dict], opts: BenchOptions):
     return t
 
 
-CELL_PARAMS = ("model", "peer", "attention", "patchify", "pos_embed", "pool", "img_size", "patch_size", "tokens",
+CELL_PARAMS = ("model", "peer", "attention", "patchify", "mlp", "pos_embed", "pool", "img_size", "patch_size", "tokens",
                "dim", "depth", "heads", "mlp_dim", "precision", "compile", "device")
 
 

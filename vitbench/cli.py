@@ -115,6 +115,17 @@ NumWorkers = Annotated[int | None, typer.Option(help="DataLoader workers [0]")]
 Preset = Annotated[str | None, typer.Option(help=f"size preset: {choices(names.PRESETS)} [the dataset's; an image folder's from its images]")]
 Attention = Annotated[str | None, typer.Option(help=choices(names.ATTENTION))]
 Patchify = Annotated[str | None, typer.Option(help=choices(names.PATCHIFY))]
+Mlp = Annotated[str | None, typer.Option(help=choices(names.MLP))]
+
+
+def implementations(part: str, impls: tuple[str, ...]):
+    """A bench flag that lists several implementations of a part (every combination is measured)."""
+    return Annotated[str | None, typer.Option(help=f"{part} implementations, comma-separated: {', '.join(impls)}")]
+
+
+Attentions = implementations("attention", names.ATTENTION)
+Patchifies = implementations("patchify", names.PATCHIFY)
+Mlps = implementations("MLP", names.MLP)
 PosEmbed = Annotated[str | None, typer.Option(help=choices(names.POS_EMBED))]
 Pool = Annotated[str | None, typer.Option(help=choices(names.POOL))]
 Norm = Annotated[str | None, typer.Option(help=choices(names.NORM))]
@@ -164,7 +175,7 @@ def shared_options(
     compile_mode: CompileMode = None, cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
     val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
     num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
-    pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
+    mlp: Mlp = None, pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
     heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
     patch_drop: PatchDrop = None,
 ) -> Options:
@@ -177,7 +188,7 @@ def shared_options(
         lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, ema=ema,
         augment=augment, optimizer=optimizer, scheduler=scheduler, precision=precision, compile=compile,
         compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, device=device, loader=loader, val_split=val_split, max_steps=max_steps,
-        time_budget=time_budget, num_workers=num_workers, attention=attention, patchify=patchify,
+        time_budget=time_budget, num_workers=num_workers, attention=attention, patchify=patchify, mlp=mlp,
         pos_embed=pos_embed, pool=pool, norm=norm, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
         patch_size=patch_size, dropout=dropout, patch_drop=patch_drop)
 
@@ -226,7 +237,7 @@ def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for t
     for name in list_variants():
         typer.echo(textwrap.fill(f"{name}: {VARIANTS[name].description}", 79, subsequent_indent="  "))
     typer.echo(f"\nany part can be swapped:\n  --attention {choices(names.ATTENTION)}\n  --patchify "
-               f"{choices(names.PATCHIFY)}\n  --pos-embed {choices(names.POS_EMBED)}\n  --pool {choices(names.POOL)}")
+               f"{choices(names.PATCHIFY)}\n  --mlp {choices(names.MLP)}\n  --pos-embed {choices(names.POS_EMBED)}\n  --pool {choices(names.POOL)}")
 
 
 @app.command()
@@ -363,10 +374,7 @@ def bench(
     device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write rows to FILE.csv or FILE.json")] = None,
     peers: Peers = None,
-    attention: Annotated[str | None, typer.Option(help=f"attention implementations, comma-separated: "
-                                                     f"{', '.join(names.ATTENTION)}")] = None,
-    patchify: Annotated[str | None, typer.Option(help=f"patchify implementations, comma-separated: "
-                                                    f"{', '.join(names.PATCHIFY)}")] = None,
+    attention: Attentions = None, patchify: Patchifies = None, mlp: Mlps = None,
     pos_embed: PosEmbed = None, pool: Pool = None,
     dim: Dim = None, depth: Depth = None, heads: Heads = None, mlp_dim: MlpDim = None,
     patch_size: PatchSize = None, seed: Annotated[int, typer.Option(help="seed of weights and inputs")] = 0,
@@ -384,8 +392,9 @@ def bench(
     names = list_variants() if variants == "all" else split_list(variants) or []
     if out is not None and out.suffix not in (".csv", ".json"):
         raise VitbenchError(f"--out must end in .csv or .json, got {out}")
-    overrides = dict(attention=split_list(attention), patchify=split_list(patchify), pos_embed=pos_embed, pool=pool,
-                     dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, patch_size=patch_size)
+    overrides = dict(attention=split_list(attention), patchify=split_list(patchify), mlp=split_list(mlp),
+                     pos_embed=pos_embed, pool=pool, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
+                     patch_size=patch_size)
     opts = BenchOptions(modes=("train", "infer") if mode == "both" else (mode,), precision=precision, compile=compile,
                         compile_mode=compile_mode, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
                         max_seconds=max_seconds, device=device, seed=seed, retry=retry, detail=detail)

@@ -31,10 +31,10 @@ MEMORY_KIND = {"cuda_max_memory_allocated": "GPU, torch.cuda.max_memory_allocate
 VIEW_KEY = "vitbench"
 TRAINING_COLUMNS = ("metrics.`final_val_acc`", "metrics.`train_images_per_sec_mean`", "metrics.`peak_memory_mb`",
                     "metrics.`param_count`", "metrics.`train_seconds`", "tags.`part.attention`", "tags.`part.patchify`",
-                    "tags.`part.pos_embed`", "tags.`stopped_by`")
+                    "tags.`part.mlp`", "tags.`part.pos_embed`", "tags.`stopped_by`")
 BENCH_COLUMNS = ("metrics.`train_samples_per_sec_median`", "metrics.`train_step_time_median`", "metrics.`train_peak_memory_mb`",
                  "metrics.`infer_samples_per_sec`", "metrics.`train_tflops`", "params.`attention`", "params.`patchify`",
-                 "params.`batch_size`")
+                 "params.`mlp`", "params.`batch_size`")
 
 
 def shared_view(columns: tuple[str, ...] = TRAINING_COLUMNS) -> str:
@@ -70,8 +70,8 @@ def mark_experiment(experiment_id: str, description: str | None = None,
 
 def parts_line(model_cfg: ViTConfig) -> str:
     m = model_cfg
-    return (f"attention {m.attention}, patchify {m.patchify}, positions {m.pos_embed}, {m.pool} pooling, "
-            f"{m.norm}-norm; dim {m.dim}, depth {m.depth}, heads {m.heads}, MLP {m.mlp_dim}, patch {m.patch_size}, "
+    return (f"attention {m.attention}, patchify {m.patchify}, MLP {m.mlp}, positions {m.pos_embed}, {m.pool} pooling, "
+            f"{m.norm}-norm; dim {m.dim}, depth {m.depth}, heads {m.heads}, MLP width {m.mlp_dim}, patch {m.patch_size}, "
             f"{m.image_size}x{m.image_size}x{m.in_chans} images")
 
 

@@ -22,6 +22,7 @@ def registered(module: str, registry: str) -> tuple[str, ...]:
 
 ATTENTION = registered("models/attention.py", "ATTENTION")
 PATCHIFY = registered("models/patchify.py", "PATCHIFY")
+MLP = registered("models/mlp.py", "MLPS")
 POS_EMBED = ("learned", "sinusoidal", "sincos2d", "none")
 POOL = ("cls", "mean")
 NORM = ("pre", "post")

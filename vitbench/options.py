@@ -55,6 +55,7 @@ class Options:
     # ViTConfig
     attention: str | None = None
     patchify: str | None = None
+    mlp: str | None = None
     pos_embed: str | None = None
     pool: str | None = None
     norm: str | None = None
@@ -131,7 +132,7 @@ def model_config(o: Options) -> ViTConfig:
         if asked not in (None, has):
             raise VitbenchError(f"{o.dataset} has {name} {has}, but {asked} was asked for")
     return resolve_config(
-        o.variant, preset, attention=o.attention, patchify=o.patchify, pos_embed=o.pos_embed, pool=o.pool,
+        o.variant, preset, attention=o.attention, patchify=o.patchify, mlp=o.mlp, pos_embed=o.pos_embed, pool=o.pool,
         norm=o.norm, patch_size=o.patch_size, dim=o.dim, depth=o.depth, heads=o.heads, mlp_dim=o.mlp_dim,
         dropout=o.dropout, patch_drop=o.patch_drop, qkv_bias=o.qkv_bias, image_size=h, in_chans=c,
         num_classes=info.num_classes)

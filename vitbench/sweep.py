@@ -37,7 +37,7 @@ SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in
 TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "ema", "augment", "epochs",
                 "optimizer", "scheduler", "precision")
 MODEL_PARAMS = ("dropout", "patch_drop", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
-                "attention", "patchify")
+                "attention", "patchify", "mlp")
 OBJECTIVES = ("val_acc", "train_images_per_sec")
 
 

@@ -16,10 +16,10 @@ import pandas as pd
 from vitbench import stats
 
 # The baseline each axis is measured against, where the runs have it; otherwise the first value seen.
-REFERENCE = {"attention": "naive", "patchify": "loop", "pos_embed": "learned", "pool": "cls", "norm": "pre",
+REFERENCE = {"attention": "naive", "patchify": "loop", "mlp": "torch", "pos_embed": "learned", "pool": "cls", "norm": "pre",
              "loader": "dataloader", "precision": "fp32", "compile": "False", "optimizer": "adam"}
 # Where one axis determines another (a variant fixes its parts), the first of these names the axis.
-PRIORITY = ("recipe", "variant", "attention", "patchify", "pos_embed", "pool", "norm", "loader", "precision", "compile")
+PRIORITY = ("recipe", "variant", "attention", "patchify", "mlp", "pos_embed", "pool", "norm", "loader", "precision", "compile")
 NOT_CONFIG = {"seed", "device", "data_dir", "num_workers", "max_steps", "time_budget"}
 
 

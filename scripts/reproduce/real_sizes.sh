@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces results/real_sizes.md's tables: training throughput and model FLOP utilisation (MFU) at timm's
-# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (unfold and Conv2d patchify) compiled inside its
-# CUDA-graph step against timm eager, compiled, and compiled in the same step, in one process; and the README's first command
-# on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each inside 10 minutes:
+# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (unfold and Conv2d patchify, nn's MLP and ours)
+# compiled inside its CUDA-graph step against timm eager, compiled, and compiled in the same step, in one process; and the
+# README's first command on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each
+# inside 10 minutes:
 #   bash scripts/reproduce/real_sizes.sh vit-s16       # -> $OUT/real_sizes_vit-s16.csv (+ first command's time)
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
 #   bash scripts/reproduce/real_sizes.sh patchify      # -> $OUT/real_sizes_patchify.csv: unfold vs conv, both sizes
 #   bash scripts/reproduce/real_sizes.sh kernels       # where each size's step goes, kernel by kernel
+#   bash scripts/reproduce/real_sizes.sh mlp-kernels   # the same with unfold patchify, nn's MLP against ours
 #   bash scripts/reproduce/real_sizes.sh tuning        # inductor's own-kernel tuning (coordinate descent, pointwise
 #                                                      # autotune) against its defaults, unfold patchify, both sizes
 #                                                      # -> $OUT/real_sizes_tuning_<preset>_<setting>.csv
@@ -29,6 +31,14 @@ kernels)
       --precision bf16 --compile --attention sdpa --replays 50 --top 14 2>&1 | grep -v Warning
   done
   exit ;;
+mlp-kernels)
+  for P in vit-b16 vit-s16; do
+    for M in torch triton; do
+      python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset $P --batch-size 256 \
+        --precision bf16 --compile --attention sdpa --patchify unfold --mlp $M --replays 50 --top 12 2>&1 | grep -v Warning
+    done
+  done
+  exit ;;
 tuning)
   # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
   # prompt-to-prompt time includes what the tuning costs at compile time
@@ -45,7 +55,7 @@ tuning)
   done
   exit ;;
 esac
-python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold,conv --preset "$PRESET" --peers timm \
+python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold,conv --mlp torch,triton --preset "$PRESET" --peers timm \
   --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
   --out "$OUT/real_sizes_$PRESET.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"
 if [ "$PRESET" = vit-s16 ]; then  # the README's first command, prompt to prompt, on this GPU

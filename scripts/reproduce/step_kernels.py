@@ -30,12 +30,15 @@ def main() -> None:
     ap.add_argument("--precision", default=None, help="fp32 | bf16 [the recipe's]")
     ap.add_argument("--compile", action="store_true", help="compile the model inside the graph")
     ap.add_argument("--attention", default=None, help="attention implementation [the recipe's]")
+    ap.add_argument("--patchify", default=None, help="patchify implementation [the recipe's]")
+    ap.add_argument("--mlp", default=None, help="MLP implementation [the recipe's]")
     ap.add_argument("--replays", type=int, default=300)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     recipe = recipe_options(None if args.recipe == "none" else args.recipe)
     cfg, model_cfg = configs(recipe.then(Options(
         dataset=args.dataset, preset=args.preset, precision=args.precision, attention=args.attention,
+        patchify=args.patchify, mlp=args.mlp,
         compile=args.compile or None, batch_size=args.batch_size, device="cuda")))
     trainer = Trainer(cfg, model_cfg, steps_per_epoch=100, log=lambda s: None)
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -10,6 +10,7 @@ from torch import nn
 from vitbench import names
 from vitbench.errors import VitbenchError, check_field_types
 from vitbench.models.attention import ATTENTION
+from vitbench.models.mlp import MLPS
 from vitbench.models.patchify import PATCHIFY
 from vitbench.models.positions import POS_EMBED, PositionEmbedding
 
@@ -26,6 +27,7 @@ def _choice(field: str, value: str, valid) -> None:
 class ViTConfig:
     attention: str = "sdpa"  # vitbench.names.ATTENTION -- same function, other cost
     patchify: str = "conv"  # vitbench.names.PATCHIFY -- same function, other cost
+    mlp: str = "torch"  # vitbench.names.MLP -- same function, other cost
     pos_embed: str = "learned"  # learned | sinusoidal | sincos2d | none
     pool: str = "cls"  # cls: classify the CLS token; mean: average the patch tokens
     norm: str = "pre"  # pre: LayerNorm before attention/MLP; post: after the residual add
@@ -45,6 +47,7 @@ class ViTConfig:
         check_field_types(self)
         _choice("attention", self.attention, ATTENTION)
         _choice("patchify", self.patchify, PATCHIFY)
+        _choice("mlp", self.mlp, MLPS)
         _choice("pos_embed", self.pos_embed, POS_EMBED)
         _choice("pool", self.pool, POOL)
         _choice("norm", self.norm, NORM)
@@ -91,18 +94,6 @@ class ViTConfig:
         return asdict(self)
 
 
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class Block(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
@@ -110,7 +101,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.dim)
         self.attn = ATTENTION[cfg.attention](cfg.dim, cfg.heads, cfg.qkv_bias, cfg.dropout)
         self.norm2 = nn.LayerNorm(cfg.dim)
-        self.mlp = MLP(cfg.dim, cfg.mlp_dim, cfg.dropout)
+        self.mlp = MLPS[cfg.mlp](cfg.dim, cfg.mlp_dim, cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         if self.pre_norm:
