@@ -8,7 +8,9 @@
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
 #   bash scripts/reproduce/real_sizes.sh patchify      # -> $OUT/real_sizes_patchify.csv: unfold vs conv, both sizes
 #   bash scripts/reproduce/real_sizes.sh kernels       # where each size's step goes, kernel by kernel
-#   bash scripts/reproduce/real_sizes.sh mlp-kernels   # the same with unfold patchify, nn's MLP against ours
+#   bash scripts/reproduce/real_sizes.sh mlp-kernels   # the same with unfold patchify, nn's MLP against ours, and
+#                                                      # the micro-benchmarks: our MLP kernels' launch shapes against
+#                                                      # inductor's, torch's attention backends at these shapes
 #   bash scripts/reproduce/real_sizes.sh tuning        # inductor's own-kernel tuning (coordinate descent, pointwise
 #                                                      # autotune) against its defaults, unfold patchify, both sizes
 #                                                      # -> $OUT/real_sizes_tuning_<preset>_<setting>.csv
@@ -35,9 +37,11 @@ mlp-kernels)
   for P in vit-b16 vit-s16; do
     for M in torch triton; do
       python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset $P --batch-size 256 \
-        --precision bf16 --compile --attention sdpa --patchify unfold --mlp $M --replays 50 --top 12 2>&1 | grep -v Warning
+        --precision bf16 --compile --attention sdpa --patchify unfold --mlp $M --replays 50 --top 22 2>&1 | grep -v Warning
     done
   done
+  python3 scripts/reproduce/real_sizes_kernels.py mlp-tiles
+  python3 scripts/reproduce/real_sizes_kernels.py attention
   exit ;;
 tuning)
   # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
