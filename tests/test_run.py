@@ -180,6 +180,19 @@ def test_the_fused_triton_kernels_train_as_torch_s_do(workdir, part, reference):
         torch.testing.assert_close(mine, w, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_an_implementation_that_cannot_run_here_is_one_line_before_any_work(workdir, tiny_mnist, monkeypatch):
+    """Our Triton kernels on a CPU without Triton's interpreter: `run` and `bench` say so in one line and write
+    nothing (bench measures no row first, though its first implementation could run)."""
+    from vitbench.models import fused_mlp
+
+    monkeypatch.setattr(fused_mlp, "interpreted", lambda: False)
+    _bad("run", "--device", "cpu", "--mlp", "triton", needle="mlp 'triton' runs its kernels on CUDA")
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "checkpoints").exists()
+    _bad("bench", "--device", "cpu", "--variants", "sdpa", "--mlp", "torch,triton", "--batch-sizes", "2",
+               "--out", str(workdir / "b.csv"), needle="--mlp torch (the same function)")
+    assert not (workdir / "b.csv").exists() and not (workdir / "mlflow.db").exists()
+
+
 def test_missing_data_offline(workdir, monkeypatch):
     import torchvision
 

@@ -319,6 +319,19 @@ def mfu(tflops: float, device: torch.device, precision: str) -> float:
     return tflops / peak if peak else float("nan")
 
 
+def runnable(entries: list[Entry], opts: BenchOptions) -> list[Entry]:
+    """``entries``, once the precision and every implementation are known to run on the device: one line if not,
+    before anything is measured or recorded."""
+    device = resolve_device(opts.device)
+    if why := precision_unavailable(opts.precision, device):
+        raise VitbenchError(why)
+    for e in entries:
+        if e.peer is None and (why := ATTENTION[e.cfg.attention].unavailable(device, training="train" in opts.modes)
+                               or MLPS[e.cfg.mlp].unavailable(device)):
+            raise VitbenchError(why)
+    return entries
+
+
 def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
               log: Callable[[str], None] = print, measure: Callable[..., dict] | None = None,
               display: Display | None = None) -> list[dict]:
@@ -334,12 +347,7 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
         raise VitbenchError(f"unknown precision {opts.precision!r}; valid: {', '.join(names.PRECISIONS)}")
     if opts.compile_mode not in names.COMPILE_MODES:
         raise VitbenchError(f"unknown compile mode {opts.compile_mode!r}; valid: {', '.join(names.COMPILE_MODES)}")
-    if why := precision_unavailable(opts.precision, device):
-        raise VitbenchError(why)
-    for e in entries:  # an implementation that cannot run here: one line, before anything is measured
-        if e.peer is None and (why := ATTENTION[e.cfg.attention].unavailable(device, training="train" in opts.modes)
-                               or MLPS[e.cfg.mlp].unavailable(device)):
-            raise VitbenchError(why)
+    runnable(entries, opts)
     if any(b < 1 for b in batch_sizes):
         raise VitbenchError(f"batch sizes must be >= 1, got {batch_sizes}")
     display = display or Display("off", log=log)

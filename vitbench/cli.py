@@ -385,7 +385,7 @@ def bench(
     """Step time (median, p10, p90), images/s, peak memory and TFLOP/s of every implementation."""
     from rich.console import Console
 
-    from vitbench.bench import BenchOptions, log_to_mlflow, plan, rich_table, run_bench, write_rows
+    from vitbench.bench import BenchOptions, log_to_mlflow, plan, rich_table, run_bench, runnable, write_rows
     from vitbench.models import list_variants
     from vitbench.tracking import connect
 
@@ -398,10 +398,10 @@ def bench(
     opts = BenchOptions(modes=("train", "infer") if mode == "both" else (mode,), precision=precision, compile=compile,
                         compile_mode=compile_mode, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
                         max_seconds=max_seconds, device=device, seed=seed, retry=retry, detail=detail)
-    entries = [e for p in split_list(preset) or ["mnist"]
-               for e in plan(names, p, split_list(peers) or [], int_list(image_sizes) or None,
-                             int_list(patch_sizes) or None, overrides, with_graph=opts.graphs, compile=compile)]
-
+    entries = runnable([e for p in split_list(preset) or ["mnist"]
+                        for e in plan(names, p, split_list(peers) or [], int_list(image_sizes) or None,
+                                      int_list(patch_sizes) or None, overrides, with_graph=opts.graphs,
+                                      compile=compile)], opts)  # all can run here, or one line now
     connect(tracking_uri)  # fail on an unusable store before measuring anything
     rows = run_bench(entries, int_list(batch_sizes), opts, log=typer.echo, display=display(quiet, progress_interval))
     if out is not None:
