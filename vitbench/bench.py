@@ -24,7 +24,6 @@ from vitbench import names
 from vitbench.errors import VitbenchError
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.attention import ATTENTION
-from vitbench.models.mlp import MLPS
 from vitbench.models.registry import get_preset
 from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
@@ -326,8 +325,7 @@ def runnable(entries: list[Entry], opts: BenchOptions) -> list[Entry]:
     if why := precision_unavailable(opts.precision, device):
         raise VitbenchError(why)
     for e in entries:
-        if e.peer is None and (why := ATTENTION[e.cfg.attention].unavailable(device, training="train" in opts.modes)
-                               or MLPS[e.cfg.mlp].unavailable(device)):
+        if e.peer is None and (why := e.cfg.unavailable(device, training="train" in opts.modes)):
             raise VitbenchError(why)
     return entries
 

@@ -21,8 +21,6 @@ from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, write_error
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig
-from vitbench.models.attention import ATTENTION
-from vitbench.models.mlp import MLPS
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
@@ -151,8 +149,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
 def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool, checkpoint_dir: str | Path,
             log: Callable[[str], None]) -> DatasetInfo:
     """What can be checked before the store or the data is touched; the dataset as the model sees it."""
-    if why := (ATTENTION[model_cfg.attention].unavailable(device) or MLPS[model_cfg.mlp].unavailable(device)
-               or precision_unavailable(cfg.precision, device)):
+    if why := model_cfg.unavailable(device) or precision_unavailable(cfg.precision, device):
         raise VitbenchError(why)
     info = dataset_for(cfg.dataset, model_cfg)
     if lead():  # the rank that records

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitbench.models.triton_limits import TRITON_MAX_TOKENS
+from vitbench.models.triton_limits import TRITON_MAX_TOKENS, kernels_unavailable
 
 
 class Attention(nn.Module):
@@ -220,13 +220,7 @@ class TritonAttention(Attention):
 
     @classmethod
     def unavailable(cls, device: torch.device, training: bool = True) -> str | None:
-        if device.type == "cuda":
-            return None
-        try:
-            from vitbench.models import fused_attention
-        except ImportError:
-            return "attention 'triton' needs the triton package (it comes with torch's CUDA builds on Linux)"
-        return None if fused_attention.interpreted() else fused_attention.CPU_NEEDS_INTERPRETER
+        return kernels_unavailable(device, "fused_attention", "attention 'triton'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D)
         from vitbench.models.fused_attention import fused_attention  # imports triton

@@ -14,6 +14,8 @@ them). On CUDA the kernels are compiled by Triton; on the CPU they run only in T
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -137,10 +139,7 @@ _forward.register_autograd(_grad, setup_context=_setup_context)
 # torch.utils.flop_counter (bench's FLOPs and MFU) counts the matmuls inside, as it would for nn.Linear's.
 @register_flop_formula(torch.ops.vitbench.linear_gelu)
 def _forward_flops(x_shape, weight_shape, bias_shape, *args, **kwargs) -> int:
-    rows = 1
-    for s in x_shape[:-1]:
-        rows *= s
-    return 2 * rows * weight_shape[0] * weight_shape[1]
+    return 2 * math.prod(x_shape[:-1]) * weight_shape[0] * weight_shape[1]
 
 
 @register_flop_formula(torch.ops.vitbench.linear_gelu_backward)

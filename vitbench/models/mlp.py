@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitbench.models.triton_limits import kernels_unavailable
+
 
 class MLP(nn.Module):
     """fc1 -> GELU -> fc2, ``nn`` modules throughout (timm's ``Mlp``)."""
@@ -50,13 +52,7 @@ class TritonMLP(MLP):
 
     @classmethod
     def unavailable(cls, device: torch.device) -> str | None:
-        if device.type == "cuda":
-            return None
-        try:
-            from vitbench.models import fused_mlp
-        except ImportError:
-            return "mlp 'triton' needs the triton package (it comes with torch's CUDA builds on Linux)"
-        return None if fused_mlp.interpreted() else fused_mlp.CPU_NEEDS_INTERPRETER
+        return kernels_unavailable(device, "fused_mlp", "mlp 'triton'")
 
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__(dim, hidden, dropout)  # self.act stays unused: the same modules as nn's MLP
@@ -73,4 +69,3 @@ MLPS: dict[str, type[MLP]] = {
     "torch": MLP,
     "triton": TritonMLP,
 }
-

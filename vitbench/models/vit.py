@@ -93,6 +93,10 @@ class ViTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def unavailable(self, device: torch.device, training: bool = True) -> str | None:
+        """Why a model of these parts cannot run on ``device`` (train there, where ``training``); None: it can."""
+        return ATTENTION[self.attention].unavailable(device, training) or MLPS[self.mlp].unavailable(device)
+
 
 class Block(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
