@@ -64,8 +64,8 @@ def interpreted() -> bool:
 CPU_NEEDS_INTERPRETER = ("mlp 'triton' runs its kernels on CUDA; on the CPU use --mlp torch (the same function) "
                          "or set TRITON_INTERPRET=1 (Triton's interpreter: slow)")
 
-# Chosen on the H200 at ViT-S/16 and ViT-B/16 sizes, bf16 (results/real_sizes.md: the backward 0.36 ms at
-# 50,432 x 3,072, against 0.56 ms with 32 x 256 tiles and 8 warps; 128-row tiles took twice as long).
+# Chosen on the H200 at ViT-S/16 and ViT-B/16 sizes, bf16 (results/real_sizes.md: the backward 0.37 ms at
+# 50,432 x 3,072, against 0.55 ms with 32 x 256 tiles and 8 warps; 128-row tiles took twice as long).
 FORWARD_BLOCK = 4096  # elements per program (8 warps)
 BACKWARD_TILE = (32, 128)  # (rows, columns) per program (4 warps); the bias gradient's partial sums are per 32 rows
 
