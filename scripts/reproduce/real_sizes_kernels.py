@@ -3,6 +3,8 @@ bf16; CUDA events, median of 30 after 5 untimed). GPU only.
 
     python3 scripts/reproduce/real_sizes_kernels.py attention   # torch's attention backends, forward + backward
     python3 scripts/reproduce/real_sizes_kernels.py mlp-tiles   # our MLP kernels' launch shapes against inductor's
+    python3 scripts/reproduce/real_sizes_kernels.py attention-tiles  # our attention against cuDNN's from qkv to its
+                                                                     # gradient, and its kernels' launch shapes
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import triton
 import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vitbench.models import fused_mlp
+from vitbench.models import fused_attention, fused_mlp
 
 SIZES = {"ViT-S/16": (6, 1536), "ViT-B/16": (12, 3072)}  # heads, MLP width
 TOKENS, BATCH = 197, 256
@@ -86,6 +88,41 @@ def mlp_tiles() -> None:
             print(f"{size} ours, backward and bias sum, {tile[0]} x {tile[1]} tiles, {warps} warps: {ms:.3f} ms")
 
 
+def sdpa_from_qkv(qkv, grad, heads: int):
+    """What the sdpa attention does between the qkv projection and proj, and its backward to qkv's gradient (the
+    q, k, v gradients stacked back into qkv's layout)."""
+    B, N, _ = qkv.shape
+    q, k, v = qkv.view(B, N, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, -1)
+    return torch.autograd.grad(out, qkv, grad)
+
+
+def ours_from_qkv(qkv, grad, heads: int):
+    return torch.autograd.grad(fused_attention.fused_attention(qkv, heads), qkv, grad)
+
+
+def attention_tiles() -> None:
+    for size, (heads, _) in SIZES.items():
+        qkv = torch.randn(BATCH, TOKENS, 3 * heads * 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        grad = torch.randn(BATCH, TOKENS, heads * 64, device="cuda", dtype=torch.bfloat16)
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            ms = median_ms(sdpa_from_qkv, qkv, grad, heads)
+        print(f"{size} cuDNN, from qkv to its gradient: {ms:.3f} ms")
+        print(f"{size} ours ({fused_attention.FORWARD_BLOCKS}, {fused_attention.BACKWARD_BLOCKS}), from qkv to its "
+              f"gradient: {median_ms(ours_from_qkv, qkv, grad, heads):.3f} ms")
+        out, lse = fused_attention._forward(qkv.detach(), heads)
+        for tiles in ((64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 128, 4, 3),
+                      (128, 32, 4, 3), (64, 32, 4, 2), (256, 64, 8, 3), (128, 64, 8, 2)):
+            fused_attention.FORWARD_BLOCKS = tiles
+            ms = median_ms(fused_attention._forward, qkv.detach(), heads)
+            print(f"{size} ours, forward, (queries, keys per step, warps, stages) {tiles}: {ms:.3f} ms")
+        for tiles in ((64, 32, 4, 2), (64, 16, 4, 2), (128, 32, 8, 2), (128, 16, 4, 2), (64, 64, 4, 2),
+                      (128, 64, 8, 2), (32, 32, 4, 2), (128, 32, 4, 3), (64, 32, 4, 3), (32, 16, 2, 2)):
+            fused_attention.BACKWARD_BLOCKS = tiles
+            ms = median_ms(fused_attention._backward, qkv.detach(), out, grad, lse, heads)
+            print(f"{size} ours, backward, (tokens, tokens per step, warps, stages) {tiles}: {ms:.3f} ms")
+
+
 if __name__ == "__main__":
     print(torch.__version__, torch.cuda.get_device_name())
-    {"attention": attention, "mlp-tiles": mlp_tiles}[sys.argv[1]]()
+    {"attention": attention, "mlp-tiles": mlp_tiles, "attention-tiles": attention_tiles}[sys.argv[1]]()

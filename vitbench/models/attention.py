@@ -14,14 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitbench.models.triton_limits import TRITON_MAX_TOKENS, kernels_unavailable
+from vitbench.models.triton_limits import kernels_unavailable
 
 
 class Attention(nn.Module):
     """Parameters and the reference math shared by all implementations.
 
-    What an implementation cannot do, checked when a model or a run is set up: ``max_tokens`` (sequence
-    length), ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU);
+    What an implementation cannot do, checked when a model or a run is set up: ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU);
     ``counts_flops``: False where torch's FLOP counter cannot see inside (bench counts the batched-matmul twin).
     ``batched_twin``: for the from-scratch loops, the implementation of the same function that evaluations run
     through (and what makes a part "eager only": never compiled or captured, it stays the baseline).
@@ -31,7 +30,6 @@ class Attention(nn.Module):
     """
 
     computes = "softmax(q k^T / sqrt(head_dim)) v, per head"
-    max_tokens: int | None = None
     reads_weights: tuple[str, ...] = ()
     attention_dropout = True
     cpu_backward = True
@@ -207,14 +205,12 @@ def _load_flex() -> None:
     _FLEX.update(cpu=reference, cuda=torch.compile(flex_attention, dynamic=False))
 
 
-
-
 class TritonAttention(Attention):
-    """Our own fused Triton kernel for short sequences and small heads (``vitbench.models.fused_attention``):
-    one program per (sample, head) reads q, k, v from the qkv projection and writes the heads' output in
-    place, with no copies around it. Up to 128 tokens; on the CPU it runs in Triton's interpreter (slow)."""
+    """Our own fused Triton kernels (``vitbench.models.fused_attention``): they read q, k, v from the qkv
+    projection and write the heads' output and qkv's gradient in place, with no copies around them; one program
+    per (sample, head) up to 128 tokens, by blocks of tokens beyond (as FlashAttention-2 cuts them). On the CPU
+    they run in Triton's interpreter (slow)."""
 
-    max_tokens = TRITON_MAX_TOKENS
     attention_dropout = False
     counts_flops = False
 

@@ -10,7 +10,10 @@ the softmax taken over both. The backward pass is one program per (sample, head)
 probabilities from the saved log-sum-exp, writes each step's dq and sums dk, dv over the steps, into the
 (B, N, 3, H, d) gradient of qkv.
 
-Sequences up to ``MAX_TOKENS`` tokens (one block); longer ones are refused when the model is built. On CUDA
+Longer sequences (over ``ONE_BLOCK`` tokens: 197 at 224 px and 16-pixel patches) go through a second pair of
+kernels with a program per block of tokens and (sample, head), as FlashAttention-2 cuts them: the forward steps
+through the keys with the softmax kept running; the backward writes dk and dv of its block of keys, stepping
+through the queries, then dq of its block of queries, stepping through the keys. Any length. On CUDA
 the kernels are compiled by Triton; on the CPU they run only in Triton's interpreter (``TRITON_INTERPRET=1``
 set before triton is imported, as the tests do), slowly, in any dtype it has, float64 included. Matmuls
 accumulate in float32 (float64 for float64 inputs); float32 inputs use IEEE float32 dots, not TF32.
@@ -23,7 +26,6 @@ import triton
 import triton.language as tl
 
 from vitbench.errors import VitbenchError
-from vitbench.models.triton_limits import TRITON_MAX_TOKENS as MAX_TOKENS
 
 
 @triton.jit
@@ -170,15 +172,106 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS
         _store(grad_head + 2 * H * HD, dv2, tail, cols, N, HD, stride_n)
 
 
+@triton.jit
+def forward_blocks(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """Longer sequences: one program per (BLOCK_M queries, sample x head), stepping through the keys BLOCK_N at a
+    time with the softmax kept running (its maximum and sum rescaled at each step, as FlashAttention does)."""
+    blocks = tl.cdiv(N, BLOCK_M)
+    rows = tl.program_id(0) % blocks * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(0) // blocks
+    b, h = bh // H, bh % H
+    stride_n = 3 * H * HD
+    head, out = QKV + b * N * stride_n + h * HD, O + b * N * H * HD + h * HD
+    cols = tl.arange(0, BLOCK_D)
+    q = _load(head, rows, cols, N, HD, stride_n)
+    m = tl.full((BLOCK_M,), float("-inf"), dtype=ACC)
+    total = tl.zeros((BLOCK_M,), dtype=ACC)
+    o = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
+    for first in range(0, N, BLOCK_N):
+        keys = first + tl.arange(0, BLOCK_N)
+        k = _load(head + H * HD, keys, cols, N, HD, stride_n)
+        v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
+        s = _scores(q, k, keys, N, scale, ACC, PRECISION)  # (BLOCK_M, BLOCK_N)
+        m_new = tl.maximum(m, tl.max(s, 1))
+        rescale = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        total = total * rescale + tl.sum(p, 1)
+        o = o * rescale[:, None] + tl.dot(p.to(v.dtype), v, out_dtype=ACC, input_precision=PRECISION)
+        m = m_new
+    _store(out, o / total[:, None], rows, cols, N, HD, H * HD)
+    tl.store(LSE + bh * N + rows, m + tl.log(total), mask=rows < N)
+
+
+@triton.jit
+def backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr, STEP: tl.constexpr,
+                    BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """Longer sequences: one program per (BLOCK tokens, sample x head) writes dk and dv of those BLOCK keys,
+    stepping through the queries STEP at a time, then dq of those BLOCK queries, stepping through the keys. Each
+    recomputes the probabilities from the saved log-sum-exp, and rowsum(dO * O) from dO and O."""
+    blocks = tl.cdiv(N, BLOCK)
+    block = tl.program_id(0) % blocks * BLOCK + tl.arange(0, BLOCK)
+    bh = tl.program_id(0) // blocks
+    b, h = bh // H, bh % H
+    stride_n = 3 * H * HD
+    head, grad_head = QKV + b * N * stride_n + h * HD, DQKV + b * N * stride_n + h * HD
+    out, grad_out, lse_at = O + b * N * H * HD + h * HD, DO + b * N * H * HD + h * HD, LSE + bh * N
+    cols = tl.arange(0, BLOCK_D)
+    # dk, dv of the keys in `block`, transposed products throughout: (keys, queries) tiles
+    k = _load(head + H * HD, block, cols, N, HD, stride_n)
+    v = _load(head + 2 * H * HD, block, cols, N, HD, stride_n)
+    dk = tl.zeros((BLOCK, BLOCK_D), dtype=ACC)
+    dv = tl.zeros((BLOCK, BLOCK_D), dtype=ACC)
+    for first in range(0, N, STEP):
+        rows = first + tl.arange(0, STEP)
+        q = _load(head, rows, cols, N, HD, stride_n)
+        do = _load(grad_out, rows, cols, N, HD, H * HD)
+        delta = tl.sum(do.to(ACC) * _load(out, rows, cols, N, HD, H * HD).to(ACC), 1)
+        lse = tl.load(lse_at + rows, mask=rows < N, other=0.0)
+        st = tl.dot(k, tl.trans(q), out_dtype=ACC, input_precision=PRECISION) * scale  # (BLOCK, STEP)
+        pt = tl.where(rows[None, :] < N, tl.exp(st - lse[None, :]), 0.0)
+        dv += tl.dot(pt.to(do.dtype), do, out_dtype=ACC, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), out_dtype=ACC, input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(q.dtype), q, out_dtype=ACC, input_precision=PRECISION)
+    _store(grad_head + H * HD, dk * scale, block, cols, N, HD, stride_n)
+    _store(grad_head + 2 * H * HD, dv, block, cols, N, HD, stride_n)
+    # dq of the queries in `block`
+    q = _load(head, block, cols, N, HD, stride_n)
+    do = _load(grad_out, block, cols, N, HD, H * HD)
+    delta = tl.sum(do.to(ACC) * _load(out, block, cols, N, HD, H * HD).to(ACC), 1)
+    lse = tl.load(lse_at + block, mask=block < N, other=0.0)
+    dq = tl.zeros((BLOCK, BLOCK_D), dtype=ACC)
+    for first in range(0, N, STEP):
+        keys = first + tl.arange(0, STEP)
+        k = _load(head + H * HD, keys, cols, N, HD, stride_n)
+        v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
+        p = tl.exp(_scores(q, k, keys, N, scale, ACC, PRECISION) - lse[:, None])  # (BLOCK, STEP)
+        dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PRECISION)
+        dq += tl.dot((p * (dp - delta[:, None])).to(k.dtype), k, out_dtype=ACC, input_precision=PRECISION)
+    _store(grad_head, dq * scale, block, cols, N, HD, stride_n)
+
+
 def _run(kernel: str, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
-    """One program per (sample, head) of ``qkv`` (B, N, 3*H*d), ``kernel`` 'forward' or 'backward'. Compiled on
-    CUDA; on the CPU only Triton's interpreter runs it."""
+    """``kernel`` 'forward' or 'backward' over ``qkv`` (B, N, 3*H*d): up to ONE_BLOCK tokens one program per
+    (sample, head), longer sequences one per block of tokens and (sample, head). Compiled on CUDA; on the CPU
+    only Triton's interpreter runs it."""
     if not qkv.is_cuda and not interpreted():
         raise VitbenchError(CPU_NEEDS_INTERPRETER)
     B, N, three_d = qkv.shape
     head_dim = three_d // (3 * heads)
-    fn = forward if kernel == "forward" else backward
-    fn[(B * heads,)](*tensors, N, heads, head_dim, head_dim**-0.5, **_meta(N, head_dim, qkv.dtype))
+    args = (*tensors, N, heads, head_dim, head_dim**-0.5)
+    if N <= ONE_BLOCK:
+        fn = forward if kernel == "forward" else backward
+        fn[(B * heads,)](*args, **_meta(N, head_dim, qkv.dtype))
+    elif kernel == "forward":
+        block_m, block_n, warps, stages = FORWARD_BLOCKS
+        forward_blocks[(triton.cdiv(N, block_m) * B * heads,)](
+            *args, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **_types(head_dim, qkv.dtype))
+    else:
+        block, step, warps, stages = BACKWARD_BLOCKS
+        backward_blocks[(triton.cdiv(N, block) * B * heads,)](
+            *args, BLOCK=block, STEP=step, num_warps=warps, num_stages=stages, **_types(head_dim, qkv.dtype))
 
 
 def interpreted() -> bool:
@@ -210,13 +303,23 @@ TILES = {16: (16, 4, 3), 32: (32, 2, 3), 64: (64, 4, 3), 80: (16, 1, 3), 128: (3
 SPLIT_KEYS = True
 
 
+# Longer sequences (over ONE_BLOCK tokens): (BLOCK_M queries per program, BLOCK_N keys per step, warps, stages) of
+# the forward kernel and (BLOCK tokens per program, STEP tokens per step, warps, stages) of the backward kernel.
+ONE_BLOCK = 128
+FORWARD_BLOCKS = (64, 64, 4, 3)
+BACKWARD_BLOCKS = (64, 32, 4, 2)
+
+
+def _types(head_dim: int, dtype: torch.dtype) -> dict:
+    return dict(BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+                ACC=tl.float64 if dtype == torch.float64 else tl.float32,
+                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32")
+
+
 def _meta(n: int, head_dim: int, dtype: torch.dtype) -> dict:
     keys, tail = key_blocks(n)
     block_m, warps, stages = TILES.get(keys + tail, (32, 2, 3))
-    return dict(BLOCK_M=block_m, KEYS=keys, TAIL=tail, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-                ACC=tl.float64 if dtype == torch.float64 else tl.float32,
-                PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32", num_warps=warps,
-                num_stages=stages)
+    return dict(BLOCK_M=block_m, KEYS=keys, TAIL=tail, num_warps=warps, num_stages=stages, **_types(head_dim, dtype))
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -270,7 +373,5 @@ _forward.register_autograd(_grad, setup_context=_setup_context)
 
 
 def fused_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head self-attention of the fused projection ``qkv`` (B, N, 3*D) -> (B, N, D); N <= MAX_TOKENS."""
-    if qkv.shape[1] > MAX_TOKENS:
-        raise ValueError(f"the fused Triton attention takes up to {MAX_TOKENS} tokens, got {qkv.shape[1]}")
+    """Multi-head self-attention of the fused projection ``qkv`` (B, N, 3*D) -> (B, N, D)."""
     return _forward(qkv, heads)[0]

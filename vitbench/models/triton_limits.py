@@ -1,12 +1,9 @@
-"""What our Triton kernels (``vitbench.models.fused_attention``, ``fused_mlp``) take and where they run, readable
-without importing Triton: the attention layer refuses a longer sequence when the model is built, the kernel when it
-is called; a part whose kernels cannot run on a device says so before a run or a bench starts."""
+"""Where our Triton kernels (``vitbench.models.fused_attention``, ``fused_mlp``) run, readable without importing
+Triton: a part whose kernels cannot run on a device says so before a run or a bench starts."""
 
 from __future__ import annotations
 
 import importlib
-
-TRITON_MAX_TOKENS = 128  # one block of keys per head
 
 
 def kernels_unavailable(device, module: str, part: str) -> str | None:

@@ -67,9 +67,6 @@ class ViTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise VitbenchError(f"dropout must be in [0, 1), got {self.dropout}")
         impl = ATTENTION[self.attention]
-        if impl.max_tokens is not None and self.tokens > impl.max_tokens:
-            raise VitbenchError(f"attention {self.attention!r} takes up to {impl.max_tokens} tokens; this model has "
-                                f"{self.tokens} (a larger patch size gives fewer)")
         if not 0.0 <= self.patch_drop < 1.0:  # so at least one patch is kept
             raise VitbenchError(f"patch_drop must be in [0, 1), got {self.patch_drop}")
         if self.dropout and not impl.attention_dropout:
