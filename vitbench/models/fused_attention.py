@@ -243,12 +243,12 @@ def backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr,
     lse = tl.load(lse_at + block, mask=block < N, other=0.0)
     dq = tl.zeros((BLOCK, BLOCK_D), dtype=ACC)
     for first in range(0, N, STEP):
-        keys = first + tl.arange(0, STEP)
-        k = _load(head + H * HD, keys, cols, N, HD, stride_n)
-        v = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
-        p = tl.exp(_scores(q, k, keys, N, scale, ACC, PRECISION) - lse[:, None])  # (BLOCK, STEP)
-        dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PRECISION)
-        dq += tl.dot((p * (dp - delta[:, None])).to(k.dtype), k, out_dtype=ACC, input_precision=PRECISION)
+        keys = first + tl.arange(0, STEP)  # new names: Triton's loops keep each name's shape
+        k_step = _load(head + H * HD, keys, cols, N, HD, stride_n)
+        v_step = _load(head + 2 * H * HD, keys, cols, N, HD, stride_n)
+        p = tl.exp(_scores(q, k_step, keys, N, scale, ACC, PRECISION) - lse[:, None])  # (BLOCK, STEP)
+        dp = tl.dot(do, tl.trans(v_step), out_dtype=ACC, input_precision=PRECISION)
+        dq += tl.dot((p * (dp - delta[:, None])).to(k_step.dtype), k_step, out_dtype=ACC, input_precision=PRECISION)
     _store(grad_head, dq * scale, block, cols, N, HD, stride_n)
 
 

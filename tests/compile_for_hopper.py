@@ -1,0 +1,50 @@
+"""Compiles each of vitbench's Triton kernels for a Hopper GPU (sm_90) with the launch shapes vitbench uses there,
+no GPU needed. Triton's interpreter, which runs the kernels in the CPU tests, accepts code that its GPU compiler
+refuses (a loop-carried name changing shape, a module-level constant that is not a constexpr); this catches that.
+Run by tests/test_models.py in a process of its own, with the interpreter off: ``python tests/compile_for_hopper.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from vitbench.models import fused_attention as fa
+from vitbench.models import fused_mlp
+
+SHAPE = {"N": "i32", "H": "i32", "HD": "i32", "scale": "fp32"}
+FORWARD = {"QKV": "*bf16", "O": "*bf16", "LSE": "*fp32", **SHAPE}
+BACKWARD = {"QKV": "*bf16", "O": "*bf16", "DO": "*bf16", "LSE": "*fp32", "DQKV": "*bf16", **SHAPE}
+
+
+def compile_kernel(fn, types: dict[str, str], constants: dict, num_warps: int, num_stages: int = 3) -> None:
+    source = ASTSource(fn, {**types, **dict.fromkeys(constants, "constexpr")}, constants)
+    triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages))
+    print("compiled", fn.__name__, constants.get("BLOCK_M", constants.get("BLOCK", "")), flush=True)
+
+
+def main() -> None:
+    bf16 = torch.bfloat16
+    for tokens, head_dim in ((17, 16), (65, 12)):  # the mnist and cifar10 presets: one program per (sample, head)
+        meta = fa._meta(tokens, head_dim, bf16)
+        launch = dict(num_warps=meta.pop("num_warps"), num_stages=meta.pop("num_stages"))
+        compile_kernel(fa.forward, FORWARD, meta, **launch)
+        compile_kernel(fa.backward, BACKWARD, meta, **launch)
+    block_m, block_n, warps, stages = fa.FORWARD_BLOCKS  # 224 px: 197 tokens, by blocks
+    compile_kernel(fa.forward_blocks, FORWARD, dict(BLOCK_M=block_m, BLOCK_N=block_n, **fa._types(64, bf16)), warps,
+                   stages)
+    block, step, warps, stages = fa.BACKWARD_BLOCKS
+    compile_kernel(fa.backward_blocks, BACKWARD, dict(BLOCK=block, STEP=step, **fa._types(64, bf16)), warps, stages)
+    acc = fused_mlp._acc(bf16)
+    compile_kernel(fused_mlp._gelu_forward, {"pre": "*bf16", "out": "*bf16", "n": "i64"},
+                   dict(BLOCK=fused_mlp.FORWARD_BLOCK, ACC=acc), 8)
+    rows, cols = fused_mlp.BACKWARD_TILE
+    compile_kernel(fused_mlp._gelu_backward, {"grad": "*bf16", "pre": "*bf16", "grad_pre": "*bf16",
+                                              "partial": "*fp32", "M": "i32", "N": "i32"},
+                   dict(BLOCK_M=rows, BLOCK_N=cols, ACC=acc), 4)
+
+
+if __name__ == "__main__":
+    main()
