@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces results/real_sizes.md's tables: training throughput and model FLOP utilisation (MFU) at timm's
-# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (unfold and Conv2d patchify, nn's MLP and ours)
+# ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (torch's attention and ours, nn's MLP and ours,
+# unfold patchify)
 # compiled inside its CUDA-graph step against timm eager, compiled, and compiled in the same step, in one process; and the
 # README's first command on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each
 # inside 10 minutes:
@@ -11,6 +12,7 @@
 #   bash scripts/reproduce/real_sizes.sh mlp-kernels   # the same with unfold patchify, nn's MLP against ours, and
 #                                                      # the micro-benchmarks: our MLP kernels' launch shapes against
 #                                                      # inductor's, torch's attention backends at these shapes
+#   bash scripts/reproduce/real_sizes.sh attention     # our attention against cuDNN's, and its launch shapes
 #   bash scripts/reproduce/real_sizes.sh tuning        # inductor's own-kernel tuning (coordinate descent, pointwise
 #                                                      # autotune) against its defaults, unfold patchify, both sizes
 #                                                      # -> $OUT/real_sizes_tuning_<preset>_<setting>.csv
@@ -43,6 +45,9 @@ mlp-kernels)
   python3 scripts/reproduce/real_sizes_kernels.py mlp-tiles
   python3 scripts/reproduce/real_sizes_kernels.py attention
   exit ;;
+attention)
+  python3 scripts/reproduce/real_sizes_kernels.py attention-tiles
+  exit ;;
 tuning)
   # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
   # prompt-to-prompt time includes what the tuning costs at compile time
@@ -59,7 +64,7 @@ tuning)
   done
   exit ;;
 esac
-python3 -m vitbench bench --variants sdpa --attention sdpa --patchify unfold,conv --mlp torch,triton --preset "$PRESET" --peers timm \
+python3 -m vitbench bench --variants sdpa --attention sdpa,triton --patchify unfold --mlp torch,triton --preset "$PRESET" --peers timm \
   --batch-sizes 256 --precision bf16 --compile --mode train --warmup 5 --repeats 30 --max-seconds 20 \
   --out "$OUT/real_sizes_$PRESET.csv" --tracking-uri "$U" --quiet 2>&1 | grep -vE "^\s+(sdpa|timm)"
 if [ "$PRESET" = vit-s16 ]; then  # the README's first command, prompt to prompt, on this GPU

@@ -102,7 +102,9 @@ def ours_from_qkv(qkv, grad, heads: int):
 
 
 def attention_tiles() -> None:
+    chosen = fused_attention.FORWARD_BLOCKS, fused_attention.BACKWARD_BLOCKS
     for size, (heads, _) in SIZES.items():
+        fused_attention.FORWARD_BLOCKS, fused_attention.BACKWARD_BLOCKS = chosen
         qkv = torch.randn(BATCH, TOKENS, 3 * heads * 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         grad = torch.randn(BATCH, TOKENS, heads * 64, device="cuda", dtype=torch.bfloat16)
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -112,12 +114,14 @@ def attention_tiles() -> None:
               f"gradient: {median_ms(ours_from_qkv, qkv, grad, heads):.3f} ms")
         out, lse = fused_attention._forward(qkv.detach(), heads)
         for tiles in ((64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 128, 4, 3),
-                      (128, 32, 4, 3), (64, 32, 4, 2), (256, 64, 8, 3), (128, 64, 8, 2)):
+                      (128, 32, 4, 3), (64, 32, 4, 2), (256, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 4),
+                      (64, 64, 4, 4)):
             fused_attention.FORWARD_BLOCKS = tiles
             ms = median_ms(fused_attention._forward, qkv.detach(), heads)
             print(f"{size} ours, forward, (queries, keys per step, warps, stages) {tiles}: {ms:.3f} ms")
         for tiles in ((64, 32, 4, 2), (64, 16, 4, 2), (128, 32, 8, 2), (128, 16, 4, 2), (64, 64, 4, 2),
-                      (128, 64, 8, 2), (32, 32, 4, 2), (128, 32, 4, 3), (64, 32, 4, 3), (32, 16, 2, 2)):
+                      (128, 64, 8, 2), (32, 32, 4, 2), (128, 32, 4, 3), (64, 32, 4, 3), (32, 16, 2, 2),
+                      (64, 32, 4, 4), (64, 16, 4, 3), (64, 64, 4, 3), (64, 32, 8, 3)):
             fused_attention.BACKWARD_BLOCKS = tiles
             ms = median_ms(fused_attention._backward, qkv.detach(), out, grad, lse, heads)
             print(f"{size} ours, backward, (tokens, tokens per step, warps, stages) {tiles}: {ms:.3f} ms")
