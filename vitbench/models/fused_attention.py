@@ -305,12 +305,12 @@ SPLIT_KEYS = True
 
 # Longer sequences (over ONE_BLOCK tokens): (BLOCK_M queries per program, BLOCK_N keys per step, warps, stages) of
 # the forward kernel and (BLOCK tokens per program, STEP tokens per step, warps, stages) of the backward kernel.
-# Chosen on the H200 at 197 tokens, 64 dims per head, batch 256, bf16 (scripts/reproduce/real_sizes_kernels.py
-# attention-tiles, results/real_sizes.md): forward 0.307 ms at ViT-B/16's 12 heads (0.31-0.48 ms for the other
-# shapes tried), backward 0.749 ms (0.83-1.44 ms).
+# Chosen on the H200 at 197 tokens, 64 dims per head, batch 256, bf16 (`real_sizes.sh attention`, its output in
+# results/logs/real_sizes_attention.txt): at ViT-B/16's 12 heads the forward 0.284 ms (0.28-0.44 ms for the other
+# shapes tried), the backward 0.688 ms (0.76-1.36 ms).
 ONE_BLOCK = 128
 FORWARD_BLOCKS = (128, 64, 8, 3)
-BACKWARD_BLOCKS = (64, 32, 4, 3)
+BACKWARD_BLOCKS = (64, 16, 4, 3)
 
 
 def _types(head_dim: int, dtype: torch.dtype) -> dict:
