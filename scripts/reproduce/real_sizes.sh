@@ -13,6 +13,7 @@
 #                                                      # the micro-benchmarks: our MLP kernels' launch shapes against
 #                                                      # inductor's, torch's attention backends at these shapes
 #   bash scripts/reproduce/real_sizes.sh attention     # our attention against cuDNN's, and its launch shapes
+#   bash scripts/reproduce/real_sizes.sh attention-step  # ViT-B/16's step kernel by kernel with our attention and MLP
 #   bash scripts/reproduce/real_sizes.sh tuning        # inductor's own-kernel tuning (coordinate descent, pointwise
 #                                                      # autotune) against its defaults, unfold patchify, both sizes
 #                                                      # -> $OUT/real_sizes_tuning_<preset>_<setting>.csv
@@ -47,6 +48,10 @@ mlp-kernels)
   exit ;;
 attention)
   python3 scripts/reproduce/real_sizes_kernels.py attention-tiles
+  exit ;;
+attention-step)
+  python3 scripts/reproduce/step_kernels.py --recipe none --dataset synthetic --preset vit-b16 --batch-size 256 \
+    --precision bf16 --compile --attention triton --patchify unfold --mlp triton --replays 50 --top 22 2>&1 | grep -v Warning
   exit ;;
 tuning)
   # each setting in a process of its own (inductor reads them when it is imported), the cache cold for each, so the
