@@ -1,4 +1,5 @@
-"""A fused attention kernel of our own (Triton) for the short sequences and small heads of the tutorials' ViTs.
+"""Fused attention kernels of our own (Triton): for the short sequences and small heads of the tutorials' ViTs,
+and by blocks of tokens for the longer sequences of 224-px images.
 
 The mnist preset has 17 tokens and 16 dims per head, the cifar10 preset 65 tokens and 12. One program per
 (sample, head) does all of it -- QK^T, softmax, PV -- reading q, k and v straight out of the ``qkv``
