@@ -20,8 +20,9 @@ from vitbench.models.triton_limits import kernels_unavailable
 class Attention(nn.Module):
     """Parameters and the reference math shared by all implementations.
 
-    What an implementation cannot do, checked when a model or a run is set up: ``attention_dropout`` (dropout on the attention weights), ``cpu_backward`` (training on the CPU);
-    ``counts_flops``: False where torch's FLOP counter cannot see inside (bench counts the batched-matmul twin).
+    What an implementation cannot do, checked when a model or a run is set up: ``attention_dropout`` (dropout on
+    the attention weights), ``cpu_backward`` (training on the CPU). ``counts_flops``: False where torch's FLOP
+    counter cannot see inside (bench counts the batched-matmul twin).
     ``batched_twin``: for the from-scratch loops, the implementation of the same function that evaluations run
     through (and what makes a part "eager only": never compiled or captured, it stays the baseline).
     ``reads_weights``: its projections that it reads as tensors instead of calling (a layer swapped for another

@@ -124,7 +124,7 @@ def _backward_step(head, out, grad_out, grad_head, lse_at, start, k, v, k2, v2, 
 def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr, TAIL: tl.constexpr,
             BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
-    b, h = pid // H, pid % H
+    b, h = (pid // H).to(tl.int64), pid % H  # 64-bit offsets: b * N * 3 * H * HD outgrows 32 bits
     stride_n = 3 * H * HD  # qkv: (B, N, 3, H, HD); o: (B, N, H, HD)
     head, out = QKV + b * N * stride_n + h * HD, O + b * N * H * HD + h * HD
     cols = tl.arange(0, BLOCK_D)
@@ -142,7 +142,7 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.conste
 def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr,
              TAIL: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
-    b, h = pid // H, pid % H
+    b, h = (pid // H).to(tl.int64), pid % H  # 64-bit offsets: b * N * 3 * H * HD outgrows 32 bits
     stride_n = 3 * H * HD
     head, grad_head = QKV + b * N * stride_n + h * HD, DQKV + b * N * stride_n + h * HD
     out, grad_out = O + b * N * H * HD + h * HD, DO + b * N * H * HD + h * HD
@@ -181,7 +181,7 @@ def forward_blocks(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N:
     blocks = tl.cdiv(N, BLOCK_M)
     rows = tl.program_id(0) % blocks * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(0) // blocks
-    b, h = bh // H, bh % H
+    b, h = (bh // H).to(tl.int64), bh % H  # 64-bit offsets: b * N * 3 * H * HD outgrows 32 bits
     stride_n = 3 * H * HD
     head, out = QKV + b * N * stride_n + h * HD, O + b * N * H * HD + h * HD
     cols = tl.arange(0, BLOCK_D)
@@ -213,7 +213,7 @@ def backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr,
     blocks = tl.cdiv(N, BLOCK)
     block = tl.program_id(0) % blocks * BLOCK + tl.arange(0, BLOCK)
     bh = tl.program_id(0) // blocks
-    b, h = bh // H, bh % H
+    b, h = (bh // H).to(tl.int64), bh % H  # 64-bit offsets: b * N * 3 * H * HD outgrows 32 bits
     stride_n = 3 * H * HD
     head, grad_head = QKV + b * N * stride_n + h * HD, DQKV + b * N * stride_n + h * HD
     out, grad_out, lse_at = O + b * N * H * HD + h * HD, DO + b * N * H * HD + h * HD, LSE + bh * N
