@@ -181,6 +181,29 @@ def test_our_triton_kernels_compile_for_a_hopper_gpu():
     assert res.stdout.count("compiled") == 8, res.stdout
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
+                    reason="needs CUDA and ~20 GiB of it")
+@pytest.mark.parametrize("tokens,heads,d", [(65, 2, 12), (197, 6, 64)])
+def test_the_kernels_reach_past_two_to_the_31_elements(tokens, heads, d):
+    """A qkv of more than 2^31 elements (ViT-S/16 inference at batch ~9,500): the last samples, whose offsets need
+    64 bits, get the attention and the gradient torch's gives them (bf16), by both pairs of kernels."""
+    from vitbench.models import fused_attention as fa
+
+    batch = 2**31 // (tokens * 3 * heads * d) + 2
+    qkv = torch.randn(batch, tokens, 3 * heads * d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    out = fa.fused_attention(qkv, heads)
+    grad = torch.zeros_like(out)
+    grad[-2:] = torch.randn_like(out[-2:])
+    (grad_qkv,) = torch.autograd.grad(out, qkv, grad)
+    tail = qkv.detach()[-2:].requires_grad_()
+    q, k, v = tail.view(2, tokens, 3, heads, d).permute(2, 0, 3, 1, 4)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, tokens, -1)
+    (grad_expected,) = torch.autograd.grad(expected, tail, grad[-2:])
+    for mine, ref in ((out[-2:], expected), (grad_qkv[-2:], grad_expected)):
+        assert (mine.float() - ref.float()).norm() / ref.float().norm() < 2e-2
+
+
 def assert_fused_attention_is_attention(tokens: int) -> None:
     """Our kernels' output and gradient of qkv, 2 heads of 12 dims (padded to 16), against the formula: float64 in
     Triton's interpreter on the CPU, float32 (IEEE dots) compiled on CUDA."""
