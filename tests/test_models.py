@@ -181,6 +181,22 @@ def test_our_triton_kernels_compile_for_a_hopper_gpu():
     assert res.stdout.count("compiled") == 8, res.stdout
 
 
+@pytest.mark.parametrize("tokens", [65, 150])
+def test_the_kernels_with_64_bit_offsets_compute_the_same(tokens, monkeypatch):
+    """Where qkv has 2^31 elements or more the kernels compute their offsets in 64 bits; here from any size on,
+    both pairs of kernels (150 tokens with small blocks), against the formula as above."""
+    import triton.language as tl
+
+    from vitbench.models import fused_attention as fa
+
+    assert fa._types(12, torch.float32, 2**31)["INDEX"] == tl.int64 and fa._types(12, torch.float32)["INDEX"] == tl.int32
+    monkeypatch.setattr(fa, "WIDE_ELEMENTS", 0)
+    monkeypatch.setattr(fa, "FORWARD_BLOCKS", (32, 32, 4, 1))
+    monkeypatch.setattr(fa, "BACKWARD_BLOCKS", (32, 32, 4, 1))
+    assert fa._types(12, torch.float32, 1)["INDEX"] == tl.int64
+    assert_fused_attention_is_attention(tokens)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
                     reason="needs CUDA and ~20 GiB of it")
