@@ -39,11 +39,11 @@ def main() -> None:
     compile_kernel(fa.backward_blocks, BACKWARD, dict(BLOCK=block, STEP=step, **fa._types(64, bf16)), warps, stages)
     acc = fused_mlp._acc(bf16)
     compile_kernel(fused_mlp._gelu_forward, {"pre": "*bf16", "out": "*bf16", "n": "i64"},
-                   dict(BLOCK=fused_mlp.FORWARD_BLOCK, ACC=acc), 8)
+                   dict(BLOCK=fused_mlp.FORWARD_BLOCK, ACC=acc), fused_mlp.FORWARD_WARPS)
     rows, cols = fused_mlp.BACKWARD_TILE
     compile_kernel(fused_mlp._gelu_backward, {"grad": "*bf16", "pre": "*bf16", "grad_pre": "*bf16",
                                               "partial": "*fp32", "M": "i32", "N": "i32"},
-                   dict(BLOCK_M=rows, BLOCK_N=cols, ACC=acc), 4)
+                   dict(BLOCK_M=rows, BLOCK_N=cols, ACC=acc), fused_mlp.BACKWARD_WARPS)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,8 @@ CPU_NEEDS_INTERPRETER = ("mlp 'triton' runs its kernels on CUDA; on the CPU use 
 
 # Chosen on the H200 at ViT-S/16 and ViT-B/16 sizes, bf16 (results/real_sizes.md: the backward 0.37 ms at
 # 50,432 x 3,072, against 0.55 ms with 32 x 256 tiles and 8 warps; 128-row tiles took twice as long).
-FORWARD_BLOCK = 4096  # elements per program (8 warps)
-BACKWARD_TILE = (32, 128)  # (rows, columns) per program (4 warps); the bias gradient's partial sums are per 32 rows
+FORWARD_BLOCK, FORWARD_WARPS = 4096, 8  # elements per program
+BACKWARD_TILE, BACKWARD_WARPS = (32, 128), 4  # (rows, columns) per program; bias-gradient partial sums per 32 rows
 
 
 def _acc(dtype: torch.dtype):
@@ -87,7 +87,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple
     out = torch.empty_like(pre)
     n = pre.numel()
     _gelu_forward[(triton.cdiv(n, FORWARD_BLOCK),)](pre, out, n, BLOCK=FORWARD_BLOCK, ACC=_acc(pre.dtype),
-                                                    num_warps=8)
+                                                    num_warps=FORWARD_WARPS)
     return out, pre
 
 
@@ -110,7 +110,7 @@ def _backward(grad_out: torch.Tensor, pre: torch.Tensor, x: torch.Tensor,
                           dtype=torch.float64 if pre.dtype == torch.float64 else torch.float32)
     _gelu_backward[(triton.cdiv(M, rows), triton.cdiv(N, cols))](grad_out, pre, grad_pre, partial, M, N,
                                                                  BLOCK_M=rows, BLOCK_N=cols, ACC=_acc(pre.dtype),
-                                                                 num_warps=4)
+                                                                 num_warps=BACKWARD_WARPS)
     gp = grad_pre.view(M, N)
     grad_x = (gp @ weight).view(x.shape)
     grad_weight = gp.t() @ x.reshape(M, K)
