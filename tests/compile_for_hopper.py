@@ -27,16 +27,12 @@ def compile_kernel(fn, types: dict[str, str], constants: dict, num_warps: int, n
 
 def main() -> None:
     bf16 = torch.bfloat16
-    for tokens, head_dim in ((17, 16), (65, 12)):  # the mnist and cifar10 presets: one program per (sample, head)
-        meta = fa._meta(tokens, head_dim, bf16)
-        launch = dict(num_warps=meta.pop("num_warps"), num_stages=meta.pop("num_stages"))
-        compile_kernel(fa.forward, FORWARD, meta, **launch)
-        compile_kernel(fa.backward, BACKWARD, meta, **launch)
-    block_m, block_n, warps, stages = fa.FORWARD_BLOCKS  # 224 px: 197 tokens, by blocks
-    compile_kernel(fa.forward_blocks, FORWARD, dict(BLOCK_M=block_m, BLOCK_N=block_n, **fa._types(64, bf16)), warps,
-                   stages)
-    block, step, warps, stages = fa.BACKWARD_BLOCKS
-    compile_kernel(fa.backward_blocks, BACKWARD, dict(BLOCK=block, STEP=step, **fa._types(64, bf16)), warps, stages)
+    # the mnist and cifar10 presets (one program per sample and head) and 224 px (197 tokens, by blocks), launched
+    # as vitbench launches them
+    for tokens, head_dim in ((17, 16), (65, 12), (197, 64)):
+        for kernel, types in (("forward", FORWARD), ("backward", BACKWARD)):
+            fn, _, meta = fa._launch(kernel, 256, tokens, 6, head_dim, bf16, 0)
+            compile_kernel(fn, types, meta, num_warps=meta.pop("num_warps"), num_stages=meta.pop("num_stages"))
     acc = fused_mlp._acc(bf16)
     compile_kernel(fused_mlp._gelu_forward, {"pre": "*bf16", "out": "*bf16", "n": "i64"},
                    dict(BLOCK=fused_mlp.FORWARD_BLOCK, ACC=acc), fused_mlp.FORWARD_WARPS)

@@ -255,25 +255,31 @@ def backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr,
 
 
 def _run(kernel: str, qkv: torch.Tensor, heads: int, *tensors: torch.Tensor) -> None:
-    """``kernel`` 'forward' or 'backward' over ``qkv`` (B, N, 3*H*d): up to ONE_BLOCK tokens one program per
-    (sample, head), longer sequences one per block of tokens and (sample, head). Compiled on CUDA; on the CPU
-    only Triton's interpreter runs it."""
+    """``kernel`` 'forward' or 'backward' over ``qkv`` (B, N, 3*H*d). Compiled on CUDA; on the CPU only Triton's
+    interpreter runs it."""
     if not qkv.is_cuda and not interpreted():
         raise VitbenchError(CPU_NEEDS_INTERPRETER)
     B, N, three_d = qkv.shape
     head_dim = three_d // (3 * heads)
-    args = (*tensors, N, heads, head_dim, head_dim**-0.5)
-    if N <= ONE_BLOCK:
-        fn = forward if kernel == "forward" else backward
-        fn[(B * heads,)](*args, **_meta(N, head_dim, qkv.dtype, qkv.numel()))
-    elif kernel == "forward":
+    fn, grid, meta = _launch(kernel, B, N, heads, head_dim, qkv.dtype, qkv.numel())
+    fn[grid](*tensors, N, heads, head_dim, head_dim**-0.5, **meta)
+
+
+def _launch(kernel: str, batch: int, n: int, heads: int, head_dim: int, dtype: torch.dtype,
+            elements: int) -> tuple:
+    """(the Triton kernel, its grid, its compile-time arguments and launch options) for ``kernel`` 'forward' or
+    'backward': up to ONE_BLOCK tokens one program per (sample, head), longer sequences one per block of tokens
+    and (sample, head)."""
+    if n <= ONE_BLOCK:
+        return (forward if kernel == "forward" else backward), (batch * heads,), _meta(n, head_dim, dtype, elements)
+    types = _types(head_dim, dtype, elements)
+    if kernel == "forward":
         block_m, block_n, warps, stages = FORWARD_BLOCKS
-        forward_blocks[(triton.cdiv(N, block_m) * B * heads,)](
-            *args, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **_types(head_dim, qkv.dtype, qkv.numel()))
-    else:
-        block, step, warps, stages = BACKWARD_BLOCKS
-        backward_blocks[(triton.cdiv(N, block) * B * heads,)](
-            *args, BLOCK=block, STEP=step, num_warps=warps, num_stages=stages, **_types(head_dim, qkv.dtype, qkv.numel()))
+        meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **types)
+        return forward_blocks, (triton.cdiv(n, block_m) * batch * heads,), meta
+    block, step, warps, stages = BACKWARD_BLOCKS
+    meta = dict(BLOCK=block, STEP=step, num_warps=warps, num_stages=stages, **types)
+    return backward_blocks, (triton.cdiv(n, block) * batch * heads,), meta
 
 
 def interpreted() -> bool:
