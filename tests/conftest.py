@@ -22,7 +22,7 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-os.environ["VITBENCH_WARM"] = "off"  # every `vitbench` a test starts runs in its own process; tests/test_warm.py: on
+os.environ["VITBENCH_WARM"] = "off"  # every `vitbench` a test starts runs in its own process; tests/system/test_warm.py: on
 if not torch.cuda.is_available():  # the fused Triton attention runs in Triton's interpreter on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # A shell without job control starts `pytest &` with SIGINT ignored, and every command a test starts would
@@ -75,6 +75,16 @@ def workdir(tmp_path, monkeypatch) -> Path:
     while mlflow.active_run():
         mlflow.end_run()
     return tmp_path
+
+
+@pytest.fixture
+def space(workdir) -> Path:
+    """A sweep's search space of two options (tests.helpers.SPACE)."""
+    from tests.helpers import SPACE
+
+    path = workdir / "space.yaml"
+    path.write_text(SPACE)
+    return path
 
 
 @pytest.fixture
@@ -165,14 +175,45 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
-# The fast tier for an edit-test loop, `python -m pytest -m "not e2e"` (~3 min on 2 cores); CI runs everything.
-# e2e: the modules whose tests start real servers or processes (mlflow server, PostgreSQL, Chromium, worker
-# processes, data-parallel ranks, warm processes, killed runs) or run whole sweeps and suites.
-E2E_MODULES = {"test_team_server", "test_sweep_postgres", "test_mlflow_ui", "test_distributed", "test_workers",
-               "test_warm", "test_tracking", "test_sweep", "test_reliability"}
-
-
+# Tiers by folder: tests/unit (no store, no subprocess) is what plain `python -m pytest` runs; tests/integration
+# (a tracking store, in-process) and tests/system (servers, processes, browser, signals, wheel) are marked by their
+# folder, and `python -m pytest tests` runs all three.
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.split(".")[-1] in E2E_MODULES or item.get_closest_marker("postgres"):
-            item.add_marker(pytest.mark.e2e)
+        tier = Path(str(item.fspath)).parent.name
+        if tier in ("integration", "system"):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """One SQLite tracking store with MLflow's tables made, for the whole test run (of this worker)."""
+    import mlflow
+
+    from vitbench.tracking import open_store
+
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    open_store(f"sqlite:///{db}")
+    mlflow.set_tracking_uri(previous or "")
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return db
+
+
+@pytest.fixture
+def stores_from_the_template(store_template, monkeypatch):
+    """A new SQLite store a command opens in this process starts as a copy of the template (MLflow's migrations
+    take ~3 s per store): what it holds, and where none was made, are as they would be."""
+    from vitbench import tracking
+
+    made = tracking.open_store
+
+    def open_store(uri: str) -> None:
+        db = tracking._sqlite_path(uri)
+        if db is not None and not db.exists() and db.parent.is_dir():
+            shutil.copy(store_template, db)
+        return made(uri)
+
+    monkeypatch.setattr(tracking, "open_store", open_store)

@@ -11,12 +11,58 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vitbench.cli import app
+from vitbench.models.attention import Attention
 
 TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu"]
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
+BENCH_TINY = [*TINY, "--warmup", "1", "--repeats", "3"]
+SPACE = """
+lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+batch_size: {type: categorical, choices: [32, 64]}
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(res, needle: str) -> str:
+    """A refusal as the docs promise it: exit 2, one line on stderr that says ``needle``, no traceback."""
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert "Traceback" not in res.output
+    return err
+
+
+def refused(*args, needle: str) -> str:
+    """The command is refused as the docs promise (``one_line_error``)."""
+    return one_line_error(invoke(*args), needle)
+
+
+def sweep_args(space, *extra: str) -> list[str]:
+    return ["sweep", "--variant", "sdpa", "--dataset", "mnist", "--space", str(space), "--epochs", "2", *TINY, *extra]
+
+
+def sweep_runs(workdir, uri=None):
+    """The sweep's parent runs and its trials' runs."""
+    mlflow.set_tracking_uri(uri or f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("vitbench-sweep-mnist")
+    found = MlflowClient().search_runs([exp.experiment_id])
+    parents = [r for r in found if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in found if r.data.tags.get("kind") == "sweep-trial"]
+    return parents, children
+
+
+class EinsumAttention(Attention):
+    """A new attention as a user would add one: a subclass and its ATTENTION entry (tests/unit, integration)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.split_heads(x)
+        w = torch.einsum("bhqd,bhkd->bhqk", q, k).mul(self.head_dim**-0.5).softmax(-1)
+        return self.proj_drop(self.proj(torch.einsum("bhqk,bhkd->bqhd", w, v).reshape(B, N, D)))
 
 
 def runs(experiment: str = "vitbench-mnist", uri: str | None = None):

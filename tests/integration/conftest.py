@@ -1,0 +1,8 @@
+"""tests/integration: new tracking stores start from one template (tests/conftest.py)."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _stores(stores_from_the_template):
+    yield

@@ -1,0 +1,89 @@
+"""Nothing lost, nothing leaked: corrupt checkpoints, a full disk, first commands racing on a new store, paths
+that reach outside where they should, and bad files -- each a one-line error, nothing half-written.
+(A server lost mid-run and the password in a tracking URL: tests/system/test_tracking.py.)"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import TINY, invoke, one_line_error, runs, write_folder
+
+
+def trained_run(workdir) -> str:
+    res = invoke("run", "--epochs", "2", "--max-steps", "8", "--batch-size", "64", "--quiet", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    return run.info.run_id
+
+
+
+def test_a_garbled_checkpoint_is_refused_on_resume_and_inspect(workdir, tiny_mnist):
+    rid = trained_run(workdir)
+    ckpt = workdir / "checkpoints" / rid / "last.pt"
+    assert (ckpt.parent / "last.pt.sha256").read_text().split()[1] == "last.pt"  # sha256sum -c reads it
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = os.urandom(4096)  # inside the weights
+    ckpt.write_bytes(bytes(data))
+    err = one_line_error(invoke("run", "--resume", rid), f"checkpoint checkpoints/{rid}/last.pt is corrupt")
+    assert "nothing was loaded" in err
+    assert MlflowClient().get_run(rid).data.metrics["steps"] == 8  # nothing trained
+    one_line_error(invoke("inspect", rid, "--out", str(workdir / "i")), "is corrupt")
+    (ckpt.parent / "last.pt.sha256").unlink()
+    one_line_error(invoke("run", "--resume", rid), "has no checksum")
+
+
+
+def test_a_checkpoint_from_the_store_comes_with_its_checksum_and_a_failed_download_leaves_nothing(workdir,
+                                                                                                  tiny_mnist):
+    rid = trained_run(workdir)
+    local = workdir / "checkpoints" / rid
+    local.rename(workdir / "elsewhere")  # another machine: only the store has it
+    res = invoke("run", "--resume", rid, "--epochs", "3", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in local.iterdir() if p.name.startswith(("last", ".download"))) == \
+        ["last.pt", "last.pt.sha256"]
+    err = one_line_error(invoke("run", "--resume", "0" * 32, "--quiet"), "no checkpoint for run")
+    assert "0" * 32 in err and not (workdir / "checkpoints" / ("0" * 32)).exists()
+
+
+
+def test_nothing_is_written_where_it_should_not_be(workdir, tiny_mnist):
+    one_line_error(invoke("sweep", "--storage", f"journal:{workdir}/no/such/dir/x.journal", "--n-trials", "1", *TINY),
+                   "folder " + str(workdir / "no/such/dir") + " does not exist")
+    assert not (workdir / "no").exists()
+    trained_run(workdir)
+    res = invoke("report", "--experiment", "../../../vitbench-mnist")
+    assert res.exit_code == 2  # no such experiment; and where a report would go is confined:
+    from vitbench.report import default_out
+
+    assert default_out("../../../x") == Path("reports/_.._.._x") and default_out("a,b") == Path("reports/a+b")
+    res = invoke("report", "--experiment", "vitbench-mnist")
+    assert res.exit_code == 0, res.output
+    assert (workdir / "reports" / "vitbench-mnist" / "REPORT.md").exists()
+    assert not (workdir / "results").exists()
+
+
+
+def test_a_corrupt_image_is_named_before_any_run(workdir):
+    root = write_folder(workdir / "pets", per_class=6)
+    bad = root / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    err = one_line_error(invoke("run", "--dataset", f"imagefolder:{root}", "--preset", "cifar10", "--max-steps", "2",
+                                "--batch-size", "8", *TINY), f"cannot read image {bad}")
+    assert "UnidentifiedImageError" in err
+    assert runs("vitbench-imagefolder-pets") == []
+
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--checkpoint-dir", "/proc/nope"], "could not write checkpoint folder /proc/nope"),
+    (["--batch-size", "10000000"], "batch size 10,000,000 is larger than the training set (512 images)"),
+])
+def test_impossible_runs_are_refused_before_a_run_exists(workdir, tiny_mnist, args, needle):
+    one_line_error(invoke("run", "--epochs", "1", *args, *TINY), needle)
+    assert runs() == []
+

@@ -1,0 +1,131 @@
+"""Suites, reports and inspect on the CPU: the report's numbers must be the runs' numbers."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.helpers import invoke
+
+QUICK = REPO / "experiments" / "quick.yaml"
+
+
+
+def test_suite_then_report(workdir, tiny_mnist):
+    res = invoke("suite", QUICK, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "4 run(s) made" in res.output
+    res = invoke("suite", QUICK, "--device", "cpu")  # everything FINISHED: nothing to do
+    assert res.exit_code == 0 and "0 run(s) made" in res.output and "skip" in res.output
+    res = invoke("report", "--experiment", "quick", "--out", workdir / "rep", "--target", "0.2")
+    assert res.exit_code == 0, res.output
+    report = (workdir / "rep" / "REPORT.md").read_text()
+    pngs = sorted((workdir / "rep").glob("*.png"))
+    assert len(pngs) >= 4 and not (workdir / "rep" / "learning_curves.png").exists()  # 2 epochs: two dots, no curve
+    for p in pngs:
+        assert f"]({p.name})" in report
+    assert "## Conditions" in report and "torch" in report
+    # on a CPU: the processor where the GPU would be named, and the process's RSS neither compared nor unlabelled
+    assert ", none, torch" not in report and "CPU " in report.split("\n")[2] and "excludes none" not in report
+    assert "peak memory not compared (on the CPU" in report and "(process RSS, CPU)" in report
+    # The table's numbers are the runs' numbers.
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["quick"])
+    (report_run,) = runs[runs["tags.kind"] == "report"]["run_id"]  # the report, beside the runs it judges
+    arts = {a.path for a in MlflowClient().list_artifacts(report_run)}
+    assert {"REPORT.md", "summary.csv"} <= arts and any(a.endswith(".png") for a in arts)
+    assert "REPORT.md" in runs.set_index("run_id").loc[report_run, "tags.mlflow.note.content"]
+    runs = runs[runs["tags.kind"] == "suite-run"]
+    summary = pd.read_csv(workdir / "rep" / "summary.csv", index_col=0)
+    for cell, g in runs.groupby("tags.suite.cell"):
+        row = summary.loc[cell]
+        assert row["n"] == len(g) == 2
+        assert row["val_acc_mean"] == pytest.approx(g["metrics.final_val_acc"].mean(), rel=1e-12)
+        assert row["val_acc_std"] == pytest.approx(g["metrics.final_val_acc"].std(ddof=1), rel=1e-9, abs=1e-15)
+        assert row["infer_img_per_s"] == pytest.approx(g["metrics.infer_images_per_sec"].mean(), rel=1e-12)
+        assert row["params"] == g["metrics.param_count"].mean()
+        assert f"{row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}" in report
+        for rid in g["run_id"]:
+            assert rid in report
+    # Seeds differ between repeats.
+    assert sorted(runs["params.train.seed"].unique()) == ["0", "1"]
+
+
+
+def test_report_averages_only_repeats_of_one_configuration(workdir, tiny_mnist):
+    common = ["run", "--epochs", "1", "--max-steps", "2", "--batch-size", "32", "--depth", "1", "--heads", "2",
+              "--mlp-dim", "64", "--device", "cpu", "--experiment", "mixed"]
+    for dim, seed in ((32, 0), (32, 1), (16, 0)):
+        assert invoke(*common, "--dim", dim, "--seed", seed).exit_code == 0
+    res = invoke("report", "--experiment", "mixed", "--out", workdir / "m")
+    assert res.exit_code == 0, res.output
+    summary = pd.read_csv(workdir / "m" / "summary.csv", index_col=0)
+    assert summary.loc["sdpa (dim=32)", "n"] == 2 and summary.loc["sdpa (dim=16)", "n"] == 1, summary
+
+
+
+def test_report_with_bench_runs_shows_token_scaling(workdir):
+    res = invoke("bench", "--variants", "sdpa", "--image-sizes", "28,56", "--batch-sizes", "2", "--depth", "1",
+                 "--dim", "32", "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--repeats", "2", "--warmup", "1")
+    assert res.exit_code == 0, res.output
+    res = invoke("report", "--experiment", "vitbench-bench", "--out", workdir / "b")
+    assert res.exit_code == 0, res.output
+    assert (workdir / "b" / "token_scaling.png").exists()
+    assert "## Bench" in (workdir / "b" / "REPORT.md").read_text()
+
+
+
+def test_report_errors_are_one_line(workdir, tiny_mnist):
+    res = invoke("report", "--experiment", "nothing-here")
+    assert res.exit_code == 2 and "no experiment named" in res.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.create_experiment("empty", artifact_location=(workdir / "mlruns").as_uri())
+    res = invoke("report", "--experiment", "empty")
+    assert res.exit_code == 2 and "has no runs" in res.stderr
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("empty").experiment_id):
+        mlflow.log_metric("something_else", 1.0)
+    res = invoke("report", "--experiment", "empty")
+    assert res.exit_code == 2 and "none FINISHED with the metrics" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+
+def test_a_suites_recipe_is_tagged_on_its_runs(workdir, tiny_mnist):
+    f = workdir / "r.yaml"
+    f.write_text("name: rec\nrecipe: mnist-fast\ndataset: mnist\n"
+                 "train: {epochs: 1, max_steps: 2, batch_size: 32, compile: false, precision: fp32}\n"
+                 "model: {depth: 1, dim: 32, heads: 2, mlp_dim: 64, attention: sdpa}\ngrid: {pool: [cls]}\n")
+    res = invoke("suite", f, "--device", "cpu", "--data-dir", tiny_mnist)
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("rec").experiment_id])
+    assert run.data.tags["recipe"] == "mnist-fast" and run.data.params["train.lr"] == "0.01"  # the recipe's lr
+    assert run.data.params["train.warmup_epochs"] == "0.5" and run.data.params["train.batch_size"] == "32"
+
+
+
+def test_inspect_writes_attention_maps(workdir, tiny_mnist):
+    res = invoke("run", "--variant", "simple-vit", "--epochs", "1", "--depth", "2", "--dim", "32", "--heads", "2",
+                 "--mlp-dim", "64", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("vitbench-mnist").experiment_id])
+    res = invoke("inspect", run.info.run_id, "--out", workdir / "insp", "--images", "3")
+    assert res.exit_code == 0, res.output
+    for f in ("attention_maps.png", "predictions.png", "confusion_matrix.png"):
+        assert (workdir / "insp" / f).stat().st_size > 1000
+    arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "inspect")}
+    assert "inspect/attention_maps.png" in arts
+    from vitbench.inspect_run import load_run
+
+    assert load_run(run.info.run_id, None, "checkpoints", None)[3] == ""  # trained all its epochs
+    res = invoke("run", "--variant", "simple-vit", "--epochs", "1", "--max-steps", "3", "--depth", "1", "--dim", "32",
+                 "--heads", "2", "--mlp-dim", "64", "--device", "cpu", "--run-name", "short")
+    assert res.exit_code == 0, res.output
+    (short,) = [r for r in MlflowClient().search_runs([run.info.experiment_id]) if r.info.run_name == "short"]
+    note = load_run(short.info.run_id, None, "checkpoints", None)[3]  # in every plot's title
+    assert note == " -- stopped by max_steps after 3 steps: not a trained model"
+

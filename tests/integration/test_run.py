@@ -1,0 +1,233 @@
+"""`vitbench run` end to end on the CPU: what lands in MLflow, resume, interrupts, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import write_tiny_mnist
+from tests.helpers import TINY, invoke, refused, runs
+
+
+def test_training_learns_and_both_loaders_agree(workdir, tiny_mnist):
+    accs = {}
+    for loader in ("gpu", "dataloader"):
+        res = invoke("run", "--variant", "sdpa", "--epochs", "4", "--batch-size", "32", "--lr", "5e-3",
+                     "--warmup-epochs", "0.5", "--loader", loader, *TINY)
+        assert res.exit_code == 0, res.output
+    for run in runs():
+        accs[run.data.params["train.loader"]] = run.data.metrics["final_val_acc"]
+    assert accs["gpu"] > 0.3, accs  # chance is 0.1
+    assert accs["gpu"] == pytest.approx(accs["dataloader"], abs=1e-6)  # same data, same order, same numbers
+
+
+
+def test_resume_gives_identical_weights(workdir, tiny_mnist):
+    common = ["run", "--variant", "sdpa", "--epochs", "2", "--batch-size", "64", "--dropout", "0.1", *TINY]
+    assert invoke(*common, "--run-name", "straight").exit_code == 0
+    res = invoke(*common, "--run-name", "halves", "--max-steps", "8")  # 512 / 64 = 8 steps = 1 epoch
+    assert res.exit_code == 0, res.output
+    by_name = {r.info.run_name: r for r in runs()}
+    half = by_name["halves"].info.run_id
+    assert by_name["halves"].data.tags["stopped_by"] == "max_steps"
+    res = invoke("run", "--resume", half)
+    assert res.exit_code == 0, res.output
+    a = torch.load(workdir / "checkpoints" / by_name["straight"].info.run_id / "last.pt", weights_only=True)
+    b = torch.load(workdir / "checkpoints" / half / "last.pt", weights_only=True)
+    assert b["position"]["global_step"] == 16 and b["position"]["epoch"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    resumed = MlflowClient().get_run(half)
+    assert resumed.info.status == "FINISHED" and len(runs()) == 2
+    assert [m.step for m in MlflowClient().get_metric_history(half, "val_acc")] == [1, 2]
+
+
+
+@pytest.mark.parametrize("part,reference", [("attention", "sdpa"), ("mlp", "torch")])
+def test_the_fused_triton_kernels_train_as_torch_s_do(workdir, part, reference):
+    """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): our kernels' forward and
+    backward (the attention's; the MLP's GELU) inside real runs; after the same steps from the same seed the
+    weights equal torch's. 32 test images: the interpreter evaluates 256 in ~9 s."""
+    data = write_tiny_mnist(workdir / "data", n_train=64, n_test=32)
+    args = ["--epochs", "1", "--max-steps", "3", "--batch-size", "8", *TINY, "--data-dir", str(data)]
+    for impl in (reference, "triton"):
+        res = invoke("run", f"--{part}", impl, *args)
+        assert res.exit_code == 0, res.output
+    weights = {}
+    for run in runs():
+        assert run.info.status == "FINISHED" and run.data.tags[f"part.{part}"] == run.data.params[f"model.{part}"]
+        ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+        weights[run.data.params[f"model.{part}"]] = ckpt["model"]
+    for name, w in weights[reference].items():
+        mine = weights["triton"][name]
+        if name.endswith("attn.qkv.bias"):  # not the keys' third: a softmax ignores a shift shared by all keys, so
+            # that bias's gradient is 0 but for rounding, which AdamW's normalisation turns into lr-sized steps
+            w, mine = (torch.cat(t.chunk(3)[::2]) for t in (w, mine))
+        torch.testing.assert_close(mine, w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+
+def test_nan_loss_fails_the_run_and_names_the_step(workdir, tiny_mnist):
+    err = refused("run", "--variant", "sdpa", "--lr", "1e30", "--warmup-epochs", "0", *TINY, needle="NaN")
+    assert "at step" in err and "lower --lr" in err
+    (run,) = runs()
+    assert run.info.status == "FAILED" and "NaN" in run.data.tags["error"]
+
+
+
+def test_no_run_is_left_running(workdir, tiny_mnist):
+    """After every path above a run ends; here, an exception inside training ends it FAILED."""
+    import vitbench.train as train_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    orig = train_mod.Trainer.evaluate
+    train_mod.Trainer.evaluate = boom
+    try:
+        res = invoke("run", "--epochs", "1", *TINY)
+    finally:
+        train_mod.Trainer.evaluate = orig
+    assert res.exit_code != 0
+    (run,) = runs()
+    assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["error"]
+
+
+
+def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
+    from vitbench.recipes import recipe_options
+
+    assert recipe_options("mnist-fast").attention == "triton"  # overridden below: Triton's interpreter is slow
+    res = invoke("run", "--recipe", "mnist-fast", "--batch-size", "32", "--max-steps", "3", "--epochs", "1",
+                 "--precision", "fp32", "--no-compile", "--attention", "vectorized", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    p = run.data.params
+    assert (p["train.lr"], p["model.attention"], p["model.patchify"]) == ("0.01", "vectorized", "unfold")
+    # explicit flags win, model flags included (TINY sets dim 32 over the recipe's preset)
+    assert (p["train.batch_size"], p["train.precision"], p["train.compile"], p["model.dim"]) == ("32", "fp32", "False", "32")
+    assert run.data.tags["recipe"] == "mnist-fast"
+    refused("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-10s, mnist-fast, mnist-strong")
+
+
+
+@pytest.mark.parametrize("recipe", ["mnist-strong", "mnist-10s"])
+def test_strong_recipes_set_model_and_augmentation(workdir, tiny_mnist, recipe):
+    res = invoke("run", "--recipe", recipe, "--max-steps", "2", "--epochs", "1", "--batch-size", "32",
+                 "--no-compile", "--precision", "fp32", "--depth", "1", "--device", "cpu", "--attention", "sdpa")
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    p = run.data.params
+    assert (p["model.patch_size"], p["model.dim"], p["model.depth"], p["train.augment"]) == ("4", "128", "1", "crop")
+    if recipe == "mnist-10s":
+        assert (p["model.pool"], p["model.pos_embed"], p["model.patch_drop"]) == ("mean", "sincos2d", "0.25")
+    assert run.data.metrics["param_count"] > 100_000  # dim 128 at patch 4, not the mnist preset
+
+
+
+def test_patch_dropout_trains_and_is_recorded(workdir, tiny_mnist):
+    # compiled inside a CUDA graph: tests/unit/test_models.py::test_patch_dropout_draws_anew_at_each_cuda_graph_replay
+    res = invoke("run", "--patch-drop", "0.25", "--no-compile", "--epochs", "1", "--max-steps", "3", "--batch-size", "32",
+                 *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    assert run.data.params["model.patch_drop"] == "0.25" and run.info.status == "FINISHED"
+    assert 0 <= run.data.metrics["val_acc"] <= 1 and math.isfinite(run.data.metrics["train_loss"])
+    res = invoke("run", "--patch-drop", "1", *TINY)
+    assert res.exit_code != 0 and "patch_drop must be in [0, 1)" in res.output and "Traceback" not in res.output
+
+
+
+def test_fp16_trains_with_a_gradient_scaler_like_fp32(workdir, tiny_mnist):
+    """fp16 autocast and its gradient scaler run on the CPU too: the step unscales before clipping, so the
+    run learns as the fp32 one does."""
+    for precision in ("fp32", "fp16"):
+        res = invoke("run", "--precision", precision, "--no-compile", "--epochs", "1", "--max-steps", "6",
+                     "--batch-size", "32", *TINY)
+        assert res.exit_code == 0, res.output
+    by = {r.data.params["train.precision"]: r.data.metrics for r in runs()}
+    assert by["fp16"]["train_loss"] == pytest.approx(by["fp32"]["train_loss"], rel=0.02)
+    assert by["fp16"]["val_acc"] == pytest.approx(by["fp32"]["val_acc"], abs=0.05)
+
+
+
+def test_fp8_runs_end_to_end_where_torch_can_run_it(workdir, tiny_mnist, monkeypatch):
+    """The fp8 path whole -- conversion, step, evaluation, inference timing, checkpoint -- on the CPU, where torch's
+    scaled matmul runs (slowly) though vitbench refuses fp8 there; evaluation must not use inference_mode, under
+    which autocast casts torchao's float8 tensors."""
+    pytest.importorskip("torchao")
+    from vitbench import runner, train
+
+    monkeypatch.setattr(train, "precision_unavailable", lambda precision, device: "")
+    monkeypatch.setattr(runner, "precision_unavailable", lambda precision, device: "")
+    res = invoke("run", "--precision", "fp8", "--no-compile", "--epochs", "1", "--max-steps", "4", "--batch-size",
+                 "32", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    assert run.info.status == "FINISHED" and "precision=fp8 (4 Linear layers in fp8)" in run.data.tags["fast_path"]
+    assert math.isfinite(run.data.metrics["val_loss"]) and run.data.metrics["infer_images_per_sec"] > 0
+
+
+
+def test_ema_in_a_run_resumes_exactly_and_is_what_inspect_loads(workdir, tiny_mnist):
+    common = ["run", "--epochs", "2", "--batch-size", "64", "--ema", "0.8", *TINY]
+    assert invoke(*common, "--run-name", "straight").exit_code == 0
+    res = invoke(*common, "--run-name", "halves", "--max-steps", "8")
+    assert res.exit_code == 0, res.output
+    by_name = {r.info.run_name: r for r in runs()}
+    half = by_name["halves"].info.run_id
+    assert by_name["halves"].data.params["train.ema"] == "0.8"
+    assert invoke("run", "--resume", half).exit_code == 0
+    a = torch.load(workdir / "checkpoints" / by_name["straight"].info.run_id / "last.pt", weights_only=True)
+    b = torch.load(workdir / "checkpoints" / half / "last.pt", weights_only=True)
+    for ea, eb in zip(a["ema"], b["ema"], strict=True):  # the average resumed as it was
+        assert torch.equal(ea, eb)
+    from vitbench.inspect_run import load_run
+
+    model = load_run(by_name["straight"].info.run_id, None, "checkpoints", None)[0]  # what `inspect` looks at
+    params = list(model.parameters())
+    assert len(params) == len(a["ema"]) and all(torch.equal(p, e) for p, e in zip(params, a["ema"], strict=True))
+    assert not torch.equal(params[0], a["model"][next(n for n, _ in model.named_parameters())])
+    res = invoke("run", "--ema", "1.0", *TINY)
+    assert res.exit_code == 2 and "ema is a decay per step in [0, 1)" in res.output
+
+
+
+def test_naive_parts_are_never_compiled_and_say_so_once(workdir, tiny_mnist):
+    res = invoke("run", "--variant", "naive-msa", "--compile", "--epochs", "1", "--max-steps", "2",
+                 "--batch-size", "8", *TINY)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("note: torch.compile not used: off for the naive loop implementations") == 1
+    (run,) = runs()
+    assert "compile" not in run.data.tags["fast_path"] and run.data.params["train.compile"] == "True"
+
+
+
+def test_a_bounded_naive_run_evaluates_through_its_batched_twin_and_says_so(workdir, tiny_mnist):
+    """The loops are timed as they are; their accuracy is computed by the vectorized twin holding the same weights
+    (the same function), so a --time-budget run does not wait minutes in a silent evaluation."""
+    from vitbench.data import normalize
+    from vitbench.models import ViT, ViTConfig
+
+    res = invoke("run", "--variant", "naive-msa", "--epochs", "1", "--time-budget", "30", "--max-steps", "4",
+                 "--batch-size", "16", *TINY)
+    assert res.exit_code == 0, res.output
+    assert "evaluating on the test set (256 images; the batched twin of the loop parts" in res.output
+    assert "timing inference (batch" in res.output
+    (run,) = runs()
+    assert run.data.tags["eval_model"].startswith("the batched twin of the loop parts")
+    ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+    naive = ViT(ViTConfig(**ckpt["model_config"]))
+    naive.load_state_dict(ckpt["model"])
+    naive.eval()
+    from vitbench.data import load_splits
+
+    splits = load_splits("mnist", str(tiny_mnist))
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
+    with torch.inference_mode():  # the loops themselves, on the whole test set
+        preds = naive(normalize(splits.eval_images, mean, std)).argmax(-1)
+    assert run.data.metrics["final_val_acc"] == pytest.approx((preds == splits.eval_labels).float().mean().item())
+
