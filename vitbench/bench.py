@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from vitbench import names
-from vitbench.errors import VitbenchError
+from vitbench.conditions import BUSY_SHARE, Conditions
+from vitbench.errors import VitbenchError, check_field_types, check_number
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.attention import ATTENTION
 from vitbench.models.registry import get_preset
@@ -77,6 +78,14 @@ class BenchOptions:
     retry: bool = True  # on CUDA OOM, retry the cell at a smaller batch (timm's benchmark.py does); off: fail it
     detail: bool = False  # train: also time forward, backward and the optimizer's update apart (timm's --detail)
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_number("warmup", self.warmup, 0)
+        check_number("repeats", self.repeats, 1)
+        check_number("seed", self.seed, 0)
+        if self.max_seconds is not None:
+            check_number("max_seconds", self.max_seconds, 0.0, low_open=True)
+
     @property
     def graphs(self) -> bool:
         """Whether the whole-step CUDA graph applies here, so peers get a row stepped through it too."""
@@ -122,6 +131,9 @@ def timm_named(name: str) -> Callable[[ViTConfig], nn.Module]:
 
 
 def _timm():
+    from vitbench.errors import require_torchvision
+
+    require_torchvision()  # timm imports it
     try:
         import timm
         import timm.models.vision_transformer  # noqa: F401
@@ -211,8 +223,12 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
                 run_model(x)
 
         extra["cuda_graph"], extra["compiled"] = False, compiled
+    cond = Conditions()
+    cond.start()
     times = time_steps(fn, device, warmup=opts.warmup, repeats=opts.repeats, max_seconds=opts.max_seconds)
     synchronize(device)
+    cond.stop()
+    extra["conditions"] = cond.metrics()
     mem, source = peak_memory_mb(device)
     model.train()
     return {**summarize(times), "peak_memory_mb": mem, "memory_source": source, **extra}
@@ -408,6 +424,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
                         **phase_columns(mode, cell.get("phases")),
+                        **{f"{mode}_{k}": v for k, v in cell.get("conditions", {}).items()},
                     })
                 display.note(_progress_line(row, mode))
                 cells += 1
@@ -435,7 +452,9 @@ def _progress_line(row: dict, mode: str) -> str:
     return (f"  {row['model']} img {row['img_size']} ({row['tokens']} tokens) b{row[f'{mode}_batch_size']} {mode}: "
             f"{row[f'{mode}_samples_per_sec_median']:,.0f} img/s, {row[f'{mode}_step_time_median']:.2f} ms "
             f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
-            f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB")
+            f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB" + (" (process peak RSS)" if row.get(f"{mode}_memory_source") ==
+                                                           "process_peak_rss" else "")
+            + (" -- busy machine: not comparable" if busy_cell(row, mode) else ""))
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -461,35 +480,55 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def busy_cell(row: dict, mode: str) -> bool:
+    return row.get(f"{mode}_cond_others_cpu_share", 0.0) >= BUSY_SHARE
+
+
 def rich_table(rows: list[dict], opts: BenchOptions):
+    """The figures a person compares, narrow enough for an 80-column terminal; every other column (p10/p90 of
+    inference, TFLOP/s, FLOPs, the conditions) is in the CSV and in MLflow."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     where = rows[0]["device"] if rows else opts.device
     mode = "" if opts.compile_mode == "default" else f" {opts.compile_mode}"
     compiled = f", compile{mode}" if opts.compile else ""
-    t = Table(title=f"vitbench bench ({opts.precision}, {where}{compiled}); img/s = batch / median step")
+    cpu = any(r.get(f"{m}_memory_source") == "process_peak_rss" for r in rows for m in MODES)
+    memory = "MiB: the process's peak RSS (all of it, not the cell's)" if cpu else \
+        "MiB: peak CUDA memory the cell allocated"
+    t = Table(title=f"bench ({opts.precision}, {where}{compiled}); img/s = batch / median step; {memory}",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    tokens = len({r["tokens"] for r in rows}) > 1
+    mfu = any(math.isfinite(r.get("train_mfu", math.nan)) for r in rows)
     detail = any("train_fwd_time" in r for r in rows)
-    for col in ("model", "img", "tokens", "batch", "train img/s", "train ms [p10-p90]", "train MiB",
-                "infer img/s", "infer ms [p10-p90]", "infer MiB", "train TFLOP/s", "train MFU",
-                *(("fwd / bwd / opt ms",) if detail else ())):
-        t.add_column(col, justify="left" if col == "model" else "right")
+    main, both = opts.modes[0], len(opts.modes) > 1  # train where it was measured, else infer
+    for col in ("model", *(("tokens",) if tokens else ()), "batch", f"{main} img/s", "step ms (p10-p90)", "MiB",
+                *(("infer img/s",) if both else ()), *(("MFU",) if mfu else ()), *(("fwd/bwd/opt ms",) if detail else ())):
+        t.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
 
-    def fmt(r: dict, mode: str) -> list[str]:
+    def ms(v: float) -> str:
+        return f"{v:.3g}" if v < 1000 else f"{v:,.0f}"
+
+    def fmt(r: dict, mode: str, full: bool) -> list[str]:
         if f"{mode}_samples_per_sec" not in r:
-            return [r.get(f"{mode}_error", "") or "-", "", ""]
-        return [f"{r[f'{mode}_samples_per_sec_median']:,.0f}",
-                f"{r[f'{mode}_step_time_median']:.2f} [{r[f'{mode}_step_time_p10']:.2f}-{r[f'{mode}_step_time_p90']:.2f}]",
-                f"{r[f'{mode}_peak_memory_mb']:,.0f}"]
+            return [r.get(f"{mode}_error", "") or "-", *(["", ""] if full else [])]
+        busy = "*" if busy_cell(r, mode) else ""
+        return [f"{r[f'{mode}_samples_per_sec_median']:,.0f}{busy}",
+                *([f"{ms(r[f'{mode}_step_time_median'])} ({ms(r[f'{mode}_step_time_p10'])}-"
+                   f"{ms(r[f'{mode}_step_time_p90'])})", f"{r[f'{mode}_peak_memory_mb']:,.0f}"] if full else [])]
 
     for r in rows:
         batch = r.get("train_batch_size", r.get("infer_batch_size"))
-        tf = f"{r['train_tflops']:.2f}" if "train_tflops" in r else "-"
-        mfu_text = f"{r['train_mfu']:.1%}" if math.isfinite(r.get("train_mfu", math.nan)) else "-"
-        phases = (" / ".join(f"{r[f'train_{p}_time_median']:.2f}" for p in ("fwd", "bwd", "opt"))
-                  if "train_fwd_time" in r else "-")
-        t.add_row(escape(r["model"]), str(r["img_size"]), str(r["tokens"]), str(batch), *fmt(r, "train"),
-                  *fmt(r, "infer"), tf, mfu_text, *((phases,) if detail else ()))
+        first, infer = fmt(r, main, True), fmt(r, "infer", False) if both else []
+        mfu_text = [f"{r['train_mfu']:.1%}" if math.isfinite(r.get("train_mfu", math.nan)) else "-"] if mfu else []
+        phases = ["/".join(f"{r[f'train_{p}_time_median']:.2f}" for p in ("fwd", "bwd", "opt"))
+                  if "train_fwd_time" in r else "-"] if detail else []
+        t.add_row(escape(r["model"]), *([str(r["tokens"])] if tokens else []), str(batch), *first, *infer,
+                  *mfu_text, *phases)
+    if any(busy_cell(r, m) for r in rows for m in MODES):
+        t.caption = (f"* timed while other processes took >= {BUSY_SHARE:.0%} of the CPU: not comparable with a quiet "
+                     "machine's figures")
     return t
 
 
@@ -499,10 +538,12 @@ CELL_PARAMS = ("model", "peer", "attention", "patchify", "mlp", "pos_embed", "po
 
 def cell_metrics(row: dict) -> dict[str, float]:
     """A cell's figures under the same names in every cell (timm's): the compare view lines cells up."""
-    return {k: float(v) for k, v in row.items()
+    from vitbench.mlflow_ui import readable
+
+    return readable({k: float(v) for k, v in row.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and (k.startswith(("train_", "infer_")) or k in ("gflops_per_image_fwd", "gflops_per_image_train",
-                                                             "param_count"))}
+                                                             "param_count"))})
 
 
 def requested_batch(row: dict) -> int:

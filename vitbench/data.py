@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Sampler, Subset
 
 from vitbench import names
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, require_torchvision
 from vitbench.splits import DatasetInfo, Splits, split_indices  # noqa: F401  (re-exported)
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -92,7 +92,7 @@ def _gunzip_idx(folder: Path, files: tuple[str, ...]) -> None:
 
 def open_dataset(name: str, root: Path, train: bool, transform=None, download: bool = True):
     """The torchvision dataset; missing or unreadable files become one-line VitbenchErrors."""
-    import torchvision
+    torchvision = require_torchvision()
 
     info = get_dataset_info(name)
     folder = root / info.folder
@@ -311,6 +311,7 @@ class TorchLoader:
 
     def __init__(self, splits: Splits, batch_size: int, device: torch.device, train: bool, seed: int = 0,
                  num_workers: int = 0, augment: str | None = None) -> None:
+        require_torchvision()
         import torchvision.transforms as T
 
         info = splits.info

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, require_torchvision
 from vitbench.splits import DatasetInfo, Splits, split_indices
 
 SYNTHETIC_TRAIN, SYNTHETIC_EVAL = 8192, 1024
@@ -86,6 +86,7 @@ def folder_info(name: str, shape: tuple[int, int, int] | None) -> DatasetInfo:
     layout = "PATH/<class>/<image> (or PATH/train/<class>/<image> with PATH/val/<class>/<image>)"
     if not path.is_dir():
         raise VitbenchError(f"imagefolder: {path} is not a folder; expected {layout}")
+    check_tree(path)
     train_root, _, _ = _roots(path)
     classes = sorted(d.name for d in train_root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
@@ -97,9 +98,19 @@ def folder_info(name: str, shape: tuple[int, int, int] | None) -> DatasetInfo:
                        max(1, shape[1] // 8), str(path), tuple(classes), shape, classes=tuple(classes))
 
 
+def check_tree(path: Path) -> None:
+    """An image folder is read as a plain tree: a linked folder inside it (which could lead out of the tree, or
+    back into it, for ever: torchvision's ImageFolder follows links) is one line naming it."""
+    for here, folders, _ in os.walk(path, followlinks=False):
+        for name in folders:
+            if os.path.islink(os.path.join(here, name)):
+                raise VitbenchError(f"imagefolder: {os.path.join(here, name)} is a link to a folder; give a plain "
+                                    "tree of folders (copy or bind-mount what it points to)")
+
+
 def open_folder(info: DatasetInfo, train: bool, steps: list):
     """The ImageFolder of the training (or evaluation) images, resized to the preset, then ``steps``."""
-    import torchvision
+    torchvision = require_torchvision()
     import torchvision.transforms as T
 
     train_root, eval_root, _ = _roots(Path(info.folder))
@@ -169,6 +180,7 @@ def resident_budget() -> float:
 
 
 def folder_splits(info: DatasetInfo, val_split: float, seed: int, resident: bool) -> Splits:
+    require_torchvision()
     import torchvision.transforms as T
 
     _, eval_root, eval_name = _roots(Path(info.folder))

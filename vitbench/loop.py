@@ -213,7 +213,8 @@ class Loop:
         pos, trainer = self.pos, self.trainer
         trainer.stats.zero_()
         synchronize(self.device)
-        t0 = self.epoch_t0 = time.perf_counter()
+        t0 = self.epoch_t0 = self.last_step_end = time.perf_counter()
+        self.result.conditions.start()
         self.monitor.start_epoch(pos, t0)
         self.steps_before = pos["batch"]
         for x, y in self.train_loader.batches(pos["epoch"], start=pos["batch"]):
@@ -225,15 +226,20 @@ class Loop:
                 break
         synchronize(self.device)
         self.seconds = time.perf_counter() - t0
+        self.result.conditions.stop()
         pos["train_seconds"] += self.seconds
         wall.add("training", self.seconds)
         self.epoch_t0 = None
 
     def stop_rules(self, signals: DeferredSignals, t0: float) -> bool:
         """Between steps: Ctrl-C / SIGTERM (raised here, never inside a step), --max-steps, --time-budget.
-        Data-parallel ranks decide together every AGREE_EVERY steps, so they stop at the same step."""
+        Data-parallel ranks decide together every AGREE_EVERY steps, so they stop at the same step. The budget
+        stops the run before a step that would end past it (the last step's time as the guess): on a busy
+        machine a step can take seconds, and the budget still holds."""
         cfg, pos = self.cfg, self.pos
-        over = cfg.time_budget is not None and pos["train_seconds"] + time.perf_counter() - t0 >= cfg.time_budget
+        now = time.perf_counter()
+        step, self.last_step_end = now - self.last_step_end, now
+        over = cfg.time_budget is not None and pos["train_seconds"] + now - t0 + step > cfg.time_budget
         if self.world > 1 and pos["global_step"] % AGREE_EVERY:
             over = False  # between agreements a rank decides nothing alone
         else:

@@ -40,7 +40,10 @@ BENCH_COLUMNS = ("metrics.`train_samples_per_sec_median`", "metrics.`train_step_
 def shared_view(columns: tuple[str, ...] = TRAINING_COLUMNS) -> str:
     import json
 
-    return json.dumps({"selectedColumns": list(columns), "orderByKey": columns[0], "orderByAsc": False})
+    # the comparison's columns first (columnOrder), wide enough for their names (columnWidths, pixels)
+    return json.dumps({"selectedColumns": list(columns), "columnOrder": list(columns),
+                       "columnWidths": {c: max(120, 9 * len(c.split("`")[1 if "`" in c else 0])) for c in columns},
+                       "orderByKey": columns[0], "orderByAsc": False})
 
 
 def view_url(tracking_uri: str, experiment_id: str) -> str:
@@ -112,6 +115,22 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
             f"{result.infer_images_per_sec:,.0f} inference images/s.\n\n"
             f"Parts: {parts_line(model_cfg)}. Step: {result.fast_path or 'eager'}; batch {cfg.batch_size}, "
             f"{cfg.precision}, lr {cfg.lr:g}, seed {cfg.seed}.")
+
+
+def readable(metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric at the precision it carries, so the runs table shows 0.963 and 3,072.4, not 0.96299999 (a
+    float32 read back) or 3072.35529: accuracies and losses to 5 significant digits, rates and MiB to 0.1,
+    other figures to 6 digits; whole numbers (counts, parameters) as they are."""
+    def one(name: str, v: float) -> float:
+        v = float(v)
+        if v != v or v in (float("inf"), float("-inf")) or v.is_integer():
+            return v
+        if name.endswith(("per_sec", "_mb", "per_sec_mean", "per_sec_median")):
+            return round(v, 1)
+        digits = 5 if ("acc" in name or "loss" in name) else 6
+        return float(f"{v:.{digits}g}")
+
+    return {k: one(k.rsplit("/", 1)[-1], v) for k, v in metrics.items()}
 
 
 def _digest(*tensors: torch.Tensor) -> str:

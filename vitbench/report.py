@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import shutil
 import tempfile
@@ -113,6 +114,9 @@ def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
     t["mem"] = t["metrics.peak_memory_mb"]
     t["budget"] = t.apply(budget_of, axis=1)
     t["bounded"] = t["budget"] != ""
+    t["hw"] = devices(t)
+    busy = t.get("tags.busy_machine", pd.Series("", index=t.index)).fillna("").astype(str)
+    t["busy"] = busy.str.startswith("the machine was busy")
     return t
 
 
@@ -164,7 +168,10 @@ def summary_table(t: pd.DataFrame, ttt: dict[str, float]) -> pd.DataFrame:
         "val_acc_std": g["acc"].std(ddof=1).fillna(0.0),
         "train_img_per_s": g["thr"].mean(),
         "train_img_per_s_std": g["thr"].std(ddof=1).fillna(0.0),
-        "infer_img_per_s": g["metrics.infer_images_per_sec"].mean(),
+        "infer_img_per_s": g["metrics.infer_images_per_sec"].median(),
+        "infer_img_per_s_min": g["metrics.infer_images_per_sec"].min(),
+        "infer_img_per_s_max": g["metrics.infer_images_per_sec"].max(),
+        "busy_runs": g["busy"].sum() if "busy" in t else 0,
         "peak_memory_mb": g["mem"].mean(),
         "memory_source": g["tags.peak_memory_source"].first() if "tags.peak_memory_source" in t else "",
         "params": g["metrics.param_count"].mean(),
@@ -240,11 +247,16 @@ def _fmt_table(table: pd.DataFrame, bounded: bool) -> str:
         t["budget"] = table["budget"]
     t["train images/s"] = [f"{m:,.0f} ± {s:,.0f}" if n > 1 else f"{m:,.0f}"
                            for m, s, n in zip(table["train_img_per_s"], table["train_img_per_s_std"], table["n"], strict=True)]
-    t["infer images/s"] = table["infer_img_per_s"].map(lambda v: f"{v:,.0f}")
+    lows, highs = (table.get(c, table["infer_img_per_s"]) for c in ("infer_img_per_s_min", "infer_img_per_s_max"))
+    t["infer images/s (median [min-max])"] = [
+        f"{m:,.0f} [{lo:,.0f}-{hi:,.0f}]" if n > 1 else f"{m:,.0f}" for m, lo, hi, n in
+        zip(table["infer_img_per_s"], lows, highs, table["n"], strict=True)]
     t["peak memory (MiB)"] = [f"{v:,.0f}" + (" (process RSS, CPU)" if src == "process_peak_rss" else "")
                               for v, src in zip(table["peak_memory_mb"], table["memory_source"], strict=True)]
     t["parameters"] = table["params"].map(lambda v: f"{v:,.0f}")
     t["train seconds"] = table["train_seconds"].map(lambda v: f"{v:.2f}")
+    if "busy_runs" in table and table["busy_runs"].any():
+        t["timed on a busy machine"] = [f"{b} of {n}" if b else "" for b, n in zip(table["busy_runs"], table["n"], strict=True)]
     if not bounded:
         t["time to target (s, median)"] = table["time_to_target_s"].map(lambda v: "never" if v != v else f"{v:.2f}")
     t.index.name = "cell"
@@ -268,18 +280,35 @@ def headline(t: pd.DataFrame, table: pd.DataFrame, experiment: str) -> list[str]
 
     compared = "; ".join(varied(e) for e in exps)
     n = sorted(set(table["n"]))
-    return [f"# {', '.join(exps)} on {values('tags.dataset')}: which way is faster, lighter and as accurate?", "",
+    return [f"# {markdown(', '.join(exps))} on {values('tags.dataset')}: which way is faster, lighter and as accurate?", "",
             f"Compared on {values('tags.dataset')} ({values('tags.eval_set')} set), {hardware(t)}, torch "
             f"{values('tags.torch_version')}: {compared}; {'/'.join(map(str, n))} repeat(s) per cell, each its own "
-            f"seed. **Answer:** {verdicts.answer(t)}", ""]
+            f"seed. **Answer:** {verdicts.answer(t)}{busy_note(t)}", ""]
+
+
+def busy_note(t: pd.DataFrame) -> str:
+    """A flag for runs timed while other processes took a noticeable share of the machine's CPU."""
+    if "busy" not in t or not t["busy"].any():
+        return ""
+    return (f" **{int(t['busy'].sum())} of {len(t)} runs were timed on a busy machine** (other processes took "
+            f"{100 * t.get('metrics.cond_others_cpu_share', pd.Series(dtype=float)).max():.0f} % of its CPU at "
+            "most): their speed is compared with no other run; the Conditions table names them.")
+
+
+def devices(t: pd.DataFrame) -> list[str]:
+    """Per run, the GPU, or for a CPU run the processor ('CPU AMD EPYC 7B13'), never 'none'."""
+    gpus = t.get("tags.gpu", pd.Series("none", index=t.index)).fillna("none").astype(str)
+    cpus = t.get("tags.cpu", pd.Series("", index=t.index)).fillna("").astype(str)
+    return [g if g != "none" else f"CPU {c or '(unknown)'}" for g, c in zip(gpus, cpus, strict=True)]
+
+
+def markdown(text: str) -> str:
+    """A user's name as literal markdown text: no markup, link or HTML of its own."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", text)
 
 
 def hardware(t: pd.DataFrame) -> str:
-    """The GPU(s), or for CPU runs the processor ('CPU x86_64'), never 'none'."""
-    gpus = t.get("tags.gpu", pd.Series(dtype=str)).fillna("none").astype(str)
-    cpus = t.get("tags.cpu", pd.Series(dtype=str)).fillna("").astype(str)
-    names = [g if g != "none" else f"CPU {c or '(unknown)'}" for g, c in zip(gpus, cpus, strict=True)]
-    return "/".join(sorted(set(names))) or "?"
+    return "/".join(sorted(set(devices(t)))) or "?"
 
 
 def findings_section(t: pd.DataFrame) -> list[str]:
@@ -304,6 +333,8 @@ def default_out(experiment: str) -> Path:
     """``reports/<experiment>`` in the working directory: one folder name made of the experiment names, so
     no name ('../../x') reaches outside it. The project's showcase in results/ is written with --out."""
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", experiment.replace(",", "+")).lstrip(".") or "report"
+    if name != experiment.replace(",", "+"):  # two names that differ only in what was replaced get two folders
+        name += "-" + hashlib.sha256(experiment.encode()).hexdigest()[:6]
     return Path("reports") / name
 
 
@@ -312,7 +343,7 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
                  log: Callable[[str], None] = print, note: str | None = None) -> Path:
     from vitbench.tracking import connect
 
-    connect(tracking_uri)
+    connect(tracking_uri, existing=True)
     exp_id, runs = load_runs(experiment, filter_string)
     out = Path(out) if out else default_out(experiment)
     try:
@@ -332,7 +363,8 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
     lines, plots_made = training_sections(t, experiment, source, target, out) if not t.empty else (
         [f"# {experiment}", "", source, ""], [])
     lines += ["## Plots", ""]
-    for p in plots_made + bench_files + sweep_artifacts(runs, out):
+    figures = plots_made + bench_files + sweep_artifacts(runs, out)
+    for p in figures:
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
     if bench_df is not None:
         cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec_median", "train_step_time_median",
@@ -346,8 +378,9 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
     report.write_text("\n".join(lines))
     log(f"wrote {report} with {len(plots_made) + len(bench_files)} plots")
     answer = next((line for line in lines[1:] if line and not line.startswith(("#", "Generated by"))), "")
+    written = [report, *figures, *([out / "summary.csv"] if not t.empty else [])]
     for exp in dict.fromkeys(runs["experiment_id"]):
-        rid = log_report_run(exp, out, experiment, answer)
+        rid = log_report_run(exp, written, experiment, answer)
         log(f"logged it to MLflow: run 'report' ({rid}) of experiment {runs.loc[runs['experiment_id'] == exp, 'experiment'].iloc[0]}")
     return report
 
@@ -376,17 +409,19 @@ def training_sections(t, experiment: str, source: str, target: float, out: Path)
     return lines, plots_made
 
 
-def log_report_run(experiment_id: str, out: Path, experiment: str, answer: str) -> str:
+def log_report_run(experiment_id: str, written: list[Path], experiment: str, answer: str) -> str:
     """REPORT.md, its plots and summary beside the runs they judge: the experiment's run named 'report'
-    (kind ``report``; a later report of the same experiments replaces its files), its description the answer."""
+    (kind ``report``; a later report of the same experiments replaces its files), its description the answer.
+    Only the files this report wrote go up: whatever else the folder holds stays where it is."""
     from mlflow.tracking import MlflowClient
 
     from vitbench.mlflow_ui import NOTE
     from vitbench.tracking import environment_tags
 
     client = MlflowClient()
-    found = client.search_runs([experiment_id], f"tags.kind = 'report' and tags.`report.of` = '{experiment}'",
-                               max_results=1)
+    # the experiment names are compared here, not in the filter: a name may hold any quote
+    found = [r for r in client.search_runs([experiment_id], "tags.kind = 'report'", max_results=1000)
+             if r.data.tags.get("report.of") == experiment]
     note = (f"`vitbench report --experiment {experiment}`: {answer} The whole report with its findings, tables "
             "and plots is this run's artifact REPORT.md (Artifacts tab).")
     if found:
@@ -396,9 +431,8 @@ def log_report_run(experiment_id: str, out: Path, experiment: str, answer: str) 
         rid = client.create_run(experiment_id, run_name="report", tags={
             "kind": "report", "report.of": experiment, **environment_tags()}).info.run_id
     client.set_tag(rid, NOTE, note)
-    for f in sorted(out.iterdir()):
-        if f.suffix in (".md", ".png", ".csv"):
-            client.log_artifact(rid, str(f))
+    for f in written:
+        client.log_artifact(rid, str(f))
     client.set_terminated(rid, "FINISHED")
     return rid
 
@@ -406,7 +440,9 @@ def log_report_run(experiment_id: str, out: Path, experiment: str, answer: str) 
 def conditions(runs: pd.DataFrame) -> pd.DataFrame:
     from vitbench.secrets import mask_secrets
 
-    cols = {"run_id": "run id", "tags.mlflow.runName": "run", "tags.gpu": "GPU", "tags.driver_version": "driver",
+    cols = {"run_id": "run id", "tags.mlflow.runName": "run", "tags.gpu": "GPU", "tags.cpu": "CPU",
+            "tags.cpu_cores": "cores", "metrics.cond_others_cpu_share": "others' CPU share (timed)",
+            "tags.driver_version": "driver",
             "tags.torch_version": "torch", "tags.cuda_version": "CUDA", "tags.vitbench_version": "vitbench",
             "tags.git_commit": "commit", "start_time": "date (UTC)", "status": "status", "tags.error": "why it ended",
             "tags.command": "command"}

@@ -18,25 +18,33 @@ from pathlib import Path
 from vitbench import mlflow_ui, plots, wall
 from vitbench.data import DatasetInfo, Splits, load_splits
 from vitbench.distributed import lead, rank_tags, world_size
-from vitbench.errors import VitbenchError, write_error
+from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
-from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
+from vitbench.tracking import (
+    check_not_running,
+    connect,
+    environment_tags,
+    flatten,
+    get_experiment_id,
+    tracked_run,
+)
 from vitbench.train import (
     TrainConfig,
     TrainResult,
     checksum_path,
+    complete_interrupted_save,
     load_checkpoint,
     naive_parts,
     precision_unavailable,
 )
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
-             "same function: tests/test_models.py); training and inference timing ran the loops")
+             "same function: tests/unit/test_models.py); training and inference timing ran the loops")
 
 
 def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None = None) -> str:
@@ -110,6 +118,8 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
                            log=lambda s: None)
             return RunOutcome("", result)
     uri, splits, exp_id = store_and_data(cfg, info, tracking, splits, log)
+    if resume_run_id:
+        check_not_running(resume_run_id)  # two writers of one run: never
     tags = tracking.tags or {}
     name = tracking.run_name or default_run_name(cfg, model_cfg, tags.get("recipe"))
     import mlflow
@@ -181,6 +191,7 @@ def record_result(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, s
     """What a finished training leaves in its run: what stopped it, its description, final metrics, artifacts."""
     box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
               "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
+              "busy_machine": result.conditions.verdict() or "no",
               mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set),
               **({"eval_model": EVAL_TWIN} if naive_parts(model_cfg) else {})})
     with wall.phase("plots, artifacts, final metrics"):
@@ -267,7 +278,8 @@ def log_checkpoint(ckpt: Path, box: Outbox) -> None:
 def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str | None) -> Path:
     """The run's last checkpoint: on local disk if there, else brought from the run's artifacts (with its
     checksum) into ``checkpoint_dir/RUN``; a download that fails leaves nothing behind."""
-    local = Path(checkpoint_dir) / run_id / "last.pt"
+    local = Path(checkpoint_dir) / check_run_id(run_id) / "last.pt"
+    complete_interrupted_save(local)
     if local.exists():
         return local
     import mlflow

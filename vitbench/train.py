@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitbench import names
+from vitbench.conditions import Conditions
 from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
 from vitbench.distributed import rank, sum_over_ranks, world_size
-from vitbench.errors import VitbenchError, check_field_types, write_error
+from vitbench.errors import VitbenchError, check_field_types, check_number, write_error
 from vitbench.models import ViT, ViTConfig
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
@@ -39,6 +40,11 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
+
+# (field, low, high, whether high is excluded): the numeric options' ranges beyond their types
+RANGES = (("weight_decay", 0.0, None, False), ("warmup_epochs", 0.0, None, False), ("label_smoothing", 0.0, 1.0, True),
+          ("grad_clip", 0.0, None, False), ("val_split", 0.0, 1.0, True), ("seed", 0, None, False),
+          ("num_workers", 0, 256, False))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,10 @@ class TrainConfig:
             raise VitbenchError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}")
         if self.max_steps is not None and self.max_steps < 1:
             raise VitbenchError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name, low, high, high_open in RANGES:
+            check_number(name, getattr(self, name), low, high, high_open=high_open)
+        if self.time_budget is not None:
+            check_number("time_budget", self.time_budget, 0.0, low_open=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -120,6 +130,7 @@ class TrainResult:
     predictions: torch.Tensor | None = None  # (N_eval,) predicted classes of the final evaluation
     labels: torch.Tensor | None = None
     model: nn.Module | None = None  # the trained model
+    conditions: Conditions = field(default_factory=Conditions)  # the CPU's load while training was timed
 
     def final_metrics(self) -> dict[str, float]:
         return {
@@ -129,6 +140,7 @@ class TrainResult:
             "param_count": float(self.param_count), "steps": float(self.steps),
             "images_seen": float(self.images_seen),
             "train_images_per_sec_mean": self.images_seen / max(self.train_seconds, 1e-9),
+            **self.conditions.metrics(),
         }
 
     @property
@@ -505,7 +517,7 @@ class Trainer:
     def evaluation_twin(self) -> nn.Module:
         """The model that computes evaluations: the model itself, or for the from-scratch loop parts a batched
         twin holding the same weights (vectorized attention, unfold patchify: the same function, proven in
-        tests/test_models.py), so that a bounded naive run does not wait minutes in evaluation. Training and
+        tests/unit/test_models.py), so that a bounded naive run does not wait minutes in evaluation. Training and
         the inference timing run the loops themselves."""
         if not naive_parts(self.model_cfg):
             return self.model
@@ -615,8 +627,10 @@ def checksum_path(path: Path) -> Path:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomic, with its checksum: both written beside, then renamed over the old ones. A full disk is one
-    line saying so, and no partial file is left."""
+    """Atomic, with its checksum, so that a kill at any instant leaves a resumable pair: both are written beside
+    as ``.tmp`` files, then the checksum and then the checkpoint are renamed over the old ones. Killed between the
+    two renames, the new checksum names the ``.tmp`` checkpoint, and loading completes the save
+    (``complete_interrupted_save``). A full disk is one line saying so, and no partial file is left."""
     path, sums = Path(path), checksum_path(Path(path))
     tmp, sums_tmp = path.with_name(path.name + ".tmp"), sums.with_name(sums.name + ".tmp")
     try:
@@ -626,8 +640,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
         sums_tmp.write_text(f"{hashlib.sha256(buffer.getbuffer()).hexdigest()}  {path.name}\n")
-        os.replace(tmp, path)
         os.replace(sums_tmp, sums)
+        os.replace(tmp, path)
     except OSError as e:
         for t in (tmp, sums_tmp):
             with contextlib.suppress(OSError):
@@ -635,12 +649,28 @@ def save_checkpoint(state: dict, path: Path) -> None:
         raise write_error(path, e, "checkpoint") from None
 
 
+def recorded_sum(path: Path) -> str:
+    sums = checksum_path(Path(path))
+    return (sums.read_text().split() or [""])[0] if sums.exists() else ""
+
+
+def complete_interrupted_save(path: Path) -> None:
+    """A save killed between its two renames left the new checksum beside the old checkpoint and the new one
+    as ``.tmp``: finish it, so the new pair is what loads (the old checkpoint no longer matches anything)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists() and (want := recorded_sum(path)):
+        if (not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != want) and \
+                hashlib.sha256(tmp.read_bytes()).hexdigest() == want:
+            os.replace(tmp, path)
+
+
 def verify_checkpoint(path: Path, data: bytes) -> None:
     """A checkpoint whose bytes (``data``) are not the ones written (a bad disk, a cut download) is refused."""
     sums = checksum_path(Path(path))
     if not sums.exists():
         raise VitbenchError(f"checkpoint {path} has no checksum ({sums.name} is missing): it cannot be trusted")
-    recorded = (sums.read_text().split() or [""])[0]
+    recorded = recorded_sum(path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != recorded:
         raise VitbenchError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:12]}..., {sums.name} recorded "
@@ -649,6 +679,7 @@ def verify_checkpoint(path: Path, data: bytes) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """The checkpoint, read once: its bytes are checked against the checksum beside it, then loaded."""
+    complete_interrupted_save(path)
     if not Path(path).exists():
         raise VitbenchError(f"no checkpoint at {path}")
     data = Path(path).read_bytes()

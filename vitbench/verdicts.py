@@ -80,15 +80,28 @@ def compare_cells(exp: str, runs: pd.DataFrame) -> list[Verdict]:
     return out
 
 
-def sentence(a: pd.DataFrame, b: pd.DataFrame, axis: str = "") -> str:
-    """'8,040x the training throughput (95% CI ...), accuracy +0.10 pt (...), 0.40x the peak memory (...)'.
-    Throughput compares at equal batch size and precision, unless that is the axis compared."""
-    parts = []
+def speed_not_comparable(a: pd.DataFrame, b: pd.DataFrame, axis: str = "") -> str:
+    """Why two cells' speeds cannot be compared ('' when they can): a different batch size or precision (unless
+    that is the axis), other hardware, or a run measured while other processes took the machine's CPU."""
     same = [c for c in ("params.train.batch_size", "params.train.precision") if c in a and c != axis
             and set(a[c].astype(str)) != set(b[c].astype(str))]
     if same:
         c = same[0]
-        parts.append(f"throughput not compared ({c.split('.')[-1]} {a[c].iloc[0]} vs {b[c].iloc[0]})")
+        return f"{c.split('.')[-1]} {a[c].iloc[0]} vs {b[c].iloc[0]}"
+    if "hw" in a and "hw" in b and set(a["hw"]) | set(b["hw"]) != set(a["hw"]) & set(b["hw"]):
+        return f"measured on other hardware: {'/'.join(sorted(set(a['hw'])))} vs {'/'.join(sorted(set(b['hw'])))}"
+    busy = [d for d in (a, b) if "busy" in d and d["busy"].any()]
+    if busy:
+        return f"{int(sum(d['busy'].sum() for d in busy))} of the runs were timed on a busy machine"
+    return ""
+
+
+def sentence(a: pd.DataFrame, b: pd.DataFrame, axis: str = "") -> str:
+    """'8,040x the training throughput (95% CI ...), accuracy +0.10 pt (...), 0.40x the peak memory (...)'.
+    Throughput compares only under comparable conditions (``speed_not_comparable``)."""
+    parts = []
+    if why := speed_not_comparable(a, b, axis):
+        parts.append(f"throughput not compared ({why})")
     else:
         parts.append(stats.describe_ratio(stats.ratio(list(a["thr"]), list(b["thr"])), "the training throughput"))
     bounded = [(name, d) for name, d in (("it", a), ("the reference", b)) if d["bounded"].any()]
@@ -118,26 +131,60 @@ def findings(t: pd.DataFrame) -> list[Verdict]:
 
 
 def answer(t: pd.DataFrame) -> str:
-    """One sentence: the fastest fully trained cell, how its accuracy compares with the most accurate
-    one, and how far the slowest lags."""
+    """One sentence on the fully trained cells: which trains fastest and which is most accurate, each named only
+    where its 95% interval separates it from the runner-up ('not distinguishable' otherwise), and a warning when
+    the cells ranked differ in more than one part, so that no ranking is read as one part's effect."""
     full = t[~t["bounded"]]
     if full.empty:
         return "Every run here was bounded by a time or step budget: no accuracy is final."
-    g = full.groupby("label")
-    fastest, best = g["thr"].mean().idxmax(), g["acc"].mean().idxmax()
-    fa, ba = full[full["label"] == fastest], full[full["label"] == best]
-    text = f"**{fastest}** trains fastest ({fa['thr'].mean():,.0f} img/s, accuracy {fa['acc'].mean():.2%})"
-    if fastest != best:
-        c = stats.difference(list(fa["acc"]), list(ba["acc"]))
-        verdict = ("not distinguishable from" if not c.significant else f"{-100 * c.estimate:.2f} pt below")
-        n = min(len(fa), len(ba))
-        text += f"; its accuracy is {verdict} the most accurate, **{best}** ({ba['acc'].mean():.2%}), at n = {n}"
-    slowest = t.groupby("label")["thr"].mean().idxmin()
-    if slowest != fastest:
-        ratio = fa["thr"].mean() / t[t["label"] == slowest]["thr"].mean()
-        text += f"; the slowest, **{slowest}**, trains at 1/{ratio:,.0f} of that rate" if ratio >= 10 else \
-            f"; the slowest, **{slowest}**, trains at {1 / ratio:.0%} of that rate"
-    return text + "."
+    text = " ".join(s for s in (_fastest(full), _most_accurate(full)) if s)
+    if full["label"].nunique() > 1 and (many := mixed(full)):
+        text += (f" Caution: these cells differ in {', '.join(many)} at once, so no ranking here isolates one "
+                 "part (compare one axis at a time, e.g. --attention on one variant).")
+    return text
+
+
+def _ranked(full: pd.DataFrame, col: str) -> tuple[str, str, pd.DataFrame, pd.DataFrame]:
+    means = full.groupby("label")[col].mean().sort_values(ascending=False)
+    top, second = means.index[0], means.index[1]
+    return top, second, full[full["label"] == top], full[full["label"] == second]
+
+
+def _fastest(full: pd.DataFrame) -> str:
+    if full["label"].nunique() < 2:
+        row = full.iloc[0]
+        return f"**{row['label']}** trained at {full['thr'].mean():,.0f} img/s to {full['acc'].mean():.2%} accuracy."
+    top, second, a, b = _ranked(full, "thr")
+    if why := speed_not_comparable(a, b):
+        return f"Training speed is not ranked ({why})."
+    c = stats.ratio(list(a["thr"]), list(b["thr"]))
+    rate = f"{a['thr'].mean():,.0f} img/s, {stats.factor(c.estimate)} the runner-up **{second}**"
+    if not c.significant:
+        return (f"No cell trains distinguishably fastest: **{top}** ({rate}) is within the interval "
+                f"({stats.describe_ratio(c, 'its rate').split('(', 1)[1]}.")
+    slow = full.groupby("label")["thr"].mean().idxmin()
+    ratio = a["thr"].mean() / full[full["label"] == slow]["thr"].mean()
+    slower = "" if slow == second else f"; the slowest, **{slow}**, trains at " + (
+        f"1/{ratio:,.0f} of that rate" if ratio >= 10 else f"{1 / ratio:.0%} of that rate")
+    return f"**{top}** trains fastest ({rate}, 95% CI {stats.factor(c.low)}-{stats.factor(c.high)}){slower}."
+
+
+def _most_accurate(full: pd.DataFrame) -> str:
+    if full["label"].nunique() < 2:
+        return ""
+    top, second, a, b = _ranked(full, "acc")
+    c = stats.difference(list(a["acc"]), list(b["acc"]))
+    if not c.significant:
+        return (f"No cell is distinguishably most accurate at n = {min(len(a), len(b))}: **{top}** "
+                f"({a['acc'].mean():.2%}) and **{second}** ({b['acc'].mean():.2%}) are within the interval.")
+    return (f"**{top}** is most accurate ({a['acc'].mean():.2%}, {100 * c.estimate:+.2f} pt over **{second}**, "
+            f"95% CI {100 * c.low:+.2f}...{100 * c.high:+.2f}).")
+
+
+def mixed(runs: pd.DataFrame) -> list[str]:
+    """The parts and options in which the ranked cells differ, when they differ in more than one."""
+    names = [n for axis, deps in axes(runs).items() for n in (deps or [axis.split(".")[-1]])]
+    return names if len(names) > 1 else []
 
 
 METHOD = ("Method: each cell's repeats differ only in their seed. Throughput and memory compare as ratios of "
