@@ -4,6 +4,7 @@ run (``run_cell``) -- what the suite command and its worker processes share. The
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,18 @@ class Suite:
     description: str = ""
 
 
+MAX_CELLS = 10_000  # a grid larger than this is a typo (or a file built to expand), not a suite
+
+
+def shaped(value, kind: type, where: str):
+    """``value`` if it is of ``kind`` (an empty one for None), else one line saying what ``where`` must be."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise VitbenchError(f"{where} must be a {'mapping' if kind is dict else 'list'}, got {type(value).__name__}")
+    return value
+
+
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     spec = read_yaml(path, "suite")
@@ -52,8 +65,8 @@ def load_suite(path: str | Path) -> Suite:
     if extra:
         raise VitbenchError(f"suite {path}: unknown key {sorted(extra)[0]!r}; valid: {', '.join(sorted(known))}")
     shared = {k: spec[k] for k in ("dataset", "variant", "preset") if k in spec}
-    shared |= spec.get("train") or {}
-    shared |= spec.get("model") or {}
+    shared |= shaped(spec.get("train"), dict, f"suite {path}: train")
+    shared |= shaped(spec.get("model"), dict, f"suite {path}: model")
     check_names(shared, f"suite {path}")
 
     def cell(name: str, values: dict) -> Cell:
@@ -63,14 +76,20 @@ def load_suite(path: str | Path) -> Suite:
         return Cell(name, {**recipe_settings(recipe), **shared, **values}, recipe)
 
     cells: list[Cell] = []
-    grid = spec.get("grid") or {}
+    grid = shaped(spec.get("grid"), dict, f"suite {path}: grid")
     if grid:
         check_names(grid, f"suite {path}: grid", CELL_KEYS)
         keys = list(grid)
-        for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+        axes = [grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys]
+        if any(isinstance(v, (dict, list)) for axis in axes for v in axis):
+            raise VitbenchError(f"suite {path}: grid values must be plain values or lists of them")
+        if math.prod(len(a) for a in axes) > MAX_CELLS:
+            raise VitbenchError(f"suite {path}: the grid makes {math.prod(len(a) for a in axes):,} cells; at most "
+                                f"{MAX_CELLS:,}")
+        for combo in itertools.product(*axes):
             values = dict(zip(keys, combo, strict=True))
             cells.append(cell(",".join(f"{k}={v}" for k, v in values.items()), values))
-    for i, c in enumerate(spec.get("cells") or []):
+    for i, c in enumerate(shaped(spec.get("cells"), list, f"suite {path}: cells")):
         if not isinstance(c, dict):
             raise VitbenchError(f"suite {path}: cells[{i}] must be a mapping")
         c = dict(c)
@@ -79,8 +98,10 @@ def load_suite(path: str | Path) -> Suite:
         cells.append(cell(name, c))
     if not cells:
         raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
-    for rule in spec.get("when") or []:
-        match, setting = rule.get("match") or {}, rule.get("set") or {}
+    for rule in shaped(spec.get("when"), list, f"suite {path}: when"):
+        rule = shaped(rule, dict, f"suite {path}: when (each rule)")
+        match, setting = shaped(rule.get("match"), dict, f"suite {path}: when.match"), \
+            shaped(rule.get("set"), dict, f"suite {path}: when.set")
         check_names(setting, f"suite {path}: when.set")
         for c in cells:
             if all((c.recipe if k == "recipe" else c.options.get(k)) == v for k, v in match.items()):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, get_type_hints
 import typer
 
 from vitbench import names, wall, warm
-from vitbench.errors import Interrupted, VitbenchError
+from vitbench.errors import Interrupted, VitbenchError, check_number, check_run_id
 from vitbench.names import choices
 from vitbench.secrets import guard_streams
 
@@ -48,6 +48,10 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except VitbenchError as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except Exception as e:
+            if (why := store_error(e)) is None:
+                raise
+            fail(why)
         except KeyboardInterrupt as e:
             from vitbench.distributed import lead
             from vitbench.tracking import ENDED
@@ -64,16 +68,35 @@ def cli_errors(fn):
     return wrapper
 
 
+def store_error(e: Exception) -> str | None:
+    """One line for a tracking store that failed mid-command (a server that stopped answering, a lost database),
+    None for anything else: a bug keeps its traceback."""
+    if "mlflow" not in sys.modules:
+        return None
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(e, (MlflowException, requests.RequestException, ConnectionError, TimeoutError)):
+        return None
+    import mlflow
+
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return f"the tracking store {mlflow.get_tracking_uri()} failed: {type(e).__name__}: {text}"
+
+
 def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def int_list(value: str | None) -> list[int]:
-    """``"64,256"`` -> [64, 256]; anything else a one-line error."""
+def int_list(value: str | None, name: str = "sizes") -> list[int]:
+    """``"64,256"`` -> [64, 256], each a positive size; anything else a one-line error."""
     try:
-        return [int(v) for v in split_list(value) or []]
+        sizes = [int(v) for v in split_list(value) or []]
     except ValueError:
-        raise VitbenchError(f"sizes must be comma-separated integers, got {value!r}") from None
+        raise VitbenchError(f"{name} must be comma-separated integers, got {value!r}") from None
+    for v in sizes:
+        check_number(name, v, 1)
+    return sizes
 
 
 # Options shared by run / sweep / suite. None everywhere: unset options fall through to the defaults
@@ -140,6 +163,8 @@ PatchDrop = Annotated[float | None, typer.Option(help="training only: drop this 
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
                                                          "else sqlite:///mlflow.db)")]
 Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
+SweepExperiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-sweep-<dataset>]")]
+SWEEP_VAL_SPLIT = 0.1  # a sweep scores its trials on this share of the training set, held out
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no periodic progress lines")]
 ProgressInterval = Annotated[float, typer.Option(help="seconds between progress lines when output is not a "
                                                       "terminal (a log file, CI, nohup)")]
@@ -162,8 +187,7 @@ Peers = Annotated[str | None, typer.Option(help=f"also measure peer libraries' V
 def display(quiet: bool, interval: float):
     from vitbench.progress import Display
 
-    if interval <= 0:
-        raise VitbenchError(f"--progress-interval must be positive, got {interval:g}")
+    check_number("--progress-interval", interval, 0.0, low_open=True)
     return Display("off" if quiet else "auto", interval, log=typer.echo)
 
 def shared_options(
@@ -306,6 +330,7 @@ def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: st
     from vitbench.options import configs, resumed
 
     if resume:
+        check_run_id(resume, "--resume")
         from vitbench.runner import find_checkpoint
         from vitbench.train import load_checkpoint
 
@@ -332,6 +357,8 @@ def say_done(outcome, cfg, quiet: bool) -> None:
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
         + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
     )
+    if busy := r.conditions.verdict():
+        typer.echo(f"note: {busy}")
     if not quiet:
         typer.echo(wall.summary())
     typer.echo(see_line(outcome.tracking_uri, outcome.experiment_id))
@@ -385,7 +412,7 @@ def bench(
     """Step time (median, p10, p90), images/s, peak memory and TFLOP/s of every implementation."""
     from rich.console import Console
 
-    from vitbench.bench import BenchOptions, log_to_mlflow, plan, rich_table, run_bench, runnable, write_rows
+    from vitbench.bench import BenchOptions, plan, rich_table, run_bench, runnable
     from vitbench.models import list_variants
     from vitbench.tracking import connect
 
@@ -403,16 +430,38 @@ def bench(
                                       int_list(patch_sizes) or None, overrides, with_graph=opts.graphs,
                                       compile=compile)], opts)  # all can run here, or one line now
     connect(tracking_uri)  # fail on an unusable store before measuring anything
+    if out is not None:  # nor measure everything and then find the folder unwritable
+        from vitbench.runner import writable_folder
+
+        writable_folder(out.parent, "--out folder")
     rows = run_bench(entries, int_list(batch_sizes), opts, log=typer.echo, display=display(quiet, progress_interval))
+    Console().print(rich_table(rows, opts))  # the figures shown first: what fails after this loses none of them
+    keep_bench(rows, opts, out, tracking_uri, experiment,
+               {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
+                "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
+
+
+def keep_bench(rows: list[dict], opts, out: Path | None, tracking_uri: str | None, experiment: str, params: dict) -> None:
+    """The rows to --out, then to MLflow: a failure of one keeps the other, and is one line at the end."""
+    from vitbench.bench import log_to_mlflow, write_rows
+
+    failed = []
     if out is not None:
-        write_rows(rows, out)
-        WRITTEN.append(str(out))
-        typer.echo(f"wrote {out}")
-    Console(width=200).print(rich_table(rows, opts))  # the figures shown before the store is written to
-    run_id = log_to_mlflow(rows, opts, out, tracking_uri, experiment,
-                           {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
-                            "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
-    typer.echo(f"mlflow run {run_id}")
+        try:
+            write_rows(rows, out)
+            WRITTEN.append(str(out))
+            typer.echo(f"wrote {out}")
+        except OSError as e:
+            failed.append(f"could not write {out}: {e.strerror or e}")
+            out = None
+    try:
+        typer.echo(f"mlflow run {log_to_mlflow(rows, opts, out, tracking_uri, experiment, params)}")
+    except Exception as e:  # the store went away while measuring: the table and the file stand
+        from vitbench.tracking import error_line
+
+        failed.append(f"could not record the bench in MLflow ({error_line(e)})" + (f"; the rows are in {out}" if out else ""))
+    if failed:
+        raise VitbenchError("; ".join(failed))
 
 
 @app.command()
@@ -436,16 +485,20 @@ def sweep(
     heartbeat: Annotated[int, typer.Option(help="seconds between trial heartbeats; a worker silent for 3 of "
                                                 "them is declared dead and its trial retried")] = 10,
     worker: Annotated[int | None, typer.Option(hidden=True, help="worker index (set by the coordinator)")] = None,
-    tracking_uri: TrackingUri = None, experiment: Experiment = None,
+    tracking_uri: TrackingUri = None, experiment: SweepExperiment = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
-    """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel."""
+    """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel. Trials are
+    scored on 10 % of the training set held out (--val-split); the test set is used once, for the chosen trial."""
     from vitbench.progress import Every
     from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep
 
+    check_number("--workers", workers, 1, 1024)
+
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     base = options  # what every trial starts from
-    check_sweep_base(base)
+    if base.val_split is None:
+        base = replace(base, val_split=SWEEP_VAL_SPLIT)
     objectives = check_objectives(objective)
     variant, dataset = base.variant, base.dataset
     spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
@@ -453,6 +506,10 @@ def sweep(
                      study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,
                      heartbeat=heartbeat, seed=base.seed or 0)
     experiment = experiment or f"vitbench-sweep-{dataset}"
+    if worker is None:
+        typer.echo(f"note: trials are scored on {base.val_split:.0%} of the training set, held out; the official test "
+                   "set is used once, for the chosen trial" if base.val_split else "note: --val-split 0: trials are "
+                   "scored on the official test set, so the chosen trial's accuracy is an optimistic estimate")
     if worker is not None:  # started by a coordinator: it owns the parent run
         from vitbench.sweep import join_study
 
@@ -490,6 +547,8 @@ def suite(
     from vitbench.progress import Every
     from vitbench.workers import likely_gpus, pool_for
 
+    if repeats is not None:
+        check_number("--repeats", repeats, 1, 1000)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     guess = likely_gpus(gpus, device) if path.is_file() else None
     # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile (or,
@@ -538,6 +597,8 @@ def report(
     """Markdown report with seaborn plots from the runs of an experiment."""
     from vitbench.report import build_report
 
+    check_number("--target", target, 0.0, 1.0, low_open=True)
+
     build_report(experiment, out, filter, tracking_uri, target, log=typer.echo, note=note)
 
 
@@ -553,6 +614,9 @@ def inspect(
     """Attention maps (per head and rollout), prediction grid and confusion matrix of a trained run."""
     from vitbench.inspect_run import inspect_run
 
+    check_number("--images", images, 1, 64)
+    check_run_id(run_id)
+
     inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
 
 
@@ -563,11 +627,15 @@ def sync(
     checkpoint_dir: Annotated[Path, typer.Option(help="where its checkpoints (and unsent records) are")] = Path("checkpoints"),
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Send what a run kept locally while its tracking server was away (metrics, tags, artifacts, status)."""
+    """Send what a run kept locally while its tracking server was away (metrics, tags, artifacts, status), to the
+    store the run recorded unless --tracking-uri names one."""
+    from vitbench.outbox import recorded_store
     from vitbench.outbox import sync as send
     from vitbench.tracking import connect
 
-    connect(tracking_uri)
+    check_run_id(run_id)
+    connect(tracking_uri or recorded_store(run_id, checkpoint_dir) or os.environ.get("MLFLOW_TRACKING_URI"),
+            existing=True)
     send(run_id, checkpoint_dir, log=typer.echo)
 
 
@@ -616,13 +684,25 @@ def main() -> None:
             code = warm.forward(argv, note=lambda line: print(line, file=sys.stderr, flush=True))
         except OSError:
             code = None  # no warm process to be had (e.g. an unwritable socket folder): run it here
+        except KeyboardInterrupt:  # Ctrl-C before the warm process took the command, or twice
+            leave("interrupted: the warm process was asked to end the command; its run, if one started, ends KILLED",
+                  130)
         if code is not None:
             leave(code)
+    if not argv:
+        app(prog_name="vitbench")  # the help
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as Typer carries it
     try:
-        app(prog_name="vitbench")
+        code = app(prog_name="vitbench", standalone_mode=False)
+    except usage_error as e:  # not a number, no such option, a missing argument: one line too
+        known = {c.name or c.callback.__name__ for c in app.registered_commands}
+        where = f"vitbench {argv[0]} --help` lists its options" if argv[0] in known else "vitbench --help` lists them"
+        leave(f"error: {e.format_message()} (`{where})", 2)
+    except typer.Abort:
+        leave(130)
     except SystemExit as e:
         leave(e.code)
-    leave(0)
+    leave(code if isinstance(code, int) else 0)
 
 
 def leave(code: int | str | None, message_code: int = 1) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, check_run_id
 
 
 @torch.no_grad()
@@ -48,8 +48,10 @@ def patch_scores(model, roll: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, g, g)
 
 
-def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, data_dir: str | None):
-    """The run's trained model (eval mode), its training config and its evaluation data."""
+def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, data_dir: str | None,
+             test_set: bool = False):
+    """The run's trained model (eval mode), its training config and its evaluation data (``test_set``: the official
+    test set, whatever the run was evaluated on)."""
     import mlflow
 
     from vitbench.models import ViT, ViTConfig
@@ -58,9 +60,9 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     from vitbench.tracking import connect
     from vitbench.train import TrainConfig, load_checkpoint, load_ema
 
-    connect(tracking_uri)
+    connect(tracking_uri, existing=True)
     try:
-        run = mlflow.get_run(run_id)
+        run = mlflow.get_run(check_run_id(run_id))
     except Exception:
         raise VitbenchError(f"no run {run_id!r} in the tracking store") from None
     ckpt = load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))
@@ -72,6 +74,8 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     model.eval()
     if data_dir:
         cfg = replace(cfg, data_dir=data_dir)
+    if test_set:
+        cfg = replace(cfg, val_split=0.0)
     splits = load_data(cfg, dataset_for(cfg.dataset, model_cfg), lambda s: None)
     return model, cfg, splits, stopped_note(run, ckpt)
 

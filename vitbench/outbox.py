@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vitbench.errors import DISK_FULL, VitbenchError, write_error
+from vitbench.errors import DISK_FULL, VitbenchError, check_run_id, write_error
+from vitbench.mlflow_ui import readable
 from vitbench.secrets import mask_secrets
 
 PROCESS_GONE = "process gone"  # how the reaper's error tag starts (tracking.orphan_reason)
@@ -80,6 +82,8 @@ class Outbox:
         try:
             with self._file_lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():  # which store the records belong to (its password never on disk)
+                    records = [{"store": mask_secrets(self.uri)}, *records]
                 with self.path.open("a") as f:
                     f.write("".join(json.dumps(r) + "\n" for r in records))
         except OSError as e:
@@ -95,13 +99,19 @@ class Outbox:
             (pending_folder() / self.run_id).write_text(str(self.path.resolve()) + "\n")
         sys.stderr.write(mask_secrets(
             f"tracking store {self.uri} lost ({type(e).__name__}): run {self.run_id} goes on; what could not be "
-            f"sent is kept in {self.path}; send it with `vitbench sync {self.run_id}` once the store is back\n"))
+            f"sent is kept in {self.path}; send it with `{self.sync_command()}` once the store is back\n"))
         sys.stderr.flush()
+
+    def sync_command(self) -> str:
+        """The command that sends this run's records, as it works when pasted here (its store is recorded)."""
+        folder = "" if self.folder == Path("checkpoints") else f" --checkpoint-dir {shlex.quote(str(self.folder))}"
+        return f"vitbench sync {self.run_id}{folder}"
 
     def metrics(self, metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
         """``wait=False`` (live metrics): queued; the outbox's thread sends them, the training thread goes on."""
         import mlflow
 
+        metrics = readable(metrics)
         if wait:
             self._send({"metrics": metrics, "step": step}, lambda: mlflow.log_metrics(metrics, step=step))
             return
@@ -179,17 +189,40 @@ class Outbox:
                 self._send({"end": status}, lambda: None)
 
 
+def unsent(run_id: str, folder: str | Path) -> tuple[Path, list[dict]]:
+    """The file of a run's unsent records and the records; one line if there is none."""
+    path = Outbox(folder, "", check_run_id(run_id)).path
+    if not path.exists():
+        raise VitbenchError(f"nothing to send for run {run_id}: no {path}")
+    try:
+        return path, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise VitbenchError(f"cannot read {path}: {e}") from None
+
+
+def recorded_store(run_id: str, folder: str | Path) -> str | None:
+    """The store the run's records belong to, as the run recorded it (None: a run from before it did)."""
+    store = next((r["store"] for r in unsent(run_id, folder)[1] if "store" in r), None)
+    if store is not None and ("***@" in store or "=***" in store):
+        raise VitbenchError(f"run {run_id} was recorded in {store}, whose password is not kept on disk: give it with "
+                            "--tracking-uri (or $MLFLOW_TRACKING_URI)")
+    return store
+
+
 def sync(run_id: str, folder: str | Path, log: Callable[[str], None] = print) -> int:
     """Send what a run could not send while its tracking store was away; returns the records sent. A run the
     reaper ended 'process gone' meanwhile gets its true status back and loses that error tag."""
+    import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    path = Outbox(folder, "", run_id).path
-    if not path.exists():
-        raise VitbenchError(f"nothing to send for run {run_id}: no {path}")
+    path, records = unsent(run_id, folder)
     client = MlflowClient()
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        client.get_run(run_id)
+    except Exception:
+        raise VitbenchError(f"run {run_id} is not in the tracking store {mask_secrets(mlflow.get_tracking_uri())}; "
+                            "give the store it was recorded in with --tracking-uri") from None
     for r in records:
         if "metrics" in r:
             client.log_batch(run_id, metrics=[Metric(k, float(v), r["time"], r["step"] or 0)

@@ -1,5 +1,5 @@
 """No password reaches a terminal, a log, a tag or an artifact: ``scheme://user:password@`` becomes
-``scheme://user:***@`` wherever vitbench writes text, and wherever a library it calls prints (MLflow's
+``scheme://user:***@`` and ``?password=...`` ``?password=***`` wherever vitbench writes text, and wherever a library it calls prints (MLflow's
 "View run at" lines and its request warnings go through the guarded streams). A leaf module: it imports
 nothing of vitbench."""
 
@@ -9,12 +9,18 @@ import re
 import sys
 from typing import Any, TextIO
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+# The password runs to the last @ before the host (a password may hold an unencoded @ or :).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^/\s?#]+)@")
+# A query parameter or a libpq keyword whose name says secret: ?password=..., &token=..., api_key=..., password=...
+_SECRET_VALUE = re.compile(r"(?P<name>(?:^|(?<=[\s?&;]))(?:[\w.-]*[_.-])?(?:password|passwd|pwd|secret|token|key|apikey))"
+                           r"=(?P<value>[^&\s#]*)", re.IGNORECASE)
 
 
 def mask_secrets(text: str) -> str:
-    """Every ``scheme://user:password@`` in ``text`` with the password replaced by ***."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Every ``scheme://user:password@`` in ``text`` with the password replaced by ***, and the value of every
+    ``password=``, ``token=``, ``secret=``, ``*key=`` parameter (a URL's query, a libpq connection string)."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_VALUE.sub(lambda m: f"{m['name']}=***", text)
 
 
 class MaskedStream:
@@ -26,7 +32,7 @@ class MaskedStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(mask_secrets(text) if "://" in text else text)
+        self._stream.write(mask_secrets(text) if "://" in text or "=" in text else text)
         return len(text)
 
     def writelines(self, lines) -> None:

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitbench.errors import VitbenchError
+from vitbench.errors import VitbenchError, check_number
 from vitbench.mlflow_ui import NOTE
 from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
@@ -129,6 +129,8 @@ def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
         return journal_storage(url)
 
     kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat}
+    if url.startswith(("postgresql", "mysql")):  # an unreachable server: one line in seconds, not minutes
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5}}
     if on_stale is not None:
         kwargs["heartbeat_stale_trial_callback"] = on_stale
     try:
@@ -156,6 +158,12 @@ class SweepSpec:
     timeout: float | None = None
     heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
     seed: int = 0  # the sampler's (a worker's: the base seed + its number)
+
+    def __post_init__(self) -> None:
+        check_number("--n-trials", self.n_trials, 1)
+        check_number("--heartbeat", self.heartbeat, 1, 3600)
+        if self.timeout is not None:
+            check_number("--timeout", self.timeout, 0.0, low_open=True)
 
     @property
     def journal(self) -> bool:
@@ -281,9 +289,7 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
 
     storage = make_storage(spec.storage, spec.heartbeat, on_stale_trial)
     pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log)
-    # constant_liar: trials other workers are running count as bad for now, so TPE does not suggest their
-    # neighbourhood twice; with one worker no other trial runs while it samples, and nothing changes.
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True)
+    sampler = trial_sampler(spec, 0)  # work() reseeds it before each trial
     try:
         study = optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
                                     pruner=pruner, sampler=sampler, load_if_exists=True)
@@ -294,13 +300,24 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
     return study
 
 
+NAME_LENGTH = 250  # MLflow's SQL stores keep a run name in 250 characters
+
+
 def trial_name(number: int, params: dict) -> str:
-    """What the MLflow UI lists for a trial: its number and what it tried, short (``trial 3: lr=0.0021 dim=64``)."""
+    """What the MLflow UI lists for a trial: its number and what it tried, the model's shape first
+    (``trial 3: depth=4 dim=64 lr=0.0021``); a value that does not fit is left out whole, never cut."""
     def short(v) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    tried = " ".join(f"{k}={short(v)}" for k, v in params.items())
-    return f"trial {number}: {tried[:90]}{'...' if len(tried) > 90 else ''}" if tried else f"trial {number}"
+    order = sorted(params, key=lambda k: (k not in MODEL_PARAMS, MODEL_PARAMS.index(k) if k in MODEL_PARAMS else 0))
+    name = f"trial {number}:"
+    for i, k in enumerate(order):
+        more = f" (+{len(order) - i} more)"
+        item = f" {k}={short(params[k])}"
+        if len(name) + len(item) + (len(more) if i < len(order) - 1 else 0) > NAME_LENGTH:
+            return name + more
+        name += item
+    return name if params else f"trial {number}"
 
 
 @dataclass
@@ -412,33 +429,64 @@ def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: s
             if done + c.get("RUNNING", 0) >= spec.n_trials and not c.get("WAITING"):
                 time.sleep(min(spec.heartbeat, 5))  # others hold the last trials; take over if they die
                 continue
+            study.sampler = trial_sampler(spec, sum(c.values()))
             study.optimize(objective, n_trials=1, catch=(ExcessTrial,), gc_after_trial=True)
             mine += 1
         task.close()
 
 
+def trial_sampler(spec: SweepSpec, trials_so_far: int):
+    """TPE seeded for the next trial from the study's seed and the trials it holds, so a resumed sweep does not
+    draw its first trials again; where several workers may share the study (a journal, a database server), from
+    the worker too (host and process), so two workers never draw alike. One worker on SQLite stays reproducible.
+    constant_liar: trials other workers are running count as bad for now, so TPE does not suggest their
+    neighbourhood twice."""
+    import zlib
+
+    import optuna
+
+    worker = "" if spec.storage.startswith("sqlite") else f":{socket.gethostname()}:{os.getpid()}"
+    seed = zlib.crc32(f"{spec.seed}:{trials_so_far}{worker}".encode())
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
 # -- the coordinator ------------------------------------------------------------------------------
 def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
     """The study's parent MLflow run: created once, found again through the study's user attrs."""
+    from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
-    from vitbench.tracking import environment_tags
+    from vitbench.tracking import environment_tags, process_tags
 
     client = MlflowClient()
-    rid = study.user_attrs.get("mlflow_parent_run_id")
-    if rid:
-        with contextlib.suppress(Exception):
-            client.update_run(rid, status="RUNNING")
-            return rid
-    tags = {"kind": "sweep", "optuna.study": spec.study_name, "optuna.storage": redact(spec.storage),
-            NOTE: sweep_note(spec, study), **environment_tags()}
-    run = client.create_run(experiment_id, run_name=f"sweep-{spec.study_name}", tags=tags)
-    rid = run.info.run_id
-    for k, v in params.items():
-        client.log_param(rid, k, str(v)[:6000])
-    client.log_dict(rid, spec.space, "space.yaml")
-    study.set_user_attr("mlflow_parent_run_id", rid)
+    with study_lock(spec):  # two sweeps started together on one host make one parent run
+        rid = study.user_attrs.get("mlflow_parent_run_id")  # read from the storage: another sweep may have set it
+        if rid:
+            with contextlib.suppress(Exception):
+                client.update_run(rid, status="RUNNING")
+                client.log_batch(rid, tags=[RunTag(k, v) for k, v in process_tags().items()])
+                return rid
+        tags = {"kind": "sweep", "optuna.study": spec.study_name, "optuna.storage": redact(spec.storage),
+                NOTE: sweep_note(spec, study), **environment_tags(), **process_tags()}
+        run = client.create_run(experiment_id, run_name=f"sweep-{spec.study_name}", tags=tags)
+        rid = run.info.run_id
+        for k, v in params.items():
+            client.log_param(rid, k, str(v)[:6000])
+        client.log_dict(rid, spec.space, "space.yaml")
+        study.set_user_attr("mlflow_parent_run_id", rid)
     return rid
+
+
+@contextlib.contextmanager
+def study_lock(spec: SweepSpec):
+    """An exclusive lock per study and storage on this host (a file in the temp folder, flock)."""
+    import fcntl
+    import hashlib
+
+    key = hashlib.sha256(f"{spec.storage}\0{spec.study_name}".encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"vitbench-study-{key}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def sweep_note(spec: SweepSpec, study, best: str = "") -> str:
@@ -490,9 +538,9 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
         else:
             best = study.best_trial
             summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
-            client.log_metric(parent_id, "best_val_acc", best.value)
-            for k, v in best.params.items():
-                client.log_param(parent_id, f"best.{k}", v)
+            client.log_metric(parent_id, "best_val_acc", round(best.value, 5))
+            for k, v in best.params.items():  # tags: a resumed study's best may change, and params may not
+                client.set_tag(parent_id, f"best.{k}", str(v))
             client.set_tag(parent_id, "best_trial", str(best.number))
             log(f"best trial {best.number}: val_acc {best.value:.4f} with {best.params}")
             run_id = best.user_attrs.get("mlflow_run_id", "")
@@ -512,6 +560,42 @@ def finish(spec: SweepSpec, study, parent_id: str, log: Callable[[str], None]) -
         for f in sorted(Path(tmp).iterdir()):
             client.log_artifact(parent_id, str(f), "sweep")
     return summary
+
+
+def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_uri: str,
+               log: Callable[[str], None]) -> dict:
+    """The official test set, used once: for the trial(s) the sweep chose on held-out data (the best, or the
+    Pareto front), each trial's model from its checkpoint. Recorded as ``test_acc`` on the trial's run and
+    ``best_test_acc`` on the parent."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from vitbench.data import normalize
+    from vitbench.inspect_run import load_run
+    from vitbench.timing import resolve_device
+
+    chosen = summary.get("pareto_trials") or ([summary["best_trial"]] if "best_trial" in summary else [])
+    client, out = MlflowClient(), {}
+    for number in chosen:
+        rid = study.trials[number].user_attrs.get("mlflow_run_id")
+        if not rid:
+            continue
+        model, cfg, splits, _ = load_run(rid, tracking_uri, "checkpoints", None, test_set=True)
+        device = resolve_device(cfg.device)
+        model.to(device)
+        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
+        with torch.inference_mode():
+            preds = torch.cat([model(normalize(splits.eval_images[i:i + 500].to(device), mean, std)).argmax(-1).cpu()
+                               for i in range(0, len(splits.eval_images), 500)])
+        acc = float((preds == splits.eval_labels[:len(preds)]).float().mean())
+        client.log_metric(rid, "test_acc", round(acc, 5))
+        client.set_tag(rid, "test_eval", "the official test set, once, after the sweep chose this trial on held-out data")
+        out[number] = acc
+        log(f"trial {number} on the official test set ({len(preds):,} images, evaluated once, after the choice): "
+            f"test_acc {acc:.4f}")
+    if len(out) == 1:
+        client.log_metric(parent_id, "best_test_acc", round(next(iter(out.values())), 5))
+    return {"test_acc": out}
 
 
 def join_study(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: str,
@@ -535,8 +619,9 @@ def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, exper
     with one), then log the best trial and Optuna's plots on the parent run."""
     from mlflow.tracking import MlflowClient
 
+    from vitbench.mlflow_ui import see_line
     from vitbench.options import train_config
-    from vitbench.tracking import connect, get_experiment_id
+    from vitbench.tracking import Heartbeat, connect, get_experiment_id
 
     epochs = train_config(base).epochs
     if spec.n_trials < 1:
@@ -555,22 +640,40 @@ def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, exper
     c = counts(study)
     log(f"study {spec.study_name!r} in {redact(spec.storage)}: {sum(c.get(s, 0) for s in COUNTED)} of "
         f"{spec.n_trials} trials done; parent run {parent_id}")
+    log(see_line(uri, exp_id))
+    beat = Heartbeat(parent_id)  # a SIGKILLed sweep's parent is ended FAILED by the next command, as runs are
     status = "FAILED"
+    try:
+        summary = run_workers(spec, base, uri, experiment, parent_id, workers, argv, log, display, live)
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        beat.stop()
+        MlflowClient().set_terminated(parent_id, status)
+
+
+def run_workers(spec: SweepSpec, base: Options, uri: str, experiment: str, parent_id: str, workers: int,
+                argv: list[str] | None, log: Callable[[str], None], display: Display | None,
+                live: Every | None) -> dict:
+    """The trials, in this process or in ``workers`` processes (Ctrl-C passed to each), then the summary and, for a
+    study chosen on held-out data, the chosen trial on the test set."""
+    from vitbench.options import train_config
+
+    epochs = train_config(base).epochs
     procs: list[subprocess.Popen] = []
     try:
         if workers <= 1:
             work(spec, base, uri, experiment, parent_id, log, display, live)
         else:
             procs = spawn_workers(workers, argv or [], uri)
-            watch(procs, study, spec)
+            watch(procs, open_study(spec, epochs, lambda s: None), spec)
             bad = [p.returncode for p in procs if p.returncode]
             if bad:
                 log(f"note: {len(bad)} worker(s) exited with {bad}")
-        summary = finish(spec, open_study(spec, epochs, lambda s: None), parent_id, log)
-        status = "FINISHED"
-        return summary
     except KeyboardInterrupt:
-        status = "KILLED"
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGINT)
@@ -578,8 +681,11 @@ def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, exper
             with contextlib.suppress(Exception):
                 p.wait(timeout=60)
         raise
-    finally:
-        MlflowClient().set_terminated(parent_id, status)
+    study = open_study(spec, epochs, lambda s: None)
+    summary = finish(spec, study, parent_id, log)
+    if train_config(base).val_split > 0:  # chosen on held-out data: the test set once, for the chosen
+        summary |= final_test(study, spec, summary, parent_id, uri, log)
+    return summary
 
 
 def watch(procs: list[subprocess.Popen], study, spec: SweepSpec) -> None:

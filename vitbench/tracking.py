@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vitbench import __version__, serving
+from vitbench.conditions import cores, cpu_model
 from vitbench.errors import VitbenchError
 from vitbench.mlflow_ui import EXPERIMENT_KIND, mark_experiment
 from vitbench.outbox import PROCESS_GONE, Outbox, has_pending
@@ -49,8 +50,9 @@ def default_artifact_root(uri: str) -> str | None:
     return (db.parent.resolve() / "mlruns").as_uri() if db is not None else None
 
 
-def connect(uri: str | None = None) -> str:
-    """Point MLflow at the store, checking first that it can be written (one-line errors)."""
+def connect(uri: str | None = None, existing: bool = False) -> str:
+    """Point MLflow at the store, checking first that it can be written (one-line errors). ``existing``: a command
+    that only reads (report, inspect, sync) finds a SQLite store there or says so, and makes none."""
     import mlflow
 
     for name in ("mlflow", "alembic"):  # schema-migration chatter is not news to a user
@@ -63,8 +65,13 @@ def connect(uri: str | None = None) -> str:
             raise VitbenchError(f"cannot use tracking store {uri}: folder {parent} does not exist")
         if not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise VitbenchError(f"cannot write the tracking store {uri}: {parent} is not writable")
+        if existing and not db.exists():
+            raise VitbenchError(f"no tracking store at {db}: nothing was recorded there (run a command first, or "
+                                "give --tracking-uri)")
     elif uri.startswith(("http://", "https://")):
         check_server(uri)
+    else:
+        check_database(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -96,19 +103,81 @@ def open_store(uri: str) -> None:
     lock = folder_lock(db.parent if str(db.parent) else Path(".")) if db is not None else contextlib.nullcontext()
     try:
         with lock:
-            MlflowClient().search_experiments(max_results=1)
+            try:
+                MlflowClient().search_experiments(max_results=1)
+            except Exception as e:
+                if db is None or not half_created(db):
+                    raise
+                # Ctrl-C while MLflow made its tables (e.g. "table _alembic_tmp_experiments already exists"
+                # ever after): a store that holds no run yet loses nothing by being made anew
+                make_empty(db)
+                sys.stderr.write(f"note: the tracking store {db} was left half-made by an interrupted command "
+                                 f"({type(e).__name__}); it held no run and was made anew\n")
+                MlflowClient().search_experiments(max_results=1)
     except Exception as e:  # SQLAlchemy / MLflow errors: one line
         raise VitbenchError(mask_secrets(f"tracking store {uri} is not usable: {type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:200]}")) from None
 
 
+def make_empty(db: Path) -> None:
+    """Drop every table of a SQLite file, in place (MLflow keeps connections to the file open)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            if not name.startswith("sqlite_"):
+                conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        conn.commit()
+
+
+def half_created(db: Path) -> bool:
+    """A SQLite store that exists but holds no run (its schema may be half made)."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return "runs" not in tables or conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+
+
+def check_database(uri: str, timeout: int = 5) -> None:
+    """A database server (PostgreSQL, MySQL) must answer within ``timeout`` seconds: one line otherwise (MLflow
+    itself retries for ~100 s). Later connections are bounded too (libpq's PGCONNECT_TIMEOUT)."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    if uri.split(":", 1)[0].split("+")[0] not in DATABASE_ENGINES:
+        return
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(timeout))
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": timeout})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ImportError as e:
+        raise VitbenchError(f"tracking store {mask_secrets(uri)} needs a driver: {e}; for PostgreSQL: "
+                            "pip install 'vitbench[postgres]'") from None
+    except Exception as e:
+        why = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise VitbenchError(mask_secrets(f"tracking store {uri} is not reachable within {timeout} s ({why}); "
+                                         "start it or pass another --tracking-uri")) from None
+
+
 def check_server(uri: str, timeout: float = 5.0) -> None:
     """A tracking server must answer before anything else happens: one line naming it otherwise. Later
-    requests are bounded too (MLflow retries for minutes by default)."""
+    requests are bounded too (MLflow waits 120 s and retries for minutes by default): a server that hangs
+    costs seconds, then the run's records go to its outbox."""
     import requests
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     try:
         r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as e:
@@ -188,7 +257,7 @@ def environment_tags(device: torch.device | None = None) -> dict[str, str]:
         "device": str(device) if device is not None else "",
         # which of the host's GPUs: a suite's or sweep's worker sees only its own
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "all") if cuda else "none",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(), "cpu_cores": str(cores()),  # the cores this process may use
         "torch_threads": str(torch.get_num_threads()),  # a suite's workers share the host's cores
         "process": serving.process_tag(),  # a warm process (vitbench.warm_server) or one of the run's own
         "torch_version": torch.__version__,
@@ -241,7 +310,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
     rid = run.info.run_id
     box = outbox or Outbox("checkpoints", mlflow.get_tracking_uri())
     box.run_id = rid
-    mlflow.set_tags({"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid())})
+    mlflow.set_tags(process_tags())
     beat = Heartbeat(rid)
 
     def end(status: str, tags: dict | None = None) -> None:
@@ -269,6 +338,15 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
 
 
 ENDED: dict[str, str] = {}  # run id -> status, for the runs this process ended
+
+
+def process_tags() -> dict[str, str]:
+    """Which process is running a run, so any later command can tell whether it died: host, PID and the
+    process's start (a resumed run's own start time is older than the process that continues it)."""
+    import psutil
+
+    return {"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid()),
+            "vitbench.pid_started": f"{psutil.Process().create_time():.3f}"}
 
 
 def reset() -> None:
@@ -325,7 +403,8 @@ def orphan_reason(run, now: float | None = None) -> str | None:
     if host == socket.gethostname():
         if has_pending(run.info.run_id):  # finished offline: its records wait for `vitbench sync`
             return None
-        if pid.isdigit() and not process_alive(int(pid), run.info.start_time):
+        started = float(tags.get("vitbench.pid_started", run.info.start_time / 1000)) * 1000
+        if pid.isdigit() and not process_alive(int(pid), started):
             return f"{PROCESS_GONE}: pid {pid} on {host} no longer runs (last heartbeat {last})"
         return None
     silent = (now or time.time()) - when
@@ -350,6 +429,19 @@ def reap_orphans(experiment_ids: list[str]) -> list[str]:
                 client.set_terminated(run.info.run_id, "FAILED")
                 reaped.append(run.info.run_id)
     return reaped
+
+
+def check_not_running(run_id: str) -> None:
+    """A run is continued by one process at a time: one whose process still runs it is one line."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception:
+        return  # not in this store: the caller says so where it matters
+    if run.info.status == "RUNNING" and run.data.tags.get("vitbench.pid") and orphan_reason(run) is None:
+        raise VitbenchError(f"run {run_id} is still running (pid {run.data.tags['vitbench.pid']} on "
+                            f"{run.data.tags.get('vitbench.host', '?')}); stop it before continuing it")
 
 
 def end_orphaned(run_id: str, status: str = "FAILED", reason: str = "") -> None:

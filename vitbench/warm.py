@@ -1,10 +1,9 @@
-"""`vitbench run` and `vitbench suite` in a process that outlives one command.
+"""`vitbench run` and `vitbench suite` in a process that outlives one command, where the user asks for one.
 
-A 0.5-s training run used to cost ~25 s at the prompt on an H100 host: importing torch, ``torch._dynamo``,
-MLflow and seaborn, opening the SQLite store, making the CUDA context, loading compiled kernels from the
-disk cache. The first ``vitbench run`` (or ``suite``) on a GPU host runs as before, in its own process, and
-starts a *warm process* alongside that does all of that once; every later ``run`` or ``suite`` from the same
-installation hands its command line to the warm process over a Unix socket and waits:
+Each command runs in a fresh process of its own by default, so that what a benchmark measures never depends on
+what a process ran before. Asked for (``vitbench warm --start``, or ``VITBENCH_WARM=on``), a *warm process*
+imports torch, ``torch._dynamo``, MLflow and seaborn, opens the store and makes the CUDA context once; every
+later ``run`` or ``suite`` from the same installation hands its command line to it over a Unix socket and waits:
 
 - the command runs in the warm process with the caller's working directory, environment and command line,
   and its output goes straight to the caller's terminal: the caller's stdin/stdout/stderr are passed over
@@ -22,8 +21,9 @@ installation hands its command line to the warm process over a Unix socket and w
   ``vitbench warm --stop``, and whenever the package's
   source or the environment torch reads at import changes (those select another warm process: ``key``).
 
-``VITBENCH_WARM``: ``auto`` (default: on where a CUDA GPU is likely present), ``on`` (also on the CPU),
-``off`` (every command in a process of its own). Runs record which process trained them (tag
+``VITBENCH_WARM``: unset (default): a warm process serves a command only if one was started and listens;
+``on``: one is started by the first command that finds none (also on the CPU); ``auto``: so, where a CUDA GPU is
+likely present; ``off``: every command in a process of its own. Runs record which process trained them (tag
 ``process``). This module is the caller's side and imports nothing heavy: it is what the ``vitbench`` entry
 point runs first. The warm process itself is ``vitbench.warm_server``, the one module allowed to reach the CLI.
 """
@@ -58,10 +58,21 @@ _HEADER = struct.Struct("!I")
 
 # Set in a warm process while it serves a command: (pid, how many commands it has served, this one included).
 def mode() -> str:
-    value = os.environ.get("VITBENCH_WARM", "auto").strip().lower() or "auto"
-    if value not in ("auto", "on", "off"):
+    """``started`` (VITBENCH_WARM unset: a warm process the user started, never one of its own), auto, on, off."""
+    value = os.environ.get("VITBENCH_WARM", "").strip().lower() or "started"
+    if value not in ("started", "auto", "on", "off"):
         raise ValueError(f"VITBENCH_WARM must be auto, on or off, got {value!r}")
     return value
+
+
+def _folder_path() -> Path:
+    base = os.environ.get("VITBENCH_WARM_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base).absolute() / f"vitbench-warm-{os.getuid()}"
+
+
+def listening() -> bool:
+    """Whether a warm process for this caller was started and listens (nothing is made on disk to find out)."""
+    return (_folder_path() / f"{key()}.sock").exists()
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -84,6 +95,8 @@ def wanted(argv: list[str]) -> bool:
         return False
     if m == "on":
         return True
+    if m == "started":
+        return listening()
     if (_option(argv, "--device") or "auto") == "cpu":
         return False
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -94,8 +107,7 @@ def wanted(argv: list[str]) -> bool:
 
 def folder() -> Path:
     """Where the sockets, locks and logs of this user's warm processes are (``VITBENCH_WARM_DIR``)."""
-    base = os.environ.get("VITBENCH_WARM_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    path = Path(base).absolute() / f"vitbench-warm-{os.getuid()}"
+    path = _folder_path()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.lstat()
     # A caller hands its environment (tokens, passwords) and its terminal to whatever listens here: only to a
@@ -196,33 +208,41 @@ def forward(argv: list[str], note: Callable[[str], None]) -> int | None:
     command (none yet, still importing, busy) -- the caller then runs it itself."""
     where, k = folder(), key()
     s = _connect(where / f"{k}.sock")
-    if s is None:  # this command runs here, as before; the warm process gets ready alongside, for the next
-        if (pid := _start(where, k)) is not None:
+    if s is None:  # this command runs here; asked for, the warm process gets ready alongside, for the next
+        if mode() != "started" and (pid := _start(where, k)) is not None:
             note(f"vitbench: starting a warm process (pid {pid}) that keeps torch, CUDA and MLflow loaded for the "
                  f"runs after this one; it leaves after {idle_seconds():g} s without one. `vitbench warm --stop` "
                  "ends it; VITBENCH_WARM=off runs every command in a process of its own")
         return None
     pressed: list[int] = []
+    started: list[bool] = []
 
-    def interrupt(signum, frame) -> None:  # the command's Ctrl-C, sent where the command runs (from "ok" on)
+    def interrupt(signum, frame) -> None:
+        """The command's Ctrl-C, sent where the command runs once it runs there (from "ok" on); before that, or a
+        second time, it stops this caller at once: a caller can always be stopped."""
         pressed.append(signum)
+        if not started or len(pressed) > 1:
+            raise KeyboardInterrupt(f"signal {signum}")
         with contextlib.suppress(OSError):
             s.sendall(b"i")
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, interrupt) for sig in signals}
-    with s:
-        _send(s, {"op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, _own_fds())
-        replies = _lines(s)
-        first = next(replies, "busy")
-        if first == "busy":  # nothing ran there: this process runs the command, unless it was interrupted already
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            return 130 if pressed else None
-        pid = int(first.split()[1])
-        for line in replies:
-            if line.startswith("exit "):
-                return int(line.split()[1])
+    try:
+        with s:
+            _send(s, {"op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, _own_fds())
+            replies = _lines(s)
+            first = next(replies, "busy")
+            if not first.startswith("ok "):  # nothing ran there: this process runs the command
+                return None
+            started.append(True)
+            pid = int(first.split()[1])
+            for line in replies:
+                if line.startswith("exit "):
+                    return int(line.split()[1])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     note(f"error: the warm process (pid {pid}) ended during the command; its log: {where / (k + '.log')}")
     return 1
 

@@ -52,20 +52,48 @@ def _rehearse() -> None:
     print(f"rehearsal run: exit code {code}", flush=True)
 
 
+RECEIVE_SECONDS = 5.0  # a caller sends its whole request at once: one that falls silent is dropped after this
+
+
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """One request, read with a time limit and checked for its shape (``ValueError`` otherwise), so that a silent,
+    slow or malformed client costs no other caller anything."""
+    conn.settimeout(RECEIVE_SECONDS)
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    size = None
-    while size is None or len(data) < _HEADER.size + size:
-        if size is None and len(data) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(data)
-            continue
-        more = conn.recv(1 << 16)
-        if not more:  # a caller that only looked whether anyone listens, or that left mid-request
-            for fd in fds:
-                os.close(fd)
-            raise ConnectionError("no request")
-        data += more
-    return json.loads(data[_HEADER.size:_HEADER.size + size]), list(fds)
+    try:
+        size = None
+        while size is None or len(data) < _HEADER.size + size:
+            if size is None and len(data) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(data)
+                if size > 1 << 24:
+                    raise ValueError(f"a request of {size} bytes")
+                continue
+            more = conn.recv(1 << 16)
+            if not more:  # a caller that only looked whether anyone listens, or that left mid-request
+                raise ConnectionError("no request")
+            data += more
+        request = json.loads(data[_HEADER.size:_HEADER.size + size])
+        check_request(request, len(fds))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    conn.settimeout(None)
+    return request, list(fds)
+
+
+def check_request(request: object, fds: int) -> None:
+    """``{"op": "status" | "stop"}`` or ``{"op": "run", "argv": [str], "cwd": str, "env": {str: str}}`` with the
+    caller's three descriptors; anything else is a ``ValueError``."""
+    if not isinstance(request, dict) or request.get("op") not in ("run", "status", "stop"):
+        raise ValueError("not a request")
+    if request["op"] != "run":
+        return
+    argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv) and isinstance(cwd, str)
+            and isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+            and fds == 3):
+        raise ValueError("a run request of the wrong shape")
 
 
 class Server:
@@ -98,7 +126,7 @@ class Server:
                 return
             try:
                 request, fds = _receive(conn)
-            except (OSError, ValueError):
+            except Exception:  # silent, gone, malformed: this caller alone is dropped
                 conn.close()
                 continue
             op = request.get("op")

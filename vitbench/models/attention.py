@@ -27,7 +27,7 @@ class Attention(nn.Module):
     through (and what makes a part "eager only": never compiled or captured, it stays the baseline).
     ``reads_weights``: its projections that it reads as tensors instead of calling (a layer swapped for another
     kind, FP8's, would not be used there). ``computes``: the function; implementations of the same one are tested
-    against each other (tests/test_models.py), so another function (cosine, linear attention) is its own group.
+    against each other (tests/unit/test_models.py), so another function (cosine, linear attention) is its own group.
     """
 
     computes = "softmax(q k^T / sqrt(head_dim)) v, per head"
