@@ -159,6 +159,8 @@ def _fastest(full: pd.DataFrame) -> str:
         return f"Training speed is not ranked ({why})."
     c = stats.ratio(list(a["thr"]), list(b["thr"]))
     rate = f"{a['thr'].mean():,.0f} img/s, {stats.factor(c.estimate)} the runner-up **{second}**"
+    if c.too_small:
+        return f"Training speed is not ranked at n = 1 (one run per cell gives no interval): **{top}** {rate}."
     if not c.significant:
         return (f"No cell trains distinguishably fastest: **{top}** ({rate}) is within the interval "
                 f"({stats.describe_ratio(c, 'its rate').split('(', 1)[1]}.")
@@ -174,6 +176,9 @@ def _most_accurate(full: pd.DataFrame) -> str:
         return ""
     top, second, a, b = _ranked(full, "acc")
     c = stats.difference(list(a["acc"]), list(b["acc"]))
+    if c.too_small:
+        return (f"Accuracy is not ranked at n = 1: **{top}** {a['acc'].mean():.2%}, **{second}** "
+                f"{b['acc'].mean():.2%}.")
     if not c.significant:
         return (f"No cell is distinguishably most accurate at n = {min(len(a), len(b))}: **{top}** "
                 f"({a['acc'].mean():.2%}) and **{second}** ({b['acc'].mean():.2%}) are within the interval.")
