@@ -54,6 +54,18 @@ def shaped(value, kind: type, where: str):
     return value
 
 
+def apply_rules(cells: list[Cell], rules: list, where: str) -> None:
+    """``when: [{match: {...}, set: {...}}]``: the options of the cells that match."""
+    for rule in rules:
+        rule = shaped(rule, dict, f"{where}: when (each rule)")
+        match, setting = shaped(rule.get("match"), dict, f"{where}: when.match"), \
+            shaped(rule.get("set"), dict, f"{where}: when.set")
+        check_names(setting, f"{where}: when.set")
+        for c in cells:
+            if all((c.recipe if k == "recipe" else c.options.get(k)) == v for k, v in match.items()):
+                c.options.update(setting)
+
+
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     spec = read_yaml(path, "suite")
@@ -98,14 +110,7 @@ def load_suite(path: str | Path) -> Suite:
         cells.append(cell(name, c))
     if not cells:
         raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
-    for rule in shaped(spec.get("when"), list, f"suite {path}: when"):
-        rule = shaped(rule, dict, f"suite {path}: when (each rule)")
-        match, setting = shaped(rule.get("match"), dict, f"suite {path}: when.match"), \
-            shaped(rule.get("set"), dict, f"suite {path}: when.set")
-        check_names(setting, f"suite {path}: when.set")
-        for c in cells:
-            if all((c.recipe if k == "recipe" else c.options.get(k)) == v for k, v in match.items()):
-                c.options.update(setting)
+    apply_rules(cells, shaped(spec.get("when"), list, f"suite {path}: when"), f"suite {path}")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise VitbenchError(f"suite {path}: cell names repeat: {names}")

@@ -122,8 +122,6 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
         check_not_running(resume_run_id)  # two writers of one run: never
     tags = tracking.tags or {}
     name = tracking.run_name or default_run_name(cfg, model_cfg, tags.get("recipe"))
-    import mlflow
-
     box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
     t_store = time.perf_counter()
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, device, tags),
@@ -131,13 +129,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
                      finished_on=pruned_exceptions, outbox=box) as run_id:
         if tracking.on_start is not None:
             tracking.on_start(run_id)
-        if resume is None:
-            mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
-                               "data.eval_set": splits.eval_set})
-            mlflow_ui.log_datasets(splits)
-            mlflow.set_tag(mlflow_ui.NOTE, mlflow_ui.describe_start(cfg, model_cfg))
-        else:
-            mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
+        record_start(cfg, model_cfg, splits, resume)
         wall.add("store", time.perf_counter() - t_store)
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
         try:
@@ -154,6 +146,19 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
         t_store = time.perf_counter()
     wall.add("store", time.perf_counter() - t_store)  # the run's end
     return RunOutcome(run_id, result, exp_id, uri)
+
+
+def record_start(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, resume: dict | None) -> None:
+    """A new run's options as params, its data as MLflow datasets, its description; a resumed run's step."""
+    import mlflow
+
+    if resume is None:
+        mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
+                           "data.eval_set": splits.eval_set})
+        mlflow_ui.log_datasets(splits)
+        mlflow.set_tag(mlflow_ui.NOTE, mlflow_ui.describe_start(cfg, model_cfg))
+    else:
+        mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
 
 
 def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool, checkpoint_dir: str | Path,
