@@ -84,6 +84,20 @@ def store_error(e: Exception) -> str | None:
     return f"the tracking store {mlflow.get_tracking_uri()} failed: {type(e).__name__}: {text}"
 
 
+NAME_LENGTH = 250  # MLflow's SQL stores keep an experiment's and a run's name in 250 characters
+
+
+def check_names(**names: str | None) -> None:
+    """An experiment or run name given is not empty and fits MLflow's SQL stores (a longer one fails there,
+    mid-command, after a run exists)."""
+    for option, name in names.items():
+        flag = "--" + option.replace("_", "-")
+        if name is not None and not name.strip():
+            raise VitbenchError(f"{flag} is empty; give a name, or leave the option out for the default")
+        if name is not None and len(name) > NAME_LENGTH:
+            raise VitbenchError(f"{flag} has {len(name)} characters; MLflow keeps {NAME_LENGTH} at most")
+
+
 def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -306,6 +320,9 @@ def run(
     from vitbench.runner import Tracking, run_experiment
 
     wall.mark("imports")
+    check_number("--gpus", gpus, 1, 1024)
+    check_number("--nodes", nodes, 1, 4096)
+    check_names(experiment=experiment, run_name=run_name)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(options), resume, checkpoint_dir,
                                              tracking_uri)
@@ -494,6 +511,7 @@ def sweep(
     from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep
 
     check_number("--workers", workers, 1, 1024)
+    check_names(experiment=experiment, study_name=study_name)
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     base = options  # what every trial starts from

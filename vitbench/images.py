@@ -82,8 +82,10 @@ def folder_preset(name: str) -> tuple[str, str]:
 
 
 def folder_info(name: str, shape: tuple[int, int, int] | None) -> DatasetInfo:
-    path = Path(name.split(":", 1)[1]).expanduser()
     layout = "PATH/<class>/<image> (or PATH/train/<class>/<image> with PATH/val/<class>/<image>)"
+    if not name.split(":", 1)[1].strip():
+        raise VitbenchError(f"imagefolder: needs a folder, imagefolder:PATH with {layout}")
+    path = Path(name.split(":", 1)[1]).expanduser()
     if not path.is_dir():
         raise VitbenchError(f"imagefolder: {path} is not a folder; expected {layout}")
     check_tree(path)

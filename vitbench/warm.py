@@ -274,6 +274,8 @@ def start(timeout: float = 600) -> dict:
 
 def status(stop: bool = False) -> list[dict]:
     """This user's warm processes (what each says of itself); ``stop``: ask each to leave once idle."""
+    if not _folder_path().is_dir():  # asking makes nothing on disk
+        return []
     answers = (_ask(path, "stop" if stop else "status") for path in sorted(folder().glob("*.sock")))
     return [a for a in answers if a]
 

@@ -96,3 +96,23 @@ def test_an_image_folder_is_read_as_a_plain_tree(tmp_path):
     (root / "cat" / "loop").symlink_to(root)  # back into the tree, for ever
     with pytest.raises(VitbenchError, match="is a link to a folder"):
         folder_info(f"imagefolder:{root}", (3, 32, 32))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", *TINY, "--experiment", " "], "--experiment is empty"),
+    (["run", *TINY, "--run-name", "x" * 300], "--run-name has 300 characters; MLflow keeps 250 at most"),
+    (["run", *TINY, "--gpus", "0"], "--gpus must be in [1, 1024]"),
+    (["run", *TINY, "--dataset", "imagefolder:"], "imagefolder: needs a folder"),
+    (["sweep", *TINY, "--study-name", ""], "--study-name is empty"),
+])
+def test_what_the_probe_found_is_refused_before_anything_is_written(workdir, args, needle):
+    refused(*args, needle=needle)
+    assert not list(workdir.iterdir())
+
+
+def test_listing_the_warm_processes_makes_nothing_on_disk(tmp_path, monkeypatch):
+    from tests.helpers import invoke
+
+    monkeypatch.setenv("VITBENCH_WARM_DIR", str(tmp_path / "w"))
+    res = invoke("warm")
+    assert res.exit_code == 0 and "no warm process is running" in res.output and not (tmp_path / "w").exists()
