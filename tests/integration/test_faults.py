@@ -52,23 +52,6 @@ def test_report_uploads_only_what_it_wrote(workdir, tiny_mnist):
 
 
 
-def test_a_resumed_sweep_never_repeats_a_configuration(workdir, tiny_mnist):
-    from tests.helpers import TINY, invoke, runs
-
-    space = workdir / "space.yaml"
-    space.write_text("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
-                     "weight_decay: {type: float, low: 0.0, high: 0.1}\n")
-    args = ["sweep", "--space", str(space), "--epochs", "1", "--max-steps", "2", "--pruner", "none", *TINY]
-    assert invoke(*args, "--n-trials", "2").exit_code == 0
-    assert invoke(*args, "--n-trials", "4").exit_code == 0
-    trials = [r for r in runs("vitbench-sweep-mnist") if r.data.tags.get("kind") == "sweep-trial"]
-    tried = {(t.data.params["train.lr"], t.data.params["train.weight_decay"]) for t in trials}
-    assert len(trials) == 4 and len(tried) == 4, tried
-    (parent,) = [r for r in runs("vitbench-sweep-mnist") if r.data.tags.get("kind") == "sweep"]
-    assert {"vitbench.host", "vitbench.pid", "vitbench.pid_started", "vitbench.heartbeat"} <= set(parent.data.tags)
-
-
-
 def test_a_run_still_running_elsewhere_is_not_continued_by_a_second_writer(workdir, tiny_mnist):
     from mlflow.tracking import MlflowClient
 

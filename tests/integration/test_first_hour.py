@@ -67,10 +67,12 @@ def test_a_time_budget_holds_when_every_step_is_slow(workdir, tiny_mnist, monkey
 
 
 
-def test_a_default_sweep_holds_out_its_validation_data(workdir, tiny_mnist):
+def test_a_default_sweep_holds_out_its_validation_data_and_never_repeats_itself(workdir, tiny_mnist):
     space = workdir / "space.yaml"
-    space.write_text("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
-    res = invoke("sweep", "--space", str(space), "--n-trials", "2", "--epochs", "1", "--pruner", "none", *TINY)
+    space.write_text("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                     "weight_decay: {type: float, low: 0.0, high: 0.1}\n")
+    args = ["sweep", "--space", str(space), "--epochs", "1", "--pruner", "none", *TINY]
+    res = invoke(*args, "--n-trials", "2")
     assert res.exit_code == 0, res.output
     assert "trials are scored on 10% of the training set, held out" in res.output
     assert "compare in the MLflow UI:" in res.output and "on the official test set" in res.output
@@ -80,7 +82,11 @@ def test_a_default_sweep_holds_out_its_validation_data(workdir, tiny_mnist):
     assert len(tested) == 1 and "once" in tested[0].data.tags["test_eval"]
     (parent,) = [r for r in runs("vitbench-sweep-mnist") if r.data.tags.get("kind") == "sweep"]
     assert parent.data.metrics["best_test_acc"] == tested[0].data.metrics["test_acc"]
-
+    assert {"vitbench.host", "vitbench.pid", "vitbench.pid_started", "vitbench.heartbeat"} <= set(parent.data.tags)
+    assert invoke(*args, "--n-trials", "4").exit_code == 0  # resumed: its sampler draws no trial again
+    trials = [r for r in runs("vitbench-sweep-mnist") if r.data.tags.get("kind") == "sweep-trial"]
+    tried = {(t.data.params["train.lr"], t.data.params["train.weight_decay"]) for t in trials}
+    assert len(trials) == 4 and len(tried) == 4, tried
 
 
 def test_metrics_are_stored_at_the_precision_they_carry(workdir, tiny_mnist):
