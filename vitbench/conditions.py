@@ -44,9 +44,10 @@ def machine_tags() -> dict[str, str]:
 
 
 def cpu_seconds() -> tuple[float, float]:
-    """(the whole machine's busy CPU seconds, this process's CPU seconds, its threads' included)."""
+    """(the whole machine's busy CPU seconds, this process's CPU seconds, its threads' included). A virtual
+    machine's steal time counts as busy: the hypervisor gave those cycles to another tenant."""
     t = psutil.cpu_times()
-    busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    busy = t.user + t.system + sum(getattr(t, k, 0.0) for k in ("nice", "irq", "softirq", "steal"))
     p = psutil.Process().cpu_times()
     return busy, p.user + p.system + p.children_user + p.children_system
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduces results/fresh_process.md: what a command costs from the prompt back to the prompt in a fresh process
+# of its own (the default: no warm process), and what a run records of the conditions it was measured under.
+# Needs a CUDA GPU for the first part; the CPU part runs anywhere.
+#   bash scripts/reproduce/fresh_process.sh gpu   # run --recipe mnist-fast three times (the first fills the compile
+#                                                 # cache), the naive loop for 20 s, one bench cell per attention
+#   bash scripts/reproduce/fresh_process.sh cpu   # the headline run, --time-budget 20 --device cpu, three times
+# Stores and logs go to $OUT (default .).
+set -uo pipefail
+OUT=${OUT:-.}
+W=${W:-/tmp/fresh_process}
+mkdir -p "$W" "$OUT"
+cd "$W" || exit 1
+unset VITBENCH_WARM  # the default: a warm process only where one was started (none is)
+store="--tracking-uri sqlite:///$OUT/fresh_process_$1.db"
+timed() {  # prompt-to-prompt seconds of one command, then the run's last lines
+  local t0 t1
+  t0=$(date +%s.%N)
+  python3 -m vitbench "$@" $store >"$W/last.log" 2>&1
+  t1=$(date +%s.%N)
+  echo "prompt to prompt: $(python3 -c "print(f'{$t1 - $t0:.1f}')") s: vitbench $*"
+  grep -E "^(done|wall|note|error)" "$W/last.log" | cut -c1-400
+}
+case "${1:-}" in
+  gpu)
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    python3 -c "import torch; print('torch', torch.__version__)"
+    for i in 1 2 3; do timed run --recipe mnist-fast; done
+    timed run --variant naive-msa --dataset mnist --time-budget 20
+    timed bench --variants sdpa --attention sdpa,triton --preset vit-s16 --batch-sizes 256 --precision bf16 \
+      --compile --mode train --quiet
+    cat "$W/last.log" | tail -20
+    ;;
+  cpu)
+    lscpu | grep -E "Model name|^CPU\(s\)"
+    for i in 1 2 3; do timed run --variant naive-msa --dataset mnist --time-budget 20 --device cpu; done
+    ;;
+  *) echo "usage: $0 gpu|cpu" >&2; exit 2 ;;
+esac
