@@ -183,6 +183,8 @@ def pytest_collection_modifyitems(config, items):
         tier = Path(str(item.fspath)).parent.name
         if tier in ("integration", "system"):
             item.add_marker(getattr(pytest.mark, tier))
+    # the slowest tier first, so that the parallel workers end together (the unit tests fill the gaps)
+    items.sort(key=lambda item: {"system": 0, "integration": 1}.get(Path(str(item.fspath)).parent.name, 2))
 
 
 @pytest.fixture(scope="session")

@@ -348,8 +348,8 @@ def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: st
 
     if resume:
         check_run_id(resume, "--resume")
+        from vitbench.checkpoints import load_checkpoint
         from vitbench.runner import find_checkpoint
-        from vitbench.train import load_checkpoint
 
         checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
         return (*resumed(checkpoint, opts), checkpoint)

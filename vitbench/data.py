@@ -90,6 +90,14 @@ def _gunzip_idx(folder: Path, files: tuple[str, ...]) -> None:
                     os.unlink(tmp)
 
 
+def loader_kind(requested: str, device_type: str, world: int) -> str:
+    """``gpu`` (the whole split in memory, batches drawn on the device) or ``dataloader`` (torch's, per image):
+    as asked, else the device-resident one on CUDA and for data-parallel ranks. Decided here, once."""
+    if requested != "auto":
+        return requested
+    return "gpu" if device_type == "cuda" or world > 1 else "dataloader"
+
+
 def open_dataset(name: str, root: Path, train: bool, transform=None, download: bool = True):
     """The torchvision dataset; missing or unreadable files become one-line VitbenchErrors."""
     torchvision = require_torchvision()

@@ -54,11 +54,12 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     test set, whatever the run was evaluated on)."""
     import mlflow
 
+    from vitbench.checkpoints import load_checkpoint
     from vitbench.models import ViT, ViTConfig
     from vitbench.options import dataset_for
     from vitbench.runner import find_checkpoint, load_data
     from vitbench.tracking import connect
-    from vitbench.train import TrainConfig, load_checkpoint, load_ema
+    from vitbench.train import TrainConfig, load_ema
 
     connect(tracking_uri, existing=True)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from vitbench import wall
+from vitbench.checkpoints import DeferredSignals, save_checkpoint
 from vitbench.data import Splits
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.models import ViTConfig, count_params
@@ -25,14 +26,12 @@ from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from vitbench.train import (
     NAIVE_REASON,
-    DeferredSignals,
     NonFiniteLoss,
     TrainConfig,
     Trainer,
     TrainResult,
     make_loaders,
     naive_parts,
-    save_checkpoint,
 )
 
 EpochCallback = Callable[[int, dict], None]

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vitbench import mlflow_ui, plots, wall
-from vitbench.data import DatasetInfo, Splits, load_splits
+from vitbench.checkpoints import checksum_path, complete_interrupted_save, load_checkpoint
+from vitbench.data import DatasetInfo, Splits, load_splits, loader_kind
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.loop import EpochCallback, Hooks, train
@@ -36,9 +37,6 @@ from vitbench.tracking import (
 from vitbench.train import (
     TrainConfig,
     TrainResult,
-    checksum_path,
-    complete_interrupted_save,
-    load_checkpoint,
     naive_parts,
     precision_unavailable,
 )
@@ -239,9 +237,7 @@ def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None) -> Hooks:
 
 
 def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -> Splits:
-    # in memory for the device-resident loader: asked for, or the default on CUDA and for data-parallel ranks
-    resident = cfg.loader == "gpu" or (cfg.loader == "auto" and (resolve_device(cfg.device).type == "cuda"
-                                                                 or world_size() > 1))
+    resident = loader_kind(cfg.loader, resolve_device(cfg.device).type, world_size()) == "gpu"
     splits = load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, info, resident=resident)
     if not splits.resident and resident:
         log(f"note: {cfg.dataset} does not fit in memory; its images are read from disk per batch (DataLoader)")

@@ -1,4 +1,4 @@
-"""One training step for every variant, and what it keeps: config, recipes, checkpoints, signals.
+"""One training step for every variant, its config and its result (checkpoints and signals: vitbench.checkpoints).
 
 AdamW (or Adam), linear warm-up then cosine decay, label smoothing, gradient clipping, bf16 autocast,
 optional torch.compile, and on CUDA a whole-step CUDA graph. The loop around the step (epochs,
@@ -7,20 +7,13 @@ evaluation, stopping rules, progress) is vitbench.loop.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
-import io
 import math
-import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +21,9 @@ from torch import nn
 
 from vitbench import names
 from vitbench.conditions import Conditions
-from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader
+from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader, loader_kind
 from vitbench.distributed import rank, sum_over_ranks, world_size
-from vitbench.errors import VitbenchError, check_field_types, check_number, write_error
+from vitbench.errors import VitbenchError, check_field_types, check_number
 from vitbench.models import ViT, ViTConfig
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
@@ -621,78 +614,8 @@ def load_ema(model: nn.Module, ema: list[torch.Tensor]) -> None:
             torch._foreach_copy_(list(model.parameters()), ema)
 
 
-def checksum_path(path: Path) -> Path:
-    """Beside every checkpoint: its SHA-256 in ``sha256sum`` format (``sha256sum -c last.pt.sha256`` checks it)."""
-    return path.with_name(path.name + ".sha256")
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomic, with its checksum, so that a kill at any instant leaves a resumable pair: both are written beside
-    as ``.tmp`` files, then the checksum and then the checkpoint are renamed over the old ones. Killed between the
-    two renames, the new checksum names the ``.tmp`` checkpoint, and loading completes the save
-    (``complete_interrupted_save``). A full disk is one line saying so, and no partial file is left."""
-    path, sums = Path(path), checksum_path(Path(path))
-    tmp, sums_tmp = path.with_name(path.name + ".tmp"), sums.with_name(sums.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()  # torch.save on a full disk raises a RuntimeError that does not say so
-        torch.save(state, buffer)
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-        sums_tmp.write_text(f"{hashlib.sha256(buffer.getbuffer()).hexdigest()}  {path.name}\n")
-        os.replace(sums_tmp, sums)
-        os.replace(tmp, path)
-    except OSError as e:
-        for t in (tmp, sums_tmp):
-            with contextlib.suppress(OSError):
-                t.unlink(missing_ok=True)
-        raise write_error(path, e, "checkpoint") from None
-
-
-def recorded_sum(path: Path) -> str:
-    sums = checksum_path(Path(path))
-    return (sums.read_text().split() or [""])[0] if sums.exists() else ""
-
-
-def complete_interrupted_save(path: Path) -> None:
-    """A save killed between its two renames left the new checksum beside the old checkpoint and the new one
-    as ``.tmp``: finish it, so the new pair is what loads (the old checkpoint no longer matches anything)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists() and (want := recorded_sum(path)):
-        if (not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != want) and \
-                hashlib.sha256(tmp.read_bytes()).hexdigest() == want:
-            os.replace(tmp, path)
-
-
-def verify_checkpoint(path: Path, data: bytes) -> None:
-    """A checkpoint whose bytes (``data``) are not the ones written (a bad disk, a cut download) is refused."""
-    sums = checksum_path(Path(path))
-    if not sums.exists():
-        raise VitbenchError(f"checkpoint {path} has no checksum ({sums.name} is missing): it cannot be trusted")
-    recorded = recorded_sum(path)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != recorded:
-        raise VitbenchError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:12]}..., {sums.name} recorded "
-                            f"{recorded[:12] or 'nothing'}...; nothing was loaded")
-
-
-def load_checkpoint(path: Path) -> dict:
-    """The checkpoint, read once: its bytes are checked against the checksum beside it, then loaded."""
-    complete_interrupted_save(path)
-    if not Path(path).exists():
-        raise VitbenchError(f"no checkpoint at {path}")
-    data = Path(path).read_bytes()
-    verify_checkpoint(path, data)
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise VitbenchError(f"could not load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
-
-
 def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
-    loader = cfg.loader if cfg.loader != "auto" else ("gpu" if device.type == "cuda" or world_size() > 1
-                                                      else "dataloader")
+    loader = loader_kind(cfg.loader, device.type, world_size())
     # synthetic images are generated in memory; an ImageFolder too large for it is read from disk
     forced = "gpu" if splits.info.synthetic else None if splits.resident else "dataloader"
     if forced is not None:
@@ -714,30 +637,3 @@ def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
     if len(train) == 0:
         raise VitbenchError(f"batch size {cfg.batch_size} is larger than the training set ({len(splits.train_labels)})")
     return loader, train, evaluation
-
-
-class DeferredSignals:
-    """SIGINT / SIGTERM set a flag that ``check`` turns into KeyboardInterrupt at a safe point, so a
-    checkpoint never holds a half-applied optimizer step. A second Ctrl-C interrupts at once, unless
-    ``escalate`` is off (a data-parallel rank: its launcher kills it if it does not stop in time)."""
-
-    def __init__(self, escalate: bool = True) -> None:
-        self.received: int | None = None
-        self.escalate = escalate
-        self.previous: dict[int, object] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None and self.escalate:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.received = signum
-
-    def check(self) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt(f"signal {self.received}")
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)

@@ -19,7 +19,7 @@ FLOORS = [
     {"runner", "recipes", "options"},
     {"loop"},
     {"train"},
-    {"tracking", "distributed", "data", "timing"},
+    {"tracking", "distributed", "data", "timing", "checkpoints"},
     {"images", "mlflow_ui", "outbox", "plots", "progress", "__init__"},
     {"wall", "models"},
     {"splits", "yamlfile", "gpus", "serving", "secrets", "names", "errors", "conditions"},

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from vitbench import train
+from vitbench import checkpoints as train
 from vitbench.secrets import mask_secrets
 
 
