@@ -54,8 +54,9 @@ def test_a_time_budget_holds_when_every_step_is_slow(workdir, tiny_mnist, monkey
 
     step = Trainer.run_step
 
-    def slow(self, x, y):  # a machine so loaded that each step takes 0.3 s
-        time.sleep(0.3)
+    def slow(self, x, y):  # a machine so loaded that each step takes 0.4 s (a budget that only looked back
+        # stopped after 3 of them, 1.2 s into a 1-s budget; this one stops after 2, before the third would end past it)
+        time.sleep(0.4)
         return step(self, x, y)
 
     monkeypatch.setattr(Trainer, "run_step", slow)

@@ -168,8 +168,11 @@ def test_ctrl_c_before_the_warm_process_takes_the_command_stops_the_caller(socke
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        warm.forward(["run", "--device", "cpu"], note=print)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            warm.forward(["run", "--device", "cpu"], note=print)
+    finally:
+        timer.cancel()
     assert time.perf_counter() - t0 < 5
     assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signal.SIGTERM) is not warm.forward
     deaf.close()
