@@ -39,10 +39,6 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_tags() -> dict[str, str]:
-    return {"cpu_model": cpu_model(), "cpu_cores": str(cores()), "cpu_cores_total": str(os.cpu_count() or 1)}
-
-
 def cpu_seconds() -> tuple[float, float]:
     """(the whole machine's busy CPU seconds, this process's CPU seconds, its threads' included). A virtual
     machine's steal time counts as busy: the hypervisor gave those cycles to another tenant."""
@@ -102,11 +98,11 @@ class Conditions:
     def busy(self) -> bool:
         return self.others_share >= BUSY_SHARE
 
-    def metrics(self, prefix: str = "") -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         """What a run or a cell records (``cond_*``), NaN left out."""
         out = {"cond_others_cpu_share": self.others_share, "cond_process_cpu_share": self.process_share,
                "cond_load_avg_start": self.load_start, "cond_load_avg_end": self.load_end}
-        return {f"{prefix}{k}": round(v, 3) for k, v in out.items() if v == v}
+        return {k: round(v, 3) for k, v in out.items() if v == v}
 
     def verdict(self) -> str:
         """'' on a quiet machine; else the sentence a run ends with and its ``busy_machine`` tag holds."""
