@@ -84,12 +84,11 @@ def store_error(e: Exception) -> str | None:
     return f"the tracking store {mlflow.get_tracking_uri()} failed: {type(e).__name__}: {text}"
 
 
-NAME_LENGTH = 250  # MLflow's SQL stores keep an experiment's and a run's name in 250 characters
-
-
 def check_names(**names: str | None) -> None:
     """An experiment or run name given is not empty and fits MLflow's SQL stores (a longer one fails there,
     mid-command, after a run exists)."""
+    from vitbench.mlflow_ui import NAME_LENGTH
+
     for option, name in names.items():
         flag = "--" + option.replace("_", "-")
         if name is not None and not name.strip():
@@ -633,7 +632,6 @@ def inspect(
     from vitbench.inspect_run import inspect_run
 
     check_number("--images", images, 1, 64)
-    check_run_id(run_id)
 
     inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
 

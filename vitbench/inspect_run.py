@@ -61,9 +61,10 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     from vitbench.tracking import connect
     from vitbench.train import TrainConfig, load_ema
 
+    check_run_id(run_id)  # before the store: an id that is not one is refused wherever it is looked for
     connect(tracking_uri, existing=True)
     try:
-        run = mlflow.get_run(check_run_id(run_id))
+        run = mlflow.get_run(run_id)
     except Exception:
         raise VitbenchError(f"no run {run_id!r} in the tracking store") from None
     ckpt = load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from vitbench.train import TrainConfig, TrainResult
 
 NOTE = "mlflow.note.content"
+NAME_LENGTH = 250  # MLflow's SQL stores keep an experiment's and a run's name in 250 characters
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" type
 MEMORY_KIND = {"cuda_max_memory_allocated": "GPU, torch.cuda.max_memory_allocated",
                "process_peak_rss": "the process's peak RSS on the CPU, not the model's memory"}

@@ -115,8 +115,7 @@ def training_runs(runs: pd.DataFrame) -> pd.DataFrame:
     t["budget"] = t.apply(budget_of, axis=1)
     t["bounded"] = t["budget"] != ""
     t["hw"] = devices(t)
-    busy = t.get("tags.busy_machine", pd.Series("", index=t.index)).fillna("").astype(str)
-    t["busy"] = busy.str.startswith("the machine was busy")
+    t["busy"] = t.get("tags.busy_machine", pd.Series("no", index=t.index)).fillna("no").ne("no")  # "no" or why
     return t
 
 

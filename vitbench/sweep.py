@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench.errors import VitbenchError, check_number
-from vitbench.mlflow_ui import NOTE
+from vitbench.mlflow_ui import NAME_LENGTH, NOTE
 from vitbench.progress import Display, Every, duration
 from vitbench.yamlfile import read_yaml
 
@@ -298,9 +298,6 @@ def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
     if study.metric_names != list(spec.objectives):  # optuna-dashboard and the plots name the objectives
         study.set_metric_names(list(spec.objectives))
     return study
-
-
-NAME_LENGTH = 250  # MLflow's SQL stores keep a run name in 250 characters
 
 
 def trial_name(number: int, params: dict) -> str:
