@@ -26,6 +26,7 @@ from vitbench.errors import VitbenchError, check_field_types, check_number
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.attention import ATTENTION
 from vitbench.models.registry import get_preset
+from vitbench.models.vit import unavailable
 from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
     free_memory,
@@ -341,7 +342,7 @@ def runnable(entries: list[Entry], opts: BenchOptions) -> list[Entry]:
     if why := precision_unavailable(opts.precision, device):
         raise VitbenchError(why)
     for e in entries:
-        if e.peer is None and (why := e.cfg.unavailable(device, training="train" in opts.modes)):
+        if e.peer is None and (why := unavailable(e.cfg, device, training="train" in opts.modes)):
             raise VitbenchError(why)
     return entries
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitbench import wall
+from vitbench.config import OPTION_NAMES, Options, TrainConfig, check_names
 from vitbench.errors import VitbenchError
-from vitbench.options import OPTION_NAMES, Options, check_names, configs, given
+from vitbench.options import configs, given
 from vitbench.progress import Display, Every
 from vitbench.recipes import recipe_settings
-from vitbench.train import TrainConfig
 from vitbench.yamlfile import read_yaml
 
 if TYPE_CHECKING:

@@ -9,20 +9,18 @@ import signal
 import sys
 import textwrap
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, get_type_hints
+from typing import Annotated, get_type_hints
 
 import typer
 
 from vitbench import names, wall, warm
+from vitbench.config import DECLARED, Options
 from vitbench.errors import Interrupted, VitbenchError, check_number, check_run_id
 from vitbench.names import choices
 from vitbench.secrets import guard_streams
-
-if TYPE_CHECKING:
-    from vitbench.options import Options
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -112,46 +110,31 @@ def int_list(value: str | None, name: str = "sizes") -> list[int]:
     return sizes
 
 
-# Options shared by run / sweep / suite. None everywhere: unset options fall through to the defaults
-# of TrainConfig and of the variant's preset.
-Variant = Annotated[str, typer.Option("--variant", "-v", help="variant name (see `vitbench variants`)")]
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help=choices(names.DATASETS + names.DATASET_FORMS))]
-DataDir = Annotated[str | None, typer.Option(help="dataset root (else $VITBENCH_DATA, else ./data)")]
-Epochs = Annotated[int | None, typer.Option(help="epochs [5]")]
-BatchSize = Annotated[int | None, typer.Option(help="training batch size [64]")]
-Lr = Annotated[float | None, typer.Option(help="peak learning rate [2.1e-3]")]
-WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay [0.06]")]
-WarmupEpochs = Annotated[float | None, typer.Option(help="linear LR warm-up, epochs [0.6]")]
-LabelSmoothing = Annotated[float | None, typer.Option(help="label smoothing [0.14]")]
-Ema = Annotated[float | None, typer.Option(help="evaluate and keep an exponential moving average of the weights, "
-                                                "this decay per step, e.g. 0.999 [0: off]")]
-Augment = Annotated[str | None, typer.Option(help=f"training augmentation: {choices(names.AUGMENTS)} "
-                                                   "(crop's shifts, +-10 degrees, zoom 0.9-1.1) "
-                                                   "[crop-flip for CIFAR, none for the digits]")]
-Optimizer = Annotated[str | None, typer.Option(help="adamw | adam [adamw]")]
-Scheduler = Annotated[str | None, typer.Option(help="cosine | step | constant [cosine]")]
-Precision = Annotated[str | None, typer.Option(help=f"{choices(names.PRECISIONS)}: bf16 / fp16 autocast (fp16 with a "
-                                                   "gradient scaler); fp8: Linear layers through torchao's float8 "
-                                                   "training, on GPUs with FP8 tensor cores [fp32]")]
-Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model")]
-CompileMode = Annotated[str | None, typer.Option(help=f"torch.compile's mode: {choices(names.COMPILE_MODES)} "
-                                                     "(the two that capture CUDA graphs of their own turn vitbench's "
-                                                     "whole-step graph off) [default]")]
-CudaGraph = Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph",
-                                                   help="capture the whole training step in a CUDA graph "
-                                                        "[on where it applies: CUDA, not the naive parts]")]
-Seed = Annotated[int | None, typer.Option(help="seed: weights, data order, augmentation [0]")]
-Device = Annotated[str | None, typer.Option(help="auto | cuda | cpu [auto]")]
-Loader = Annotated[str | None, typer.Option(help="gpu (device-resident) | dataloader [gpu on CUDA]")]
-ValSplit = Annotated[float | None, typer.Option(help="evaluate on this fraction held out of the training "
-                                                        "set instead of the official test set")]
-MaxSteps = Annotated[int | None, typer.Option(help="stop after N optimizer steps")]
-TimeBudget = Annotated[float | None, typer.Option(help="stop after this many seconds of training")]
-NumWorkers = Annotated[int | None, typer.Option(help="DataLoader workers [0]")]
-Preset = Annotated[str | None, typer.Option(help=f"size preset: {choices(names.PRESETS)} [the dataset's; an image folder's from its images]")]
-Attention = Annotated[str | None, typer.Option(help=choices(names.ATTENTION))]
-Patchify = Annotated[str | None, typer.Option(help=choices(names.PATCHIFY))]
-Mlp = Annotated[str | None, typer.Option(help=choices(names.MLP))]
+TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def flag(name: str):
+    """The flag of an option declared in vitbench.config: its help with its choices and default."""
+    f = next(f for f in fields(Options) if f.name == name)
+    m, kind = f.metadata, TYPES[f.type.split(" | ")[0]]
+    default = DECLARED[name].default if name in DECLARED else None
+    shown = m["shown"] or (("on" if default else "off") if kind is bool else default)
+    text = "; ".join(t for t in (choices(m["choices"]), m["help"]) if t)
+    text += f" [{shown}]" if shown is not None and f.default is None else ""
+    long = "--" + name.replace("_", "-")
+    decls = [f"{long}/--no-{long[2:]}" if kind is bool else long, *([m["short"]] if m["short"] else [])]
+    return Annotated[kind | None, typer.Option(*decls, help=text)]
+
+
+def declared_flags() -> list[Parameter]:
+    """`run`'s and `sweep`'s flags for the options: one per declared option that is a flag."""
+    return [Parameter(f.name, Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=flag(f.name))
+            for f in fields(Options) if f.metadata["flag"]]
+
+
+Device, DataDir, CudaGraph = flag("device"), flag("data_dir"), flag("cuda_graph")
+PosEmbed, Pool, Dim, Depth, Heads = flag("pos_embed"), flag("pool"), flag("dim"), flag("depth"), flag("heads")
+MlpDim, PatchSize = flag("mlp_dim"), flag("patch_size")
 
 
 def implementations(part: str, impls: tuple[str, ...]):
@@ -203,33 +186,6 @@ def display(quiet: bool, interval: float):
     check_number("--progress-interval", interval, 0.0, low_open=True)
     return Display("off" if quiet else "auto", interval, log=typer.echo)
 
-def shared_options(
-    variant: Variant = "sdpa", dataset: Dataset = "mnist", data_dir: DataDir = None,
-    epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = None,
-    warmup_epochs: WarmupEpochs = None, label_smoothing: LabelSmoothing = None, ema: Ema = None,
-    augment: Augment = None, optimizer: Optimizer = None,
-    scheduler: Scheduler = None, precision: Precision = None, compile: Compile = None,
-    compile_mode: CompileMode = None, cuda_graph: CudaGraph = None, seed: Seed = None, device: Device = None, loader: Loader = None,
-    val_split: ValSplit = None, max_steps: MaxSteps = None, time_budget: TimeBudget = None,
-    num_workers: NumWorkers = None, preset: Preset = None, attention: Attention = None, patchify: Patchify = None,
-    mlp: Mlp = None, pos_embed: PosEmbed = None, pool: Pool = None, norm: Norm = None, dim: Dim = None, depth: Depth = None,
-    heads: Heads = None, mlp_dim: MlpDim = None, patch_size: PatchSize = None, dropout: Dropout = None,
-    patch_drop: PatchDrop = None,
-) -> Options:
-    """The flags `run` and `sweep` share, each passed to Options by its own keyword (vitbench/options.py turns them
-    into TrainConfig and ViTConfig)."""
-    from vitbench.options import Options
-
-    return Options(
-        variant=variant, dataset=dataset, preset=preset, data_dir=data_dir, epochs=epochs, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, ema=ema,
-        augment=augment, optimizer=optimizer, scheduler=scheduler, precision=precision, compile=compile,
-        compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, device=device, loader=loader, val_split=val_split, max_steps=max_steps,
-        time_budget=time_budget, num_workers=num_workers, attention=attention, patchify=patchify, mlp=mlp,
-        pos_embed=pos_embed, pool=pool, norm=norm, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-        patch_size=patch_size, dropout=dropout, patch_drop=patch_drop)
-
-
 def flags(command) -> list[Parameter]:
     """A command's parameters but ``options``, their annotations resolved (what Typer makes flags of)."""
     hints = get_type_hints(command, localns={"Options": object}, include_extras=True)  # Options: never a flag
@@ -237,15 +193,14 @@ def flags(command) -> list[Parameter]:
 
 
 def with_options(command):
-    """Gives ``command`` the flags of ``shared_options`` -- Typer reads the combined signature -- and calls it with
+    """Gives ``command`` the flags of the declared options -- Typer reads the combined signature -- and calls it with
     ``options``, the Options they make."""
-    own, shared = flags(command), flags(shared_options)
-    params = [*shared, *own]
+    shared = declared_flags()
+    params = [*shared, *flags(command)]
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        options = shared_options(**{p.name: kwargs.pop(p.name) for p in shared})
-        return command(options=options, **kwargs)
+        return command(options=Options(**{p.name: kwargs.pop(p.name) for p in shared}), **kwargs)
 
     wrapper.__signature__ = signature(command).replace(parameters=params)
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from vitbench.config import TrainConfig
     from vitbench.data import Splits
     from vitbench.models import ViTConfig
-    from vitbench.train import TrainConfig, TrainResult
+    from vitbench.train import TrainResult
 
 NOTE = "mlflow.note.content"
 NAME_LENGTH = 250  # MLflow's SQL stores keep an experiment's and a run's name in 250 characters

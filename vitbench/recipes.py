@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vitbench.config import OPTION_NAMES, Options
 from vitbench.errors import VitbenchError
-from vitbench.options import OPTION_NAMES, Options
 from vitbench.yamlfile import read_yaml
 
 RECIPE_DIR = Path(str(resources.files("vitbench") / "recipe_files"))  # shipped in the wheel (pyproject.toml)

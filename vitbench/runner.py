@@ -22,6 +22,7 @@ from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig
+from vitbench.models.vit import unavailable
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
@@ -162,7 +163,7 @@ def record_start(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, resume:
 def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool, checkpoint_dir: str | Path,
             log: Callable[[str], None]) -> DatasetInfo:
     """What can be checked before the store or the data is touched; the dataset as the model sees it."""
-    if why := model_cfg.unavailable(device) or precision_unavailable(cfg.precision, device):
+    if why := unavailable(model_cfg, device) or precision_unavailable(cfg.precision, device):
         raise VitbenchError(why)
     info = dataset_for(cfg.dataset, model_cfg)
     if lead():  # the rank that records

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vitbench.config import MODEL_OPTIONS, SEARCHABLE
 from vitbench.errors import VitbenchError, check_number
 from vitbench.mlflow_ui import NAME_LENGTH, NOTE
 from vitbench.progress import Display, Every, duration
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
     from vitbench.options import Options
 
 SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in the wheel (pyproject.toml)
-TRAIN_PARAMS = ("lr", "weight_decay", "warmup_epochs", "batch_size", "label_smoothing", "ema", "augment", "epochs",
-                "optimizer", "scheduler", "precision")
-MODEL_PARAMS = ("dropout", "patch_drop", "depth", "dim", "heads", "mlp_dim", "patch_size", "pos_embed", "pool", "norm",
-                "attention", "patchify", "mlp")
 OBJECTIVES = ("val_acc", "train_images_per_sec")
 
 
@@ -60,8 +57,8 @@ def load_space(path: str | Path | None) -> dict[str, dict]:
         raise VitbenchError(f"search space {path} must map parameter names to distributions")
     for name, spec in space.items():
         where = f"search space {path}: {name}"
-        if name not in TRAIN_PARAMS + MODEL_PARAMS:
-            raise VitbenchError(f"{where}: not a searchable option; valid: {', '.join(TRAIN_PARAMS + MODEL_PARAMS)}")
+        if name not in SEARCHABLE:
+            raise VitbenchError(f"{where}: not a searchable option; valid: {', '.join(SEARCHABLE)}")
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
             raise VitbenchError(f"{where}: needs type float, int or categorical")
         if spec["type"] == "categorical":
@@ -306,7 +303,7 @@ def trial_name(number: int, params: dict) -> str:
     def short(v) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    order = sorted(params, key=lambda k: (k not in MODEL_PARAMS, MODEL_PARAMS.index(k) if k in MODEL_PARAMS else 0))
+    order = sorted(params, key=lambda k: (k not in MODEL_OPTIONS, MODEL_OPTIONS.index(k) if k in MODEL_OPTIONS else 0))
     name = f"trial {number}:"
     for i, k in enumerate(order):
         more = f" (+{len(order) - i} more)"

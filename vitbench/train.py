@@ -13,18 +13,18 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitbench import names
 from vitbench.conditions import Conditions
-from vitbench.data import AUGMENTS, DeviceLoader, Splits, TorchLoader, loader_kind
+from vitbench.config import TrainConfig, ViTConfig
+from vitbench.data import DeviceLoader, Splits, TorchLoader, loader_kind
 from vitbench.distributed import rank, sum_over_ranks, world_size
-from vitbench.errors import VitbenchError, check_field_types, check_number
-from vitbench.models import ViT, ViTConfig
+from vitbench.errors import VitbenchError
+from vitbench.models import ViT
 from vitbench.models.attention import ATTENTION
 from vitbench.models.patchify import PATCHIFY
 from vitbench.timing import (
@@ -33,75 +33,6 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-
-# (field, low, high, whether high is excluded): the numeric options' ranges beyond their types
-RANGES = (("weight_decay", 0.0, None, False), ("warmup_epochs", 0.0, None, False), ("label_smoothing", 0.0, 1.0, True),
-          ("grad_clip", 0.0, None, False), ("val_split", 0.0, 1.0, True), ("seed", 0, None, False),
-          ("num_workers", 0, 256, False))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    variant: str = "sdpa"
-    dataset: str = "mnist"
-    # Defaults: best of a 24-trial sweep of sdpa on MNIST, 5 epochs, scored on a held-out 10% of the
-    # training set (results/logs/defaults_sweep.txt), rounded. Never tuned on the test set.
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 2.1e-3  # peak learning rate, reached after the warm-up
-    weight_decay: float = 0.06  # decoupled (AdamW); not applied to biases, norms, positions, CLS
-    warmup_epochs: float = 0.6  # linear warm-up from 0, in epochs
-    label_smoothing: float = 0.14
-    ema: float = 0.0  # >0: evaluate (and keep) an exponential moving average of the weights, this decay per step
-    augment: str = "auto"  # none | crop | crop-flip | affine; auto: the dataset's (crop-flip for CIFAR, none for digits)
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    optimizer: str = "adamw"  # adamw | adam
-    scheduler: str = "cosine"  # cosine | step (x0.1 at 1/2 and 3/4 of training) | constant
-    precision: str = "fp32"  # vitbench.names.PRECISIONS: fp32 | bf16 | fp16 (autocast) | fp8 (torchao, Linear layers)
-    compile: bool = False  # torch.compile the model
-    compile_mode: str = "default"  # torch.compile's mode: vitbench.names.COMPILE_MODES
-    cuda_graph: bool | None = None  # capture the whole step; None: on where it applies (CUDA, not naive)
-    seed: int = 0
-    device: str = "auto"
-    loader: str = "auto"  # gpu (device-resident) | dataloader (torch DataLoader); auto: gpu on CUDA
-    val_split: float = 0.0  # >0: evaluate on this fraction held out of the training set, not the test set
-    max_steps: int | None = None  # stop after this many optimizer steps (the schedule is unchanged)
-    time_budget: float | None = None  # stop after this many seconds of training
-    eval_batch_size: int = 1000
-    num_workers: int = 0  # DataLoader workers
-    data_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        checks = {
-            "optimizer": (self.optimizer, ("adamw", "adam")),
-            "scheduler": (self.scheduler, ("cosine", "step", "constant")),
-            "precision": (self.precision, names.PRECISIONS),
-            "compile_mode": (self.compile_mode, names.COMPILE_MODES),
-            "loader": (self.loader, ("auto", "gpu", "dataloader")),
-            "augment": (self.augment, ("auto", *AUGMENTS)),
-        }
-        for name, (value, valid) in checks.items():
-            if value not in valid:
-                raise VitbenchError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise VitbenchError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise VitbenchError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.ema < 1.0:
-            raise VitbenchError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise VitbenchError(f"max_steps must be >= 1, got {self.max_steps}")
-        for name, low, high, high_open in RANGES:
-            check_number(name, getattr(self, name), low, high, high_open=high_open)
-        if self.time_budget is not None:
-            check_number("time_budget", self.time_budget, 0.0, low_open=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

@@ -71,8 +71,9 @@ def test_every_new_trainer_reuses_the_compiled_step():
     (a suite's ninth run trained 2.2x slower on an H100 before this was fixed)."""
     from torch._dynamo.utils import counters
 
+    from vitbench.config import TrainConfig
     from vitbench.options import Options, model_config
-    from vitbench.train import TrainConfig, Trainer
+    from vitbench.train import Trainer
 
     model_cfg = model_config(Options(dim=16, depth=1, heads=2, mlp_dim=32))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))

@@ -22,7 +22,7 @@ FLOORS = [
     {"tracking", "distributed", "data", "timing", "checkpoints"},
     {"images", "mlflow_ui", "outbox", "plots", "progress", "__init__"},
     {"wall", "models"},
-    {"splits", "yamlfile", "gpus", "serving", "secrets", "names", "errors", "conditions"},
+    {"config", "splits", "yamlfile", "gpus", "serving", "secrets", "names", "errors", "conditions"},
 ]
 
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from vitbench import cli
+from vitbench.config import MODEL_OPTIONS, TRAIN_OPTIONS, Options, TrainConfig
 from vitbench.models import ViTConfig
-from vitbench.options import MODEL_OPTIONS, TRAIN_OPTIONS, Options, configs
-from vitbench.train import TrainConfig
+from vitbench.options import configs
 
 COMMAND_OPTIONS = {  # flags that steer the command rather than set a config field
     "tracking_uri", "experiment", "run_name", "resume", "checkpoint_dir",

@@ -70,7 +70,7 @@ def test_the_answer_warns_when_cells_differ_in_more_than_one_part():
 
 def test_trial_names_lead_with_the_model_and_are_never_cut():
     params = {"lr": 0.00213, "weight_decay": 0.0421, "label_smoothing": 0.1, "depth": 4, "dim": 64, "heads": 4}
-    assert trial_name(3, params) == ("trial 3: depth=4 dim=64 heads=4 lr=0.00213 weight_decay=0.0421 "
+    assert trial_name(3, params) == ("trial 3: dim=64 depth=4 heads=4 lr=0.00213 weight_decay=0.0421 "
                                      "label_smoothing=0.1")
     many = {f"x{i}": 1.23456 * i for i in range(60)}
     name = trial_name(1, many)

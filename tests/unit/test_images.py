@@ -34,8 +34,8 @@ def test_a_suite_process_keeps_each_seeds_own_held_out_split(workdir):
     """A suite's worker keeps loaded data across runs; an ImageFolder without a val folder draws its
     held-out 10 % with the run's seed, so each seed gets its own split, as a run of its own would."""
     from vitbench.cells import splits_for
+    from vitbench.config import TrainConfig
     from vitbench.options import Options, model_config
-    from vitbench.train import TrainConfig
 
     dataset = f"imagefolder:{write_folder(workdir / 'pets')}"
     model_cfg = model_config(Options(dataset=dataset, preset="cifar10"))

@@ -394,7 +394,7 @@ def test_overrides_fall_through_and_presets_apply():
     (dict(attention="flash9"), f"valid: {', '.join(names.ATTENTION)}"),
     (dict(patchify="hex"), f"valid: {', '.join(names.PATCHIFY)}"),
     (dict(pool="max"), f"valid: {', '.join(names.POOL)}"),
-    (dict(depth=0), "depth must be a positive integer"),
+    (dict(depth=0), "depth must be in [1, inf]"),
     (dict(patch_drop=1.0), "patch_drop must be in [0, 1)"),
     (dict(bogus=1), "unknown model option"),
 ])

@@ -178,8 +178,9 @@ def test_lower_precisions_step_compiled_on_cuda(precision):
 def test_what_turns_the_whole_step_graph_off_is_said():
     from types import SimpleNamespace
 
+    from vitbench.config import TrainConfig
     from vitbench.models import ViTConfig
-    from vitbench.train import TrainConfig, Trainer
+    from vitbench.train import Trainer
 
     def reason(**cfg) -> str:
         return Trainer._graph_reason(SimpleNamespace(cfg=TrainConfig(**cfg), model_cfg=ViTConfig(),
@@ -214,8 +215,9 @@ def test_ema_averages_the_weights_step_by_step_and_evaluation_uses_it():
     """--ema: after every step ema <- decay * ema + (1 - decay) * weights, from the initial weights; warm-up leaves
     it at the initial weights (and without --ema warms up as before: on CUDA every run does); evaluation sees
     the average and gives the model its own weights back."""
+    from vitbench.config import TrainConfig
     from vitbench.options import Options, model_config
-    from vitbench.train import TrainConfig, Trainer
+    from vitbench.train import Trainer
 
     model_cfg = model_config(Options(dim=16, depth=1, heads=2, mlp_dim=32))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))

@@ -1,3 +1,4 @@
+from vitbench.config import ViTConfig
 from vitbench.models.registry import (
     PRESETS,
     VARIANTS,
@@ -7,7 +8,7 @@ from vitbench.models.registry import (
     list_variants,
     resolve_config,
 )
-from vitbench.models.vit import ViT, ViTConfig
+from vitbench.models.vit import ViT
 
 __all__ = ["PRESETS", "VARIANTS", "ViT", "ViTConfig", "count_params", "create_model", "get_variant",
            "list_variants", "resolve_config"]

@@ -6,8 +6,9 @@ from dataclasses import dataclass, fields
 
 from torch import nn
 
+from vitbench.config import ViTConfig
 from vitbench.errors import VitbenchError
-from vitbench.models.vit import ViT, ViTConfig
+from vitbench.models.vit import ViT, check_parts
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def resolve_config(variant: str, preset: str | None = None, **overrides) -> ViTC
         raise VitbenchError(f"unknown model option(s) {sorted(unknown)}; valid: {', '.join(MODEL_FIELDS)}")
     kwargs = {**get_variant(variant).parts, **sizes}
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return ViTConfig(**kwargs)
+    return check_parts(ViTConfig(**kwargs))
 
 
 def create_model(variant: str, preset: str | None = None, **overrides) -> nn.Module:

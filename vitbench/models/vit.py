@@ -2,97 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-from vitbench import names
-from vitbench.errors import VitbenchError, check_field_types
+from vitbench.config import ViTConfig
+from vitbench.errors import VitbenchError
 from vitbench.models.attention import ATTENTION
 from vitbench.models.mlp import MLPS
 from vitbench.models.patchify import PATCHIFY
-from vitbench.models.positions import POS_EMBED, PositionEmbedding
-
-POOL = names.POOL
-NORM = names.NORM
+from vitbench.models.positions import PositionEmbedding
 
 
-def _choice(field: str, value: str, valid) -> None:
-    if value not in valid:
-        raise VitbenchError(f"unknown {field} {value!r}; valid: {', '.join(valid)}")
+def unavailable(cfg: ViTConfig, device: torch.device, training: bool = True) -> str | None:
+    """Why a model of these parts cannot run on ``device`` (train there, where ``training``); None: it can."""
+    return ATTENTION[cfg.attention].unavailable(device, training) or MLPS[cfg.mlp].unavailable(device)
 
 
-@dataclass(frozen=True)
-class ViTConfig:
-    attention: str = "sdpa"  # vitbench.names.ATTENTION -- same function, other cost
-    patchify: str = "conv"  # vitbench.names.PATCHIFY -- same function, other cost
-    mlp: str = "torch"  # vitbench.names.MLP -- same function, other cost
-    pos_embed: str = "learned"  # learned | sinusoidal | sincos2d | none
-    pool: str = "cls"  # cls: classify the CLS token; mean: average the patch tokens
-    norm: str = "pre"  # pre: LayerNorm before attention/MLP; post: after the residual add
-    image_size: int = 28  # pixels, square images
-    in_chans: int = 1
-    num_classes: int = 10
-    patch_size: int = 7  # pixels; must divide image_size
-    dim: int = 64  # token width
-    depth: int = 4  # transformer blocks
-    heads: int = 4  # attention heads; must divide dim
-    mlp_dim: int = 128  # hidden width of each block's MLP
-    dropout: float = 0.0  # on attention weights, projections and the MLP
-    patch_drop: float = 0.0  # training only: this fraction of each image's patch tokens dropped at random
-    qkv_bias: bool = True
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        _choice("attention", self.attention, ATTENTION)
-        _choice("patchify", self.patchify, PATCHIFY)
-        _choice("mlp", self.mlp, MLPS)
-        _choice("pos_embed", self.pos_embed, POS_EMBED)
-        _choice("pool", self.pool, POOL)
-        _choice("norm", self.norm, NORM)
-        for name in ("image_size", "in_chans", "num_classes", "patch_size", "dim", "depth", "heads",
-                     "mlp_dim"):
-            if getattr(self, name) < 1:
-                raise VitbenchError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.image_size % self.patch_size:
-            raise VitbenchError(
-                f"patch size {self.patch_size} does not divide image size {self.image_size}; "
-                f"valid patch sizes: {', '.join(str(p) for p in range(1, self.image_size + 1) if self.image_size % p == 0)}"
-            )
-        if self.dim % self.heads:
-            raise VitbenchError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.pos_embed == "sincos2d" and self.dim % 4:
-            raise VitbenchError(f"pos_embed 'sincos2d' needs dim divisible by 4, got dim {self.dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise VitbenchError(f"dropout must be in [0, 1), got {self.dropout}")
-        impl = ATTENTION[self.attention]
-        if not 0.0 <= self.patch_drop < 1.0:  # so at least one patch is kept
-            raise VitbenchError(f"patch_drop must be in [0, 1), got {self.patch_drop}")
-        if self.dropout and not impl.attention_dropout:
-            raise VitbenchError(f"attention {self.attention!r} has no dropout on the attention weights; "
-                                f"use dropout 0 or another attention")
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def kept_patches(self) -> int:
-        """The patch tokens a training forward keeps (all of them in evaluation)."""
-        return self.num_patches - int(self.num_patches * self.patch_drop)
-
-    @property
-    def tokens(self) -> int:
-        """The sequence length the attention sees: the patches, and the CLS token with CLS pooling."""
-        return self.num_patches + (self.pool == "cls")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def unavailable(self, device: torch.device, training: bool = True) -> str | None:
-        """Why a model of these parts cannot run on ``device`` (train there, where ``training``); None: it can."""
-        return ATTENTION[self.attention].unavailable(device, training) or MLPS[self.mlp].unavailable(device)
+def check_parts(cfg: ViTConfig) -> ViTConfig:
+    """The parts are registered, and what they refuse is said before a run starts."""
+    for part, registry in (("attention", ATTENTION), ("patchify", PATCHIFY), ("mlp", MLPS)):
+        if getattr(cfg, part) not in registry:
+            raise VitbenchError(f"unknown {part} {getattr(cfg, part)!r}; valid: {', '.join(registry)}")
+    if cfg.dropout and not ATTENTION[cfg.attention].attention_dropout:
+        raise VitbenchError(f"attention {cfg.attention!r} has no dropout on the attention weights; "
+                            f"use dropout 0 or another attention")
+    return cfg
 
 
 class Block(nn.Module):
@@ -117,7 +51,7 @@ class ViT(nn.Module):
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = check_parts(cfg)
         self.patch_embed = PATCHIFY[cfg.patchify](cfg.image_size, cfg.patch_size, cfg.in_chans, cfg.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.pool == "cls" else None
         self.pos_embed = PositionEmbedding(cfg.pos_embed, self.patch_embed.grid, cfg.dim, cfg.pool == "cls")
