@@ -7,26 +7,34 @@ time, FLOPs and achieved TFLOP/s, and token scaling. Inputs are synthetic: no da
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from vitbench import names
-from vitbench.conditions import BUSY_SHARE, Conditions
+from vitbench.bench_rows import MODES, progress_line
+from vitbench.compute import (
+    AMP_DTYPES,
+    autocast_to,
+    compiles,
+    inference,
+    precision_unavailable,
+    to_float8,
+    torch_compile,
+)
+from vitbench.conditions import Conditions
 from vitbench.errors import VitbenchError, check_field_types, check_number
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.attention import ATTENTION
 from vitbench.models.registry import get_preset
 from vitbench.models.vit import unavailable
+from vitbench.peers import PEER_BUILDERS, peer_builder
 from vitbench.progress import Display, Task, duration
 from vitbench.timing import (
     free_memory,
@@ -37,20 +45,7 @@ from vitbench.timing import (
     synchronize,
     time_steps,
 )
-from vitbench.train import (
-    AMP_DTYPES,
-    TrainConfig,
-    Trainer,
-    autocast_to,
-    compiles,
-    inference,
-    precision_unavailable,
-    to_float8,
-    torch_compile,
-)
-
-MODES = ("train", "infer")
-PEERS = names.PEERS
+from vitbench.train import TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -101,57 +96,6 @@ def decay_batch(batch_size: int) -> int:
     base = 2 ** int(math.log2(batch_size - 1))
     step = max(base // 2, 1)
     return base + ((batch_size - base - 1) // step) * step
-
-
-def timm_vit(c: ViTConfig) -> nn.Module:
-    """timm's VisionTransformer at vitbench's dimensions (``--peers timm``)."""
-    VisionTransformer = _timm().models.vision_transformer.VisionTransformer
-    return VisionTransformer(
-        img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,
-        embed_dim=c.dim, depth=c.depth, num_heads=c.heads, mlp_ratio=c.mlp_dim / c.dim, qkv_bias=c.qkv_bias,
-        class_token=c.pool == "cls", global_pool="token" if c.pool == "cls" else "avg",
-    )
-
-
-def timm_named(name: str) -> Callable[[ViTConfig], nn.Module]:
-    """Any model ``timm.create_model`` builds (``--peers timm:resnet50``), at the preset's image size, channels
-    and classes, with random weights: a reference beside the ViTs, ViT or not."""
-    timm = _timm()
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-        raise VitbenchError(f"timm has no model {name!r}{'; e.g. ' + ', '.join(close) if close else ''}")
-
-    def build(c: ViTConfig) -> nn.Module:
-        kwargs = dict(pretrained=False, num_classes=c.num_classes, in_chans=c.in_chans)
-        try:
-            return timm.create_model(name, img_size=c.image_size, **kwargs)
-        except TypeError:  # a model without an image size of its own (a CNN)
-            return timm.create_model(name, **kwargs)
-
-    return build
-
-
-def _timm():
-    from vitbench.errors import require_torchvision
-
-    require_torchvision()  # timm imports it
-    try:
-        import timm
-        import timm.models.vision_transformer  # noqa: F401
-    except ImportError:
-        raise VitbenchError("--peers timm needs timm: pip install 'vitbench[peers]'") from None
-    return timm
-
-
-PEER_BUILDERS: dict[str, Callable[[ViTConfig], nn.Module]] = {"timm": timm_vit}  # a peer: ViTConfig -> module
-
-
-def peer_builder(peer: str) -> Callable[[ViTConfig], nn.Module]:
-    if peer in PEER_BUILDERS:
-        return PEER_BUILDERS[peer]
-    if peer.startswith("timm:") and peer[5:]:
-        return timm_named(peer[5:])
-    raise VitbenchError(f"unknown peer {peer!r}; valid: {', '.join(PEERS)}, or timm:MODEL (any timm model name)")
 
 
 def build_model(entry: Entry) -> nn.Module:
@@ -235,11 +179,30 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     return {**summarize(times), "peak_memory_mb": mem, "memory_source": source, **extra}
 
 
+def step_phases(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """One step, uncaptured, with forward, backward and the optimizer's update timed apart (seconds each), as
+    timm's benchmark.py --detail does: each phase ends in a synchronisation, so the three add up to more than
+    a step that flows freely."""
+    def timed(fn: Callable):
+        synchronize(trainer.device)
+        t0 = time.perf_counter()
+        out = fn()
+        synchronize(trainer.device)
+        return out, time.perf_counter() - t0
+
+    trainer.optimizer.zero_grad(set_to_none=True)
+    (loss, _), fwd = timed(lambda: trainer.forward(x, y))
+    _, bwd = timed(lambda: trainer.backward(loss))
+    _, opt = timed(trainer.update)
+    trainer.scheduler.step()
+    return fwd, bwd, opt
+
+
 def timed_phases(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, opts: BenchOptions) -> list[tuple]:
     """(forward, backward, update) seconds of ``opts.repeats`` uncaptured steps after ``opts.warmup`` untimed ones."""
     for _ in range(opts.warmup):
-        trainer.step_phases(x, y)
-    return [trainer.step_phases(x, y) for _ in range(opts.repeats)]
+        step_phases(trainer, x, y)
+    return [step_phases(trainer, x, y) for _ in range(opts.repeats)]
 
 
 def measure_cell(entry: Entry, mode: str, batch: int, opts: BenchOptions, device: torch.device,
@@ -427,7 +390,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         **phase_columns(mode, cell.get("phases")),
                         **{f"{mode}_{k}": v for k, v in cell.get("conditions", {}).items()},
                     })
-                display.note(_progress_line(row, mode))
+                display.note(progress_line(row, mode))
                 cells += 1
                 left = (time.perf_counter() - started) / cells * (task.total - cells)
                 task.update(cells, fields={"": f"{entry.name} b{batch} {mode}", "ETA": duration(left)})
@@ -445,172 +408,3 @@ def phase_columns(mode: str, phases: list[tuple] | None) -> dict:
         out[f"{mode}_{name}_time"] = statistics.fmean(times)
         out[f"{mode}_{name}_time_median"] = statistics.median(times)
     return out
-
-
-def _progress_line(row: dict, mode: str) -> str:
-    if f"{mode}_samples_per_sec" not in row:
-        return f"  {row['model']} img {row['img_size']} b{row[f'{mode}_requested_batch_size']} {mode}: {row[f'{mode}_error']}"
-    return (f"  {row['model']} img {row['img_size']} ({row['tokens']} tokens) b{row[f'{mode}_batch_size']} {mode}: "
-            f"{row[f'{mode}_samples_per_sec_median']:,.0f} img/s, {row[f'{mode}_step_time_median']:.2f} ms "
-            f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
-            f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB" + (" (process peak RSS)" if row.get(f"{mode}_memory_source") ==
-                                                           "process_peak_rss" else "")
-            + (" -- busy machine: not comparable" if busy_cell(row, mode) else ""))
-
-
-def columns(rows: list[dict]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    return cols
-
-
-def write_rows(rows: list[dict], path: Path) -> Path:
-    """CSV or JSON; a value not known (the MFU of a device without a known peak) is blank / null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows]
-    if path.suffix == ".json":
-        path.write_text(json.dumps(rows, indent=1))
-    elif path.suffix == ".csv":
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns(rows))
-            w.writeheader()
-            w.writerows(rows)
-    else:
-        raise VitbenchError(f"--out must end in .csv or .json, got {path}")
-    return path
-
-
-def busy_cell(row: dict, mode: str) -> bool:
-    return row.get(f"{mode}_cond_others_cpu_share", 0.0) >= BUSY_SHARE
-
-
-def rich_table(rows: list[dict], opts: BenchOptions):
-    """The figures a person compares, narrow enough for an 80-column terminal; every other column (p10/p90 of
-    inference, TFLOP/s, FLOPs, the conditions) is in the CSV and in MLflow."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    where = rows[0]["device"] if rows else opts.device
-    mode = "" if opts.compile_mode == "default" else f" {opts.compile_mode}"
-    compiled = f", compile{mode}" if opts.compile else ""
-    cpu = any(r.get(f"{m}_memory_source") == "process_peak_rss" for r in rows for m in MODES)
-    memory = "MiB: the process's peak RSS (all of it, not the cell's)" if cpu else \
-        "MiB: peak CUDA memory the cell allocated"
-    t = Table(title=f"bench ({opts.precision}, {where}{compiled}); img/s = batch / median step; {memory}",
-              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    tokens = len({r["tokens"] for r in rows}) > 1
-    mfu = any(math.isfinite(r.get("train_mfu", math.nan)) for r in rows)
-    detail = any("train_fwd_time" in r for r in rows)
-    main, both = opts.modes[0], len(opts.modes) > 1  # train where it was measured, else infer
-    for col in ("model", *(("tokens",) if tokens else ()), "batch", f"{main} img/s", "step ms (p10-p90)", "MiB",
-                *(("infer img/s",) if both else ()), *(("MFU",) if mfu else ()), *(("fwd/bwd/opt ms",) if detail else ())):
-        t.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
-
-    def ms(v: float) -> str:
-        return f"{v:.3g}" if v < 1000 else f"{v:,.0f}"
-
-    def fmt(r: dict, mode: str, full: bool) -> list[str]:
-        if f"{mode}_samples_per_sec" not in r:
-            return [r.get(f"{mode}_error", "") or "-", *(["", ""] if full else [])]
-        busy = "*" if busy_cell(r, mode) else ""
-        return [f"{r[f'{mode}_samples_per_sec_median']:,.0f}{busy}",
-                *([f"{ms(r[f'{mode}_step_time_median'])} ({ms(r[f'{mode}_step_time_p10'])}-"
-                   f"{ms(r[f'{mode}_step_time_p90'])})", f"{r[f'{mode}_peak_memory_mb']:,.0f}"] if full else [])]
-
-    for r in rows:
-        batch = r.get("train_batch_size", r.get("infer_batch_size"))
-        first, infer = fmt(r, main, True), fmt(r, "infer", False) if both else []
-        mfu_text = [f"{r['train_mfu']:.1%}" if math.isfinite(r.get("train_mfu", math.nan)) else "-"] if mfu else []
-        phases = ["/".join(f"{r[f'train_{p}_time_median']:.2f}" for p in ("fwd", "bwd", "opt"))
-                  if "train_fwd_time" in r else "-"] if detail else []
-        t.add_row(escape(r["model"]), *([str(r["tokens"])] if tokens else []), str(batch), *first, *infer,
-                  *mfu_text, *phases)
-    if any(busy_cell(r, m) for r in rows for m in MODES):
-        t.caption = (f"* timed while other processes took >= {BUSY_SHARE:.0%} of the CPU: not comparable with a quiet "
-                     "machine's figures")
-    return t
-
-
-CELL_PARAMS = ("model", "peer", "attention", "patchify", "mlp", "pos_embed", "pool", "img_size", "patch_size", "tokens",
-               "dim", "depth", "heads", "mlp_dim", "precision", "compile", "device")
-
-
-def cell_metrics(row: dict) -> dict[str, float]:
-    """A cell's figures under the same names in every cell (timm's): the compare view lines cells up."""
-    from vitbench.mlflow_ui import readable
-
-    return readable({k: float(v) for k, v in row.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and (k.startswith(("train_", "infer_")) or k in ("gflops_per_image_fwd", "gflops_per_image_train",
-                                                             "param_count"))})
-
-
-def requested_batch(row: dict) -> int:
-    return row.get("train_requested_batch_size") or row.get("infer_requested_batch_size")
-
-
-def cell_name(row: dict) -> str:
-    return (f"{row['model']} img{row['img_size']}/p{row['patch_size']} b{requested_batch(row)} {row['precision']}"
-            f"{' compiled' if row['compile'] else ''}")
-
-
-def bench_note(rows: list[dict], opts: BenchOptions) -> str:
-    fastest = max((r for r in rows if "train_samples_per_sec_median" in r),
-                  key=lambda r: r["train_samples_per_sec_median"], default=None)
-    best = (f" Fastest training cell: **{cell_name(fastest)}**, {fastest['train_samples_per_sec_median']:,.0f} img/s "
-            "(batch / median step)."
-            if fastest else "")
-    return (f"`vitbench bench`: {len(rows)} cells ({', '.join(sorted({r['model'] for r in rows}))}) on "
-            f"{rows[0]['device'] if rows else opts.device}, {opts.precision}{', compiled' if opts.compile else ''}, "
-            f"{' and '.join(opts.modes)}; {opts.warmup} untimed warm-up steps, then the median (p10-p90) of "
-            f"{opts.repeats} timed steps per cell; images/s = batch / median step (`*_samples_per_sec_median`), "
-            f"and as timm's benchmark.py counts it, timed images / total time (`*_samples_per_sec`).{best} Each cell "
-            "is a nested run with the same metric names (train_samples_per_sec_median, train_peak_memory_mb, ...): "
-            "select them and Compare; the whole table is the artifact bench_table.json.")
-
-
-def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracking_uri: str | None,
-                  experiment: str, params: dict) -> str:
-    """One parent run per invocation (its options, the table as CSV, JSON and an MLflow table) and one nested
-    run per cell (the cell's parts and sizes as params, its figures as metrics)."""
-    import tempfile
-
-    import mlflow
-    import pandas as pd
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
-
-    from vitbench.mlflow_ui import BENCH_COLUMNS, NOTE
-    from vitbench.tracking import connect, environment_tags, flatten, get_experiment_id, tracked_run
-
-    uri = connect(tracking_uri)
-    exp_id = get_experiment_id(experiment, uri, columns=BENCH_COLUMNS)
-    env = environment_tags(resolve_device(opts.device))
-    tags = {"kind": "bench", NOTE: bench_note(rows, opts), **env}
-    client = MlflowClient()
-    with tracked_run(exp_id, f"bench-{len(rows)}-cells", tags=tags) as run_id:
-        mlflow.log_params(flatten({**params, "precision": opts.precision, "compile": opts.compile,
-                                   "warmup": opts.warmup, "repeats": opts.repeats,
-                                   "max_seconds": opts.max_seconds, "modes": ",".join(opts.modes)}))
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.csv")))
-            mlflow.log_artifact(str(write_rows(rows, Path(tmp) / "bench.json")))
-        if rows:
-            mlflow.log_table(pd.DataFrame(rows), "bench_table.json")
-        if out is not None:
-            mlflow.log_artifact(str(out))
-        now = int(time.time() * 1000)
-        for row in rows:
-            errors = "; ".join(row[k] for k in ("train_error", "infer_error") if row.get(k))
-            child = client.create_run(exp_id, run_name=cell_name(row), tags={
-                "mlflow.parentRunId": run_id, "kind": "bench-cell", "bench.parent": run_id,
-                NOTE: "; ".join(_progress_line(row, m).strip() for m in opts.modes), **env})
-            client.log_batch(child.info.run_id,
-                             params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(requested_batch(row)))],
-                             metrics=[Metric(k, v, now, 0) for k, v in cell_metrics(row).items()],
-                             tags=[RunTag("error", errors[:500])] if errors else [])
-            measured = any(f"{m}_samples_per_sec" in row for m in opts.modes)
-            client.set_terminated(child.info.run_id, "FINISHED" if measured else "FAILED")
-    return run_id

@@ -8,13 +8,20 @@ import contextlib
 import hashlib
 import io
 import os
+import random
 import signal
 import threading
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from vitbench.errors import VitbenchError, write_error
+
+if TYPE_CHECKING:
+    from vitbench.train import Trainer
 
 
 def checksum_path(path: Path) -> Path:
@@ -84,6 +91,57 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise VitbenchError(f"could not load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+
+
+def state_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """What a model's state is: its parameters, then its buffers."""
+    return [*model.parameters(), *model.buffers()]
+
+
+def trainer_state(trainer: Trainer, position: dict) -> dict:
+    """Everything a resumed run needs: weights, optimizer, schedule, RNGs, configs, where it stood, the EMA."""
+    cuda = trainer.device.type == "cuda"
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+                "python": list(random.getstate()[1])},
+        "train_config": asdict(trainer.cfg),
+        "model_config": trainer.model_cfg.to_dict(),
+        "position": position,
+        **({"ema": trainer.ema} if trainer.ema else {}),
+    }
+
+
+def restore_trainer(trainer: Trainer, ckpt: dict) -> None:
+    """``trainer`` as ``ckpt`` left it, in place: a captured graph keeps pointing at the same tensors."""
+    model, optimizer = trainer.model, trainer.optimizer
+    sd, live = ckpt["model"], dict(model.named_buffers())
+    names = [n for n, _ in model.named_parameters()] + list(live)
+    if missing := [n for n in names if n not in sd and n.split(".")[-1] != "pos"]:
+        raise VitbenchError(f"checkpoint does not match the model: missing {missing[:3]}")
+    with torch.no_grad():
+        for t, n in zip(state_tensors(model), names, strict=True):
+            t.copy_(sd[n] if n in sd else live[n])
+    if trainer.use_graph:  # lr and step stay device tensors, filled in place
+        for group, saved in zip(optimizer.param_groups, ckpt["optimizer"]["param_groups"], strict=True):
+            group["lr"].fill_(float(saved["lr"]))
+        # warm_up ran first, so every parameter's state exists and the graph points at it
+        by_index = dict(enumerate(p for g in optimizer.param_groups for p in g["params"]))
+        for idx, saved in ckpt["optimizer"]["state"].items():
+            for k, v in saved.items():
+                optimizer.state[by_index[int(idx)]][k].copy_(v)
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    with torch.no_grad():
+        for e, saved in zip(trainer.ema, ckpt.get("ema", []), strict=True):
+            e.copy_(saved)
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if trainer.device.type == "cuda" and ckpt["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    random.setstate((3, tuple(ckpt["rng"]["python"]), None))
 
 
 class DeferredSignals:

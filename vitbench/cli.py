@@ -3,208 +3,57 @@ stderr and exit code 2."""
 
 from __future__ import annotations
 
-import functools
 import os
-import signal
 import sys
 import textwrap
 import time
-from dataclasses import fields, replace
-from inspect import Parameter, signature
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, get_type_hints
+from typing import Annotated
 
 import typer
 
 from vitbench import names, wall, warm
-from vitbench.config import DECLARED, Options
-from vitbench.errors import Interrupted, VitbenchError, check_number, check_run_id
+from vitbench.config import Options
+from vitbench.errors import VitbenchError, check_number, check_run_id
+from vitbench.flags import (
+    WRITTEN,
+    CudaGraph,
+    DataDir,
+    Depth,
+    Detail,
+    Device,
+    Dim,
+    Experiment,
+    Heads,
+    LiveEvery,
+    MlpDim,
+    Mlps,
+    Patchifies,
+    PatchSize,
+    Peers,
+    Pool,
+    PosEmbed,
+    ProgressInterval,
+    Quiet,
+    Retry,
+    SweepExperiment,
+    TrackingUri,
+    check_mlflow_names,
+    cli_errors,
+    display,
+    int_list,
+    split_list,
+    with_options,
+)
+from vitbench.flags import Attentions as Attentions
 from vitbench.names import choices
-from vitbench.secrets import guard_streams
+
+SWEEP_VAL_SPLIT = 0.1  # a sweep scores its trials on this share of the training set, held out
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   rich_markup_mode=None)  # plain help: wrapped to the terminal, never cut mid-word
-
-
-def fail(message: str, code: int = 2) -> None:
-    from vitbench.secrets import mask_secrets  # no password reaches a terminal or a log
-
-    typer.echo(f"error: {mask_secrets(message)}", err=True)
-    raise typer.Exit(code)
-
-
-WRITTEN: list[str] = []  # files a command has written its results to (bench --out), for an interrupt's message
-
-
-def cli_errors(fn):
-    """VitbenchError -> 'error: ...' and exit 2; Ctrl-C -> exit 130 (the run is already KILLED)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except VitbenchError as e:
-            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        except Exception as e:
-            if (why := store_error(e)) is None:
-                raise
-            fail(why)
-        except KeyboardInterrupt as e:
-            from vitbench.distributed import lead
-            from vitbench.tracking import ENDED
-
-            if not lead() or isinstance(e, Interrupted):  # rank 0 / the pool already said what was ended
-                raise typer.Exit(130) from None
-
-            killed = [rid for rid, status in ENDED.items() if status == "KILLED"]
-            typer.echo(f"interrupted: run {killed[-1]} was ended KILLED and a checkpoint written" if killed
-                       else f"interrupted before its MLflow run started: the results are in {', '.join(WRITTEN)}"
-                       if WRITTEN else "interrupted before any run started: nothing was recorded", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def store_error(e: Exception) -> str | None:
-    """One line for a tracking store that failed mid-command (a server that stopped answering, a lost database),
-    None for anything else: a bug keeps its traceback."""
-    if "mlflow" not in sys.modules:
-        return None
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    if not isinstance(e, (MlflowException, requests.RequestException, ConnectionError, TimeoutError)):
-        return None
-    import mlflow
-
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    return f"the tracking store {mlflow.get_tracking_uri()} failed: {type(e).__name__}: {text}"
-
-
-def check_names(**names: str | None) -> None:
-    """An experiment or run name given is not empty and fits MLflow's SQL stores (a longer one fails there,
-    mid-command, after a run exists)."""
-    from vitbench.mlflow_ui import NAME_LENGTH
-
-    for option, name in names.items():
-        flag = "--" + option.replace("_", "-")
-        if name is not None and not name.strip():
-            raise VitbenchError(f"{flag} is empty; give a name, or leave the option out for the default")
-        if name is not None and len(name) > NAME_LENGTH:
-            raise VitbenchError(f"{flag} has {len(name)} characters; MLflow keeps {NAME_LENGTH} at most")
-
-
-def split_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def int_list(value: str | None, name: str = "sizes") -> list[int]:
-    """``"64,256"`` -> [64, 256], each a positive size; anything else a one-line error."""
-    try:
-        sizes = [int(v) for v in split_list(value) or []]
-    except ValueError:
-        raise VitbenchError(f"{name} must be comma-separated integers, got {value!r}") from None
-    for v in sizes:
-        check_number(name, v, 1)
-    return sizes
-
-
-TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def flag(name: str):
-    """The flag of an option declared in vitbench.config: its help with its choices and default."""
-    f = next(f for f in fields(Options) if f.name == name)
-    m, kind = f.metadata, TYPES[f.type.split(" | ")[0]]
-    default = DECLARED[name].default if name in DECLARED else None
-    shown = m["shown"] or (("on" if default else "off") if kind is bool else default)
-    text = "; ".join(t for t in (choices(m["choices"]), m["help"]) if t)
-    text += f" [{shown}]" if shown is not None and f.default is None else ""
-    long = "--" + name.replace("_", "-")
-    decls = [f"{long}/--no-{long[2:]}" if kind is bool else long, *([m["short"]] if m["short"] else [])]
-    return Annotated[kind | None, typer.Option(*decls, help=text)]
-
-
-def declared_flags() -> list[Parameter]:
-    """`run`'s and `sweep`'s flags for the options: one per declared option that is a flag."""
-    return [Parameter(f.name, Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=flag(f.name))
-            for f in fields(Options) if f.metadata["flag"]]
-
-
-Device, DataDir, CudaGraph = flag("device"), flag("data_dir"), flag("cuda_graph")
-PosEmbed, Pool, Dim, Depth, Heads = flag("pos_embed"), flag("pool"), flag("dim"), flag("depth"), flag("heads")
-MlpDim, PatchSize = flag("mlp_dim"), flag("patch_size")
-
-
-def implementations(part: str, impls: tuple[str, ...]):
-    """A bench flag that lists several implementations of a part (every combination is measured)."""
-    return Annotated[str | None, typer.Option(help=f"{part} implementations, comma-separated: {', '.join(impls)}")]
-
-
-Attentions = implementations("attention", names.ATTENTION)
-Patchifies = implementations("patchify", names.PATCHIFY)
-Mlps = implementations("MLP", names.MLP)
-PosEmbed = Annotated[str | None, typer.Option(help=choices(names.POS_EMBED))]
-Pool = Annotated[str | None, typer.Option(help=choices(names.POOL))]
-Norm = Annotated[str | None, typer.Option(help=choices(names.NORM))]
-Dim = Annotated[int | None, typer.Option(help="token width")]
-Depth = Annotated[int | None, typer.Option(help="transformer blocks")]
-Heads = Annotated[int | None, typer.Option(help="attention heads")]
-MlpDim = Annotated[int | None, typer.Option(help="MLP hidden width")]
-PatchSize = Annotated[int | None, typer.Option(help="patch size in pixels")]
-Dropout = Annotated[float | None, typer.Option(help="dropout")]
-PatchDrop = Annotated[float | None, typer.Option(help="training only: drop this fraction of each image's patch "
-                                                      "tokens at random (PatchDropout) [0]")]
-TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
-                                                         "else sqlite:///mlflow.db)")]
-Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
-SweepExperiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-sweep-<dataset>]")]
-SWEEP_VAL_SPLIT = 0.1  # a sweep scores its trials on this share of the training set, held out
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no periodic progress lines")]
-ProgressInterval = Annotated[float, typer.Option(help="seconds between progress lines when output is not a "
-                                                      "terminal (a log file, CI, nohup)")]
-LiveEvery = Annotated[str, typer.Option(help="step-level metrics to MLflow (live/train_loss, live/train_acc, "
-                                             "live/train_images_per_sec): every '10s', every '200' steps, or 'off'")]
-
-
-# bench's own
-Detail = Annotated[bool, typer.Option(help="also time the training step's forward, backward and optimizer update "
-                                           "apart, uncaptured, a sync after each (timm's --detail): train_fwd_time, "
-                                           "train_bwd_time, train_opt_time")]
-Retry = Annotated[bool, typer.Option("--retry/--no-retry", help="on CUDA out-of-memory, retry the cell at a smaller "
-                                                                "batch, as timm's benchmark.py does; --no-retry "
-                                                                "fails the cell")]
-Peers = Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT at the same dimensions: "
-                                                f"{', '.join(names.PEERS)}; or timm:MODEL, any model "
-                                                "timm.create_model builds (e.g. timm:resnet50)")]
-
-
-def display(quiet: bool, interval: float):
-    from vitbench.progress import Display
-
-    check_number("--progress-interval", interval, 0.0, low_open=True)
-    return Display("off" if quiet else "auto", interval, log=typer.echo)
-
-def flags(command) -> list[Parameter]:
-    """A command's parameters but ``options``, their annotations resolved (what Typer makes flags of)."""
-    hints = get_type_hints(command, localns={"Options": object}, include_extras=True)  # Options: never a flag
-    return [p.replace(annotation=hints[p.name]) for p in signature(command).parameters.values() if p.name != "options"]
-
-
-def with_options(command):
-    """Gives ``command`` the flags of the declared options -- Typer reads the combined signature -- and calls it with
-    ``options``, the Options they make."""
-    shared = declared_flags()
-    params = [*shared, *flags(command)]
-
-    @functools.wraps(command)
-    def wrapper(**kwargs):
-        return command(options=Options(**{p.name: kwargs.pop(p.name) for p in shared}), **kwargs)
-
-    wrapper.__signature__ = signature(command).replace(parameters=params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
 
 
 @app.command()
@@ -271,15 +120,15 @@ def run(
     from vitbench import distributed
     from vitbench.progress import Every
     from vitbench.recipes import recipe_options
-    from vitbench.runner import Tracking, run_experiment
+    from vitbench.runner import Tracking, run_configs, run_experiment, say_done
 
     wall.mark("imports")
     check_number("--gpus", gpus, 1, 1024)
     check_number("--nodes", nodes, 1, 4096)
-    check_names(experiment=experiment, run_name=run_name)
+    check_mlflow_names(experiment=experiment, run_name=run_name)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(options), resume, checkpoint_dir,
-                                             tracking_uri)
+                                             tracking_uri, typer.echo)
     if gpus * nodes > 1 and not distributed.in_rank():
         launch(gpus, distributed.Nodes(nodes, rdzv_endpoint, rdzv_id), cfg, tracking_uri, experiment)
     if distributed.in_rank():
@@ -292,47 +141,7 @@ def run(
     speaks = distributed.lead()
     distributed.close()
     if speaks:
-        say_done(outcome, cfg, quiet)
-
-
-def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: str | None) -> tuple:
-    """`run`'s configs and the checkpoint it continues: a resumed run's own configs with what a resume may
-    change, else the options' (an image folder's preset taken from its images, and said)."""
-    from vitbench.options import configs, resumed
-
-    if resume:
-        check_run_id(resume, "--resume")
-        from vitbench.checkpoints import load_checkpoint
-        from vitbench.runner import find_checkpoint
-
-        checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
-        return (*resumed(checkpoint, opts), checkpoint)
-    if opts.dataset.startswith("imagefolder:") and opts.preset is None:
-        from vitbench.images import folder_preset
-
-        preset, why = folder_preset(opts.dataset)
-        typer.echo(f"note: {opts.dataset}: {why} -> preset {preset}; --preset chooses another")
-        opts = replace(opts, preset=preset)
-    return (*configs(opts), None)
-
-
-def say_done(outcome, cfg, quiet: bool) -> None:
-    """What a run reached, where its wall time went, and where to see it in the MLflow UI."""
-    from vitbench.mlflow_ui import see_line
-
-    r = outcome.result
-    typer.echo(
-        f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
-        f"train {r.train_seconds:.2f} s ({r.steps} steps, stopped by {r.stopped_by}) | "
-        f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
-        f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
-        + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
-    )
-    if busy := r.conditions.verdict():
-        typer.echo(f"note: {busy}")
-    if not quiet:
-        typer.echo(wall.summary())
-    typer.echo(see_line(outcome.tracking_uri, outcome.experiment_id))
+        say_done(outcome, cfg, quiet, typer.echo)
 
 
 def launch(gpus: int, nodes, cfg, tracking_uri: str | None, experiment: str | None) -> None:
@@ -383,7 +192,8 @@ def bench(
     """Step time (median, p10, p90), images/s, peak memory and TFLOP/s of every implementation."""
     from rich.console import Console
 
-    from vitbench.bench import BenchOptions, plan, rich_table, run_bench, runnable
+    from vitbench.bench import BenchOptions, plan, run_bench, runnable
+    from vitbench.bench_rows import keep_bench, rich_table
     from vitbench.models import list_variants
     from vitbench.tracking import connect
 
@@ -407,32 +217,9 @@ def bench(
         writable_folder(out.parent, "--out folder")
     rows = run_bench(entries, int_list(batch_sizes), opts, log=typer.echo, display=display(quiet, progress_interval))
     Console().print(rich_table(rows, opts))  # the figures shown first: what fails after this loses none of them
-    keep_bench(rows, opts, out, tracking_uri, experiment,
+    keep_bench(rows, opts, out, tracking_uri, experiment, typer.echo,
                {"variants": ",".join(names), "preset": preset, "batch_sizes": batch_sizes,
-                "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides})
-
-
-def keep_bench(rows: list[dict], opts, out: Path | None, tracking_uri: str | None, experiment: str, params: dict) -> None:
-    """The rows to --out, then to MLflow: a failure of one keeps the other, and is one line at the end."""
-    from vitbench.bench import log_to_mlflow, write_rows
-
-    failed = []
-    if out is not None:
-        try:
-            write_rows(rows, out)
-            WRITTEN.append(str(out))
-            typer.echo(f"wrote {out}")
-        except OSError as e:
-            failed.append(f"could not write {out}: {e.strerror or e}")
-            out = None
-    try:
-        typer.echo(f"mlflow run {log_to_mlflow(rows, opts, out, tracking_uri, experiment, params)}")
-    except Exception as e:  # the store went away while measuring: the table and the file stand
-        from vitbench.tracking import error_line
-
-        failed.append(f"could not record the bench in MLflow ({error_line(e)})" + (f"; the rows are in {out}" if out else ""))
-    if failed:
-        raise VitbenchError("; ".join(failed))
+                "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides}, WRITTEN)
 
 
 @app.command()
@@ -462,10 +249,11 @@ def sweep(
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel. Trials are
     scored on 10 % of the training set held out (--val-split); the test set is used once, for the chosen trial."""
     from vitbench.progress import Every
-    from vitbench.sweep import SweepSpec, check_objectives, default_study_name, load_space, run_sweep
+    from vitbench.study import SweepSpec, check_objectives, default_study_name, load_space
+    from vitbench.sweep import run_sweep
 
     check_number("--workers", workers, 1, 1024)
-    check_names(experiment=experiment, study_name=study_name)
+    check_mlflow_names(experiment=experiment, study_name=study_name)
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     base = options  # what every trial starts from
@@ -490,17 +278,6 @@ def sweep(
         return
     run_sweep(spec, base, tracking_uri=tracking_uri, experiment=experiment, workers=workers,
               argv=sys.argv[1:], log=typer.echo, display=shown, live=live)
-
-
-def check_sweep_base(base) -> None:
-    """The variant, the dataset and the options every trial starts from, checked before a study exists."""
-    from vitbench.data import get_dataset_info
-    from vitbench.models.registry import get_variant
-    from vitbench.options import train_config
-
-    get_variant(base.variant)
-    get_dataset_info(base.dataset)
-    train_config(base)
 
 
 @app.command()
@@ -635,58 +412,3 @@ def warm_processes(
         kept = ", ".join(f"{gpu} pid {pid}" for gpu, pid in p.get("workers", {}).items())
         typer.echo(f"pid {p['pid']}: {'leaving' if stop else state}, {p['served']} command(s) served, "
                    + (f"keeps its last suite's workers ({kept}), " if kept else "") + f"log {p['log']}")
-
-
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main() -> None:
-    guard_streams()  # no password reaches the terminal, whoever prints it (MLflow's "View run at" lines)
-    # SIGTERM (kill, timeout, a scheduler) ends runs KILLED like Ctrl-C, wherever it lands.
-    signal.signal(signal.SIGTERM, _terminate)
-    argv = sys.argv[1:]
-    try:
-        to_warm = warm.wanted(argv)
-    except ValueError as e:
-        leave(f"error: {e}", 2)
-    if to_warm:  # `run` in the warm process, where torch, CUDA and MLflow are loaded already
-        try:
-            code = warm.forward(argv, note=lambda line: print(line, file=sys.stderr, flush=True))
-        except OSError:
-            code = None  # no warm process to be had (e.g. an unwritable socket folder): run it here
-        except KeyboardInterrupt:  # Ctrl-C before the warm process took the command, or twice
-            leave("interrupted: the warm process was asked to end the command; its run, if one started, ends KILLED",
-                  130)
-        if code is not None:
-            leave(code)
-    if not argv:
-        app(prog_name="vitbench")  # the help
-    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as Typer carries it
-    try:
-        code = app(prog_name="vitbench", standalone_mode=False)
-    except usage_error as e:  # not a number, no such option, a missing argument: one line too
-        known = {c.name or c.callback.__name__ for c in app.registered_commands}
-        where = f"vitbench {argv[0]} --help` lists its options" if argv[0] in known else "vitbench --help` lists them"
-        leave(f"error: {e.format_message()} (`{where})", 2)
-    except typer.Abort:
-        leave(130)
-    except SystemExit as e:
-        leave(e.code)
-    leave(code if isinstance(code, int) else 0)
-
-
-def leave(code: int | str | None, message_code: int = 1) -> None:
-    """Exit as soon as a command is done. Its work is recorded by then (runs ended, stores committed, files
-    closed), and the interpreter's own teardown -- torch's compile workers, the CUDA context, MLflow's thread
-    pools -- took seconds after the result was printed (3.5 s on a CPU, ~10 s on an H100 host)."""
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = message_code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

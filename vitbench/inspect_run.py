@@ -56,11 +56,11 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
 
     from vitbench.checkpoints import load_checkpoint
     from vitbench.config import TrainConfig
+    from vitbench.evaluation import load_ema
     from vitbench.models import ViT, ViTConfig
     from vitbench.options import dataset_for
     from vitbench.runner import find_checkpoint, load_data
     from vitbench.tracking import connect
-    from vitbench.train import load_ema
 
     check_run_id(run_id)  # before the store: an id that is not one is refused wherever it is looked for
     connect(tracking_uri, existing=True)

@@ -18,21 +18,15 @@ from pathlib import Path
 import torch
 
 from vitbench import wall
-from vitbench.checkpoints import DeferredSignals, save_checkpoint
-from vitbench.data import Splits
+from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
+from vitbench.compute import NAIVE_REASON, naive_parts
+from vitbench.data import Splits, make_loaders
 from vitbench.distributed import AGREE_EVERY, agree, lead
+from vitbench.evaluation import evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
 from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
-from vitbench.train import (
-    NAIVE_REASON,
-    NonFiniteLoss,
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    make_loaders,
-    naive_parts,
-)
+from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult
 
 EpochCallback = Callable[[int, dict], None]
 STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
@@ -163,6 +157,17 @@ def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log
     return ", ".join(fast)
 
 
+def stop_if_signalled(signals: DeferredSignals, world: int, device: torch.device, over: bool = False) -> bool:
+    """Raise KeyboardInterrupt if this process (any rank) was signalled; whether any rank is over budget."""
+    if world == 1:
+        signals.check()
+        return over
+    signalled, over = agree(device, signals.received is not None, over)
+    if signalled:
+        raise KeyboardInterrupt("signal on a data-parallel rank")
+    return over
+
+
 class Loop:
     """Epochs of steps, an evaluation after each, checkpoints; stops on epochs, --max-steps,
     --time-budget, Ctrl-C / SIGTERM (a checkpoint of the exact position) or an error."""
@@ -184,15 +189,15 @@ class Loop:
     def resume(self, ckpt: dict | None) -> None:
         if ckpt is None:
             return
-        self.trainer.load_state_dict(ckpt)
-        self.pos.update(ckpt["position"])
-        self.result.history = list(self.pos["history"])
+        restore_trainer(self.trainer, ckpt)
         p = self.pos
+        p.update(ckpt["position"])
+        self.result.history = list(p["history"])
         self.log(f"resumed at epoch {p['epoch'] + 1}, batch {p['batch']}, step {p['global_step']}")
 
     def checkpoint(self) -> None:
         if self.checkpoint_path is not None:
-            save_checkpoint(self.trainer.state_dict(dict(self.pos, history=self.result.history)), self.checkpoint_path)
+            save_checkpoint(trainer_state(self.trainer, dict(self.pos, history=self.result.history)), self.checkpoint_path)
 
     def run(self) -> None:
         signals = DeferredSignals(escalate=self.world == 1)
@@ -200,7 +205,7 @@ class Loop:
             while self.pos["epoch"] < self.cfg.epochs and self.stop is None:
                 self.train_epoch(signals)
                 self.end_epoch()
-                self.stop_if_signalled(signals)
+                stop_if_signalled(signals, self.world, self.device)
         except BaseException as e:
             self.stopped(e)
             raise
@@ -242,22 +247,12 @@ class Loop:
         if self.world > 1 and pos["global_step"] % AGREE_EVERY:
             over = False  # between agreements a rank decides nothing alone
         else:
-            over = self.stop_if_signalled(signals, over)
+            over = stop_if_signalled(signals, self.world, self.device, over)
         if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
             self.stop = "max_steps"
         elif over:
             self.stop = "time_budget"
         return self.stop is not None
-
-    def stop_if_signalled(self, signals: DeferredSignals, over: bool = False) -> bool:
-        """Raise KeyboardInterrupt if this process (any rank) was signalled; whether any rank is over budget."""
-        if self.world == 1:
-            signals.check()
-            return over
-        signalled, over = agree(self.device, signals.received is not None, over)
-        if signalled:
-            raise KeyboardInterrupt("signal on a data-parallel rank")
-        return over
 
     def end_epoch(self) -> None:
         cfg, pos, trainer = self.cfg, self.pos, self.trainer
@@ -275,7 +270,7 @@ class Loop:
             self.log(f"{f'stopped by {self.stop}; ' if self.stop else ''}evaluating on the {self.splits.eval_set} set "
                      f"({len(self.splits.eval_labels):,} images{twin}) ...")
         with wall.phase("evaluation"):
-            val_loss, val_acc, self.preds = trainer.evaluate(self.eval_loader, self.splits.eval_labels)
+            val_loss, val_acc, self.preds = evaluate(trainer, self.eval_loader, self.splits.eval_labels)
         metrics = {
             "train_loss": loss, "train_acc": acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": float(trainer.optimizer.param_groups[0]["lr"]),  # for the next step
@@ -317,8 +312,8 @@ class Loop:
                 self.checkpoint()  # the exact position: --resume continues from here
             tags = {"stopped_by": "interrupt" if interrupted else f"error ({type(e).__name__})"}
             if not isinstance(e, NonFiniteLoss) and metrics["steps"] > 0:
-                loss, acc, preds = self.trainer.evaluate(self.eval_loader, self.splits.eval_labels,
-                                                         max_seconds=STOP_EVAL_SECONDS)
+                loss, acc, preds = evaluate(self.trainer, self.eval_loader, self.splits.eval_labels,
+                                            max_seconds=STOP_EVAL_SECONDS)
                 metrics |= {"final_val_acc": acc, "final_val_loss": loss, "final_val_images": float(len(preds))}
                 tags["final_eval"] = eval_scope(len(preds), len(self.splits.eval_labels), self.splits.eval_set)
             if self.hooks.stopped is not None:
@@ -388,6 +383,6 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with wall.phase("inference timing"):
-            result.infer_images_per_sec = trainer.infer_images_per_sec(x_inf, max_seconds=seconds)
-    trainer.adopt_ema()  # with --ema the model evaluated is the average; the checkpoint keeps both
+            result.infer_images_per_sec = infer_images_per_sec(trainer, x_inf, max_seconds=seconds)
+    load_ema(trainer.model, trainer.ema)  # with --ema the model evaluated is the average; the checkpoint keeps both
     result.model = trainer.model

@@ -29,10 +29,10 @@ NORM = ("pre", "post")
 DATASETS = registered("data.py", "DATASETS")  # torchvision's
 DATASET_FORMS = ("synthetic", "imagefolder:PATH")  # vitbench.images
 PRESETS = registered("models/registry.py", "PRESETS")
-PEERS = registered("bench.py", "PEER_BUILDERS")
+PEERS = registered("peers.py", "PEER_BUILDERS")
 AUGMENTS = ("none", "crop", "crop-flip", "affine")
 # fp32; bf16 / fp16 autocast (fp16 with a gradient scaler); fp8: the Linear layers through torchao's float8
-# training (dynamic scaling), bf16 autocast around them -- vitbench.train.AMP_DTYPES
+# training (dynamic scaling), bf16 autocast around them -- vitbench.compute.AMP_DTYPES
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 

@@ -26,7 +26,7 @@ from vitbench.errors import DISK_FULL, VitbenchError, check_run_id, write_error
 from vitbench.mlflow_ui import readable
 from vitbench.secrets import mask_secrets
 
-PROCESS_GONE = "process gone"  # how the reaper's error tag starts (tracking.orphan_reason)
+PROCESS_GONE = "process gone"  # how the reaper's error tag starts (liveness.orphan_reason)
 
 
 def pending_folder() -> Path:

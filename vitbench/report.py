@@ -28,7 +28,7 @@ def load_runs(experiment: str, filter_string: str | None = None) -> tuple[str, p
         if exp is None:
             raise VitbenchError(f"no experiment named {name!r} in the tracking store")
         ids.append(exp.experiment_id)
-    from vitbench.tracking import reap_orphans
+    from vitbench.liveness import reap_orphans
 
     reap_orphans(ids)  # runs whose process died are FAILED with the reason, not RUNNING forever
     try:
@@ -310,24 +310,6 @@ def hardware(t: pd.DataFrame) -> str:
     return "/".join(sorted(set(devices(t)))) or "?"
 
 
-def findings_section(t: pd.DataFrame) -> list[str]:
-    lines = ["## Findings", ""]
-    found = verdicts.findings(t)
-    if not found:
-        sweep = "tags.kind" in t and (t["tags.kind"] == "sweep-trial").any()
-        return lines + ["A sweep's trials each differ in several sampled options: they are not compared axis by "
-                        "axis (the sweep's own plots rank them)." if sweep else
-                        "No axis varies between these runs: nothing to compare.", ""]
-    for exp in dict.fromkeys(v.experiment for v in found):
-        for axis in dict.fromkeys(v.axis for v in found if v.experiment == exp):
-            these = [v for v in found if v.experiment == exp and v.axis == axis]
-            lines += [f"**{exp}**, axis `{axis}` (reference: {these[0].reference}):", ""]
-            lines += [f"- **{v.value} vs {v.reference}**{f' ({v.where})' if v.where else ''}: {v.text}."
-                      for v in these]
-            lines.append("")
-    return lines + [verdicts.METHOD, ""]
-
-
 def default_out(experiment: str) -> Path:
     """``reports/<experiment>`` in the working directory: one folder name made of the experiment names, so
     no name ('../../x') reaches outside it. The project's showcase in results/ is written with --out."""
@@ -394,7 +376,7 @@ def training_sections(t, experiment: str, source: str, target: float, out: Path)
     table.to_csv(out / "summary.csv")
     plots_made = list(report_plots.comparison_plots(table, hist, out))
     full, bounded = table[table["budget"] == ""], table[table["budget"] != ""]
-    lines = headline(t, table, experiment) + [source, ""] + findings_section(t)
+    lines = headline(t, table, experiment) + [source, ""] + verdicts.section(t)
     lines += ["## Fully trained cells", "",
               "Per cell, over its repeats: final accuracy on the evaluation set, training images/s over the "
               "whole run, inference images/s, peak memory, training seconds (training steps only: no "

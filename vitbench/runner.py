@@ -17,9 +17,11 @@ from pathlib import Path
 
 from vitbench import mlflow_ui, plots, wall
 from vitbench.checkpoints import checksum_path, complete_interrupted_save, load_checkpoint
+from vitbench.compute import naive_parts, precision_unavailable
 from vitbench.data import DatasetInfo, Splits, load_splits, loader_kind
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
+from vitbench.liveness import check_not_running
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig
 from vitbench.models.vit import unavailable
@@ -28,19 +30,13 @@ from vitbench.outbox import Outbox
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import (
-    check_not_running,
     connect,
     environment_tags,
     flatten,
     get_experiment_id,
     tracked_run,
 )
-from vitbench.train import (
-    TrainConfig,
-    TrainResult,
-    naive_parts,
-    precision_unavailable,
-)
+from vitbench.train import TrainConfig, TrainResult
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
              "same function: tests/unit/test_models.py); training and inference timing ran the loops")
@@ -306,3 +302,41 @@ def find_checkpoint(run_id: str, checkpoint_dir: str | Path, tracking_uri: str |
         if made and not any(local.parent.iterdir()):
             local.parent.rmdir()
     return local
+
+
+def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: str | None,
+                log: Callable[[str], None] = print) -> tuple:
+    """`run`'s configs and the checkpoint it continues: a resumed run's own configs with what a resume may
+    change, else the options' (an image folder's preset taken from its images, and said)."""
+    from vitbench.options import configs, resumed
+
+    if resume:
+        check_run_id(resume, "--resume")
+        checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))
+        return (*resumed(checkpoint, opts), checkpoint)
+    if opts.dataset.startswith("imagefolder:") and opts.preset is None:
+        from vitbench.images import folder_preset
+
+        preset, why = folder_preset(opts.dataset)
+        log(f"note: {opts.dataset}: {why} -> preset {preset}; --preset chooses another")
+        opts = replace(opts, preset=preset)
+    return (*configs(opts), None)
+
+
+def say_done(outcome: RunOutcome, cfg: TrainConfig, quiet: bool, log: Callable[[str], None] = print) -> None:
+    """What a run reached, where its wall time went, and where to see it in the MLflow UI."""
+    from vitbench.mlflow_ui import see_line
+
+    r = outcome.result
+    log(
+        f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
+        f"train {r.train_seconds:.2f} s ({r.steps} steps, stopped by {r.stopped_by}) | "
+        f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
+        f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
+        + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
+    )
+    if busy := r.conditions.verdict():
+        log(f"note: {busy}")
+    if not quiet:
+        log(wall.summary())
+    log(see_line(outcome.tracking_uri, outcome.experiment_id))

@@ -122,7 +122,7 @@ def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
     """The runs the workers take, the likely longest first, so that no worker is left with a long run while the
     others idle at the end: the from-scratch loop parts (each runs its whole time budget, or far longer), by
     budget, then the others in the suite's order."""
-    from vitbench.train import naive_parts
+    from vitbench.compute import naive_parts
 
     def slow(item: tuple[Cell, int]) -> tuple[bool, float]:
         cfg, model_cfg = cell_configs(item[0], 0)  # checked when the suite was loaded

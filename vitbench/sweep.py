@@ -12,290 +12,35 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitbench.config import MODEL_OPTIONS, SEARCHABLE
-from vitbench.errors import VitbenchError, check_number
+from vitbench.config import MODEL_OPTIONS
+from vitbench.errors import VitbenchError
 from vitbench.mlflow_ui import NAME_LENGTH, NOTE
 from vitbench.progress import Display, Every, duration
-from vitbench.yamlfile import read_yaml
+from vitbench.study import (
+    COUNTED,
+    ExcessTrial,
+    SweepSpec,
+    TrialBeat,
+    counts,
+    fail_dead_trials,
+    open_study,
+    redact,
+    study_lock,
+    suggest,
+    trial_sampler,
+)
 
 if TYPE_CHECKING:
     from vitbench.options import Options
-
-SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in the wheel (pyproject.toml)
-OBJECTIVES = ("val_acc", "train_images_per_sec")
-
-
-# -- the search space ----------------------------------------------------------------------------
-def space_names() -> list[str]:
-    """The search spaces that ship with vitbench (vitbench/space_files/), by name."""
-    return sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
-
-
-def load_space(path: str | Path | None) -> dict[str, dict]:
-    """Read and check a YAML space: ``name: {type: float|int|categorical, low, high, log, step, choices}``.
-    ``path``: a YAML file, or the name of a space that ships with vitbench (None: ``default``)."""
-    path = Path(path or "default")
-    if not path.suffix and not path.exists():  # a shipped space's name
-        if str(path) not in space_names():
-            raise VitbenchError(f"no search space {str(path)!r}: give a YAML file or one of {', '.join(space_names())}")
-        path = SPACE_DIR / f"{path}.yaml"
-    space = read_yaml(path, "search space")
-    if not isinstance(space, dict) or not space:
-        raise VitbenchError(f"search space {path} must map parameter names to distributions")
-    for name, spec in space.items():
-        where = f"search space {path}: {name}"
-        if name not in SEARCHABLE:
-            raise VitbenchError(f"{where}: not a searchable option; valid: {', '.join(SEARCHABLE)}")
-        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-            raise VitbenchError(f"{where}: needs type float, int or categorical")
-        if spec["type"] == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise VitbenchError(f"{where}: categorical needs a non-empty list of choices")
-        else:
-            for k in ("low", "high", "step"):  # YAML 1.1 reads 1e-4 as a string: accept it as a number
-                if isinstance(spec.get(k), str):
-                    with contextlib.suppress(ValueError):
-                        spec[k] = float(spec[k])
-            if not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high")):
-                raise VitbenchError(f"{where}: {spec['type']} needs numeric low and high")
-            if spec["low"] > spec["high"] or (spec.get("log") and spec["low"] <= 0):
-                raise VitbenchError(f"{where}: needs 0 < low <= high for log, low <= high otherwise")
-    return space
-
-
-def suggest(trial, space: dict[str, dict]) -> dict:
-    params = {}
-    for name, s in space.items():
-        if s["type"] == "float":
-            params[name] = trial.suggest_float(name, s["low"], s["high"], log=bool(s.get("log")), step=s.get("step"))
-        elif s["type"] == "int":
-            params[name] = trial.suggest_int(name, int(s["low"]), int(s["high"]), log=bool(s.get("log")),
-                                             step=int(s.get("step", 1)))
-        else:
-            params[name] = trial.suggest_categorical(name, s["choices"])
-    return params
-
-
-# -- storage, study, parent run -----------------------------------------------------------------------
-def redact(url: str) -> str:
-    """A storage URL without its password, fit for logs and MLflow params."""
-    from vitbench.secrets import mask_secrets
-
-    return mask_secrets(url)
-
-
-def journal_storage(url: str):
-    """``journal:PATH``: Optuna's append-only journal in one file, locked for several processes."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    raw = url.split(":", 1)[1]
-    if not raw:
-        raise VitbenchError("--storage journal:PATH needs a file path, e.g. journal:optuna.journal")
-    path = Path(raw).expanduser()
-    if not path.parent.is_dir():  # a typo is not a reason to create folders anywhere
-        raise VitbenchError(f"cannot open Optuna journal {path}: folder {path.parent} does not exist")
-    try:
-        return JournalStorage(JournalFileBackend(str(path)))
-    except OSError as e:
-        raise VitbenchError(f"cannot open Optuna journal {path}: {e.strerror or e}") from None
-
-
-def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
-    import optuna
-
-    # Heartbeats and the matplotlib plots are marked experimental; they are what we rely on.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from optuna.storages import RDBStorage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's INFO lines repeat it
-    if url.startswith("journal:"):
-        return journal_storage(url)
-
-    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat}
-    if url.startswith(("postgresql", "mysql")):  # an unreachable server: one line in seconds, not minutes
-        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5}}
-    if on_stale is not None:
-        kwargs["heartbeat_stale_trial_callback"] = on_stale
-    try:
-        return RDBStorage(url, **kwargs)
-    except TypeError:  # Optuna 4.x names the callback failed_trial_callback
-        kwargs["failed_trial_callback"] = kwargs.pop("heartbeat_stale_trial_callback", None)
-        return RDBStorage(url, **kwargs)
-    except (ImportError, ModuleNotFoundError) as e:
-        raise VitbenchError(f"storage {redact(url)} needs a driver: {e}; for PostgreSQL: pip install 'vitbench[postgres]'") from None
-    except Exception as e:
-        raise VitbenchError(f"cannot open Optuna storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    variant: str
-    dataset: str
-    n_trials: int
-    space: dict
-    space_path: str
-    objectives: tuple[str, ...] = ("val_acc",)
-    pruner: str = "median"
-    storage: str = "sqlite:///optuna.db"
-    study_name: str = ""
-    timeout: float | None = None
-    heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
-    seed: int = 0  # the sampler's (a worker's: the base seed + its number)
-
-    def __post_init__(self) -> None:
-        check_number("--n-trials", self.n_trials, 1)
-        check_number("--heartbeat", self.heartbeat, 1, 3600)
-        if self.timeout is not None:
-            check_number("--timeout", self.timeout, 0.0, low_open=True)
-
-    @property
-    def journal(self) -> bool:
-        """Optuna's journal file: no heartbeat of its own (see TrialBeat, fail_dead_trials)."""
-        return self.storage.startswith("journal:")
-
-    @property
-    def directions(self) -> list[str]:
-        return ["maximize"] * len(self.objectives)
-
-
-def check_objectives(text: str) -> tuple[str, ...]:
-    objs = tuple(o.strip() for o in text.split(",") if o.strip())
-    if not objs or any(o not in OBJECTIVES for o in objs) or len(set(objs)) != len(objs):
-        raise VitbenchError(f"unknown objective {text!r}; valid: val_acc or val_acc,train_images_per_sec")
-    return objs
-
-
-def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None]):
-    import optuna
-
-    if name not in ("median", "hyperband", "none"):
-        raise VitbenchError(f"unknown pruner {name!r}; valid: median, hyperband, none")
-    if multi and name != "none":
-        log("note: Optuna cannot prune multi-objective studies; pruning is off")
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
-    return optuna.pruners.NopPruner()
-
-
-COUNTED = ("COMPLETE", "PRUNED")
-
-
-def counts(study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-class ExcessTrial(Exception):
-    """Started after the study already had its n_trials (a race between workers); not run."""
-
-
-# -- one worker -----------------------------------------------------------------------------------
-def on_stale_trial(study, trial) -> None:
-    """A worker died mid-trial: end its MLflow run FAILED and retry the same parameters."""
-    from optuna.storages import RetryFailedTrialCallback
-
-    from vitbench.tracking import end_orphaned
-
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        with contextlib.suppress(Exception):
-            end_orphaned(run_id, "FAILED", "worker died: its Optuna heartbeat stopped")
-    RetryFailedTrialCallback(max_retry=3)(study, trial)
-
-
-class TrialBeat:
-    """For storages without Optuna's heartbeat (the journal): the running trial carries its worker's host
-    and PID and a ``worker.heartbeat`` time, renewed every ``every`` seconds from a daemon thread."""
-
-    def __init__(self, trial, every: int) -> None:
-        self.trial, self.every, self.done = trial, every, threading.Event()
-        trial.set_user_attr("worker.host", socket.gethostname())
-        trial.set_user_attr("worker.pid", os.getpid())
-        trial.set_user_attr("worker.heartbeat", time.time())
-        self.thread = threading.Thread(target=self._loop, name="vitbench-trial-heartbeat", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.done.wait(self.every):
-            with contextlib.suppress(Exception):
-                self.trial.set_user_attr("worker.heartbeat", time.time())
-
-    def stop(self) -> None:
-        self.done.set()
-        self.thread.join()
-
-
-def dead_worker(trial, heartbeat: int, now: float | None = None) -> str | None:
-    """Why a RUNNING trial's worker is gone, or None: its process ended (this host), or its heartbeat is
-    older than three intervals (another host, or a trial that never got its first beat)."""
-    from vitbench.tracking import process_alive
-
-    a = trial.user_attrs
-    start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-    if a.get("worker.host") == socket.gethostname() and not process_alive(int(a["worker.pid"]), start * 1000):
-        return f"worker died: pid {a['worker.pid']} no longer runs"
-    silent = (now or time.time()) - float(a.get("worker.heartbeat", start))
-    if silent > 3 * heartbeat:
-        return f"worker died: its heartbeat stopped {silent:.0f} s ago"
-    return None
-
-
-def fail_dead_trials(study, spec: SweepSpec) -> None:
-    """Fail the trials of dead workers (their MLflow runs FAILED, their parameters retried). For the
-    journal, one process does this (the coordinator, or a lone worker): the journal has no transaction
-    to stop two processes from retrying the same trial twice."""
-    import optuna
-
-    if not spec.journal:
-        optuna.storages.fail_stale_trials(study)  # the RDB heartbeat
-        return
-    from optuna.trial import TrialState
-
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if dead_worker(t, spec.heartbeat) is None:
-            continue
-        try:  # another worker may have failed it a moment ago
-            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                continue
-        except Exception:
-            continue
-        on_stale_trial(study, study._storage.get_trial(t._trial_id))
-
-
-def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
-    import optuna
-
-    storage = make_storage(spec.storage, spec.heartbeat, on_stale_trial)
-    pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log)
-    sampler = trial_sampler(spec, 0)  # work() reseeds it before each trial
-    try:
-        study = optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
-                                    pruner=pruner, sampler=sampler, load_if_exists=True)
-    except ValueError as e:  # e.g. directions differ from the stored study's
-        raise VitbenchError(f"study {spec.study_name!r}: {e}") from None
-    if study.metric_names != list(spec.objectives):  # optuna-dashboard and the plots name the objectives
-        study.set_metric_names(list(spec.objectives))
-    return study
-
 
 def trial_name(number: int, params: dict) -> str:
     """What the MLflow UI lists for a trial: its number and what it tried, the model's shape first
@@ -429,28 +174,14 @@ def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: s
         task.close()
 
 
-def trial_sampler(spec: SweepSpec, trials_so_far: int):
-    """TPE seeded for the next trial from the study's seed and the trials it holds, so a resumed sweep does not
-    draw its first trials again; where several workers may share the study (a journal, a database server), from
-    the worker too (host and process), so two workers never draw alike. One worker on SQLite stays reproducible.
-    constant_liar: trials other workers are running count as bad for now, so TPE does not suggest their
-    neighbourhood twice."""
-    import zlib
-
-    import optuna
-
-    worker = "" if spec.storage.startswith("sqlite") else f":{socket.gethostname()}:{os.getpid()}"
-    seed = zlib.crc32(f"{spec.seed}:{trials_so_far}{worker}".encode())
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
 # -- the coordinator ------------------------------------------------------------------------------
 def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
     """The study's parent MLflow run: created once, found again through the study's user attrs."""
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
-    from vitbench.tracking import environment_tags, process_tags
+    from vitbench.liveness import process_tags
+    from vitbench.tracking import environment_tags
 
     client = MlflowClient()
     with study_lock(spec):  # two sweeps started together on one host make one parent run
@@ -469,18 +200,6 @@ def parent_run(spec: SweepSpec, study, experiment_id: str, params: dict) -> str:
         client.log_dict(rid, spec.space, "space.yaml")
         study.set_user_attr("mlflow_parent_run_id", rid)
     return rid
-
-
-@contextlib.contextmanager
-def study_lock(spec: SweepSpec):
-    """An exclusive lock per study and storage on this host (a file in the temp folder, flock)."""
-    import fcntl
-    import hashlib
-
-    key = hashlib.sha256(f"{spec.storage}\0{spec.study_name}".encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"vitbench-study-{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def sweep_note(spec: SweepSpec, study, best: str = "") -> str:
@@ -613,9 +332,10 @@ def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, exper
     with one), then log the best trial and Optuna's plots on the parent run."""
     from mlflow.tracking import MlflowClient
 
+    from vitbench.liveness import Heartbeat
     from vitbench.mlflow_ui import see_line
     from vitbench.options import train_config
-    from vitbench.tracking import Heartbeat, connect, get_experiment_id
+    from vitbench.tracking import connect, get_experiment_id
 
     epochs = train_config(base).epochs
     if spec.n_trials < 1:
@@ -708,7 +428,3 @@ def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess
         procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker", str(i)],
                                       env=env))
     return procs
-
-
-def default_study_name(variant: str, dataset: str, objectives: tuple[str, ...]) -> str:
-    return f"{variant}-{dataset}-{'-'.join(objectives)}"

@@ -200,3 +200,22 @@ METHOD = ("Method: each cell's repeats differ only in their seed. Throughput and
           "that would separate a difference of the observed size (5% two-sided, 80% power) is given. Only "
           "runs that differ in the compared axis alone are paired; throughput is compared at equal batch size "
           "and precision; runs bounded by a time or step budget are never compared on accuracy.")
+
+
+def section(t: pd.DataFrame) -> list[str]:
+    """The report's Findings: every verdict, by experiment and axis, then how they were reached."""
+    lines = ["## Findings", ""]
+    found = findings(t)
+    if not found:
+        sweep = "tags.kind" in t and (t["tags.kind"] == "sweep-trial").any()
+        return lines + ["A sweep's trials each differ in several sampled options: they are not compared axis by "
+                        "axis (the sweep's own plots rank them)." if sweep else
+                        "No axis varies between these runs: nothing to compare.", ""]
+    for exp in dict.fromkeys(v.experiment for v in found):
+        for axis in dict.fromkeys(v.axis for v in found if v.experiment == exp):
+            these = [v for v in found if v.experiment == exp and v.axis == axis]
+            lines += [f"**{exp}**, axis `{axis}` (reference: {these[0].reference}):", ""]
+            lines += [f"- **{v.value} vs {v.reference}**{f' ({v.where})' if v.where else ''}: {v.text}."
+                      for v in these]
+            lines.append("")
+    return lines + [METHOD, ""]

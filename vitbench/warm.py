@@ -17,7 +17,7 @@ later ``run`` or ``suite`` from the same installation hands its command line to 
   same GPUs hands them its job instead of starting new ones (``vitbench.workers``); they leave with it;
 - the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
   ``COMMANDS_PER_PROCESS`` commands or once its commands compiled the step for half as many distinct models
-  as torch keeps versions of it (``vitbench.train.room_to_compile``; a kept suite worker likewise), on
+  as torch keeps versions of it (``vitbench.compute.room_to_compile``; a kept suite worker likewise), on
   ``vitbench warm --stop``, and whenever the package's
   source or the environment torch reads at import changes (those select another warm process: ``key``).
 

@@ -146,9 +146,9 @@ class Server:
 
     def full(self) -> bool:
         """No more commands here: as many as one process serves, or half as many compiled models as torch keeps
-        versions of the step (``vitbench.train.room_to_compile``); the next caller starts a fresh process."""
-        train = sys.modules.get("vitbench.train")
-        return self.served >= COMMANDS_PER_PROCESS or (train is not None and not train.room_to_compile())
+        versions of the step (``vitbench.compute.room_to_compile``); the next caller starts a fresh process."""
+        compute = sys.modules.get("vitbench.compute")
+        return self.served >= COMMANDS_PER_PROCESS or (compute is not None and not compute.room_to_compile())
 
     def _terminate(self, signum, frame) -> None:
         self.closing = True  # leave after this command (a command's own handler makes it end KILLED)

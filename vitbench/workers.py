@@ -104,8 +104,8 @@ def worker(gpu: str, device: str | None, jobs, tasks, events, threads: int, star
         import torch
 
         from vitbench.cells import cell_configs, load_suite, run_cell, splits_for  # noqa: F401
+        from vitbench.compute import room_to_compile
         from vitbench.runner import preload  # noqa: F401  (and what its runs' plots need: seaborn, scipy)
-        from vitbench.train import room_to_compile
 
     # The host's cores shared among the workers, as torch.distributed.run does for its ranks: each worker's
     # thread pool sized to the whole host made side-by-side runs contend for the cores.
@@ -143,8 +143,8 @@ def serve(job: Job, gpu: str, device: str | None, tasks, events) -> bool:
     """One job's runs; False where it was interrupted (the worker then leaves)."""
     from vitbench import tracking
     from vitbench.cells import cell_configs, forget_data, load_suite, run_cell, splits_for
+    from vitbench.compute import compiles
     from vitbench.runner import preload
-    from vitbench.train import compiles
 
     own = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if k in os.environ and not gpu.startswith("cpu")}
     os.environ.clear()  # the caller's environment and folder (the same as at the start, for a first job)

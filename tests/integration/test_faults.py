@@ -56,7 +56,7 @@ def test_a_run_still_running_elsewhere_is_not_continued_by_a_second_writer(workd
     from mlflow.tracking import MlflowClient
 
     from tests.helpers import TINY, invoke, one_line_error, runs
-    from vitbench.tracking import process_tags
+    from vitbench.liveness import process_tags
 
     assert invoke("run", "--epochs", "1", *TINY).exit_code == 0
     (run,) = runs()

@@ -80,17 +80,17 @@ def test_nan_loss_fails_the_run_and_names_the_step(workdir, tiny_mnist):
 
 def test_no_run_is_left_running(workdir, tiny_mnist):
     """After every path above a run ends; here, an exception inside training ends it FAILED."""
-    import vitbench.train as train_mod
+    import vitbench.loop
 
     def boom(*a, **k):
         raise RuntimeError("simulated crash")
 
-    orig = train_mod.Trainer.evaluate
-    train_mod.Trainer.evaluate = boom
+    orig = vitbench.loop.evaluate
+    vitbench.loop.evaluate = boom
     try:
         res = invoke("run", "--epochs", "1", *TINY)
     finally:
-        train_mod.Trainer.evaluate = orig
+        vitbench.loop.evaluate = orig
     assert res.exit_code != 0
     (run,) = runs()
     assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["error"]
@@ -192,7 +192,7 @@ def test_ema_in_a_run_resumes_exactly_and_is_what_inspect_loads(workdir, tiny_mn
     assert len(params) == len(a["ema"]) and all(torch.equal(p, e) for p, e in zip(params, a["ema"], strict=True))
     assert not torch.equal(params[0], a["model"][next(n for n, _ in model.named_parameters())])
     res = invoke("run", "--ema", "1.0", *TINY)
-    assert res.exit_code == 2 and "ema is a decay per step in [0, 1)" in res.output
+    assert res.exit_code == 2 and "ema must be in [0, 1), got 1" in res.output
 
 
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     from typer.testing import CliRunner
     from vitbench.cells import cell_configs, load_suite
     from vitbench.cli import app
-    from vitbench.sweep import load_space
+    from vitbench.study import load_space
 
     print(CliRunner().invoke(app, ["run", "--help"]).output)
     suite = load_suite(sys.argv[1])

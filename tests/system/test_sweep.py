@@ -19,7 +19,7 @@ from vitbench.cli import app
 
 
 def vitbench_storage(url: str):
-    from vitbench.sweep import journal_storage
+    from vitbench.study import journal_storage
 
     return journal_storage(url)
 

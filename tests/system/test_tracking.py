@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO, free_port, start_mlflow_server, stop_server
 from tests.helpers import TINY, runs
-from vitbench import tracking
+from vitbench import liveness, tracking
 from vitbench.cli import app
 
 SECRET = "s3cr3t-pw"
@@ -48,7 +48,7 @@ def test_a_sigkilled_run_is_ended_failed_by_the_next_command(workdir, tiny_mnist
     # and a run that is alive is left alone: this process's own
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     with tracking.tracked_run(mlflow.get_experiment_by_name("vitbench-mnist").experiment_id, "alive") as rid:
-        assert tracking.reap_orphans([mlflow.get_experiment_by_name("vitbench-mnist").experiment_id]) == []
+        assert liveness.reap_orphans([mlflow.get_experiment_by_name("vitbench-mnist").experiment_id]) == []
         assert MlflowClient().get_run(rid).info.status == "RUNNING"
     assert MlflowClient().get_run(rid).info.status == "FINISHED"
 

@@ -14,14 +14,14 @@ PACKAGE = REPO / "vitbench"
 FLOORS = [
     {"warm_server", "__main__"},  # the warm process runs commands through the CLI
     {"cli"},
-    {"warm", "suite", "workers", "sweep", "bench", "report", "inspect_run"},  # warm: the caller's side
+    {"warm", "suite", "workers", "sweep", "bench", "report", "inspect_run", "flags", "bench_rows", "study"},  # warm: the caller's side
     {"cells", "verdicts", "report_plots", "stats"},  # cells: what suite and its worker processes share
     {"runner", "recipes", "options"},
     {"loop"},
-    {"train"},
-    {"tracking", "distributed", "data", "timing", "checkpoints"},
+    {"train", "evaluation"},
+    {"tracking", "liveness", "distributed", "data", "timing", "checkpoints", "compute"},
     {"images", "mlflow_ui", "outbox", "plots", "progress", "__init__"},
-    {"wall", "models"},
+    {"wall", "models", "peers"},
     {"config", "splits", "yamlfile", "gpus", "serving", "secrets", "names", "errors", "conditions"},
 ]
 
@@ -85,3 +85,19 @@ def test_no_function_is_longer_than_sixty_lines():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
     assert long == [], long
 
+
+
+MAX_FILE_LINES, MAX_CLASS_LINES = 450, 150  # a room a reader takes in at one sitting
+
+
+def test_no_room_outgrows_a_sitting():
+    """No module in vitbench/ over MAX_FILE_LINES lines, no class over MAX_CLASS_LINES."""
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if (n := len(text.splitlines())) > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(REPO)}: {n} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and (n := node.end_lineno - node.lineno + 1) > MAX_CLASS_LINES:
+                too_long.append(f"{path.relative_to(REPO)}: class {node.name}, {n} lines")
+    assert too_long == [], too_long

@@ -21,14 +21,14 @@ def _entry() -> Entry:
 def test_bench_interrupted_while_logging_shows_its_table_and_says_where_the_rows_are(workdir, monkeypatch):
     """Ctrl-C (or a SIGTERM) after the measurements, while the MLflow run is being written: the table was shown,
     the CSV kept, and the message says so rather than 'nothing was recorded'."""
-    import vitbench.bench
-    import vitbench.cli
+    import vitbench.bench_rows
+    from vitbench.flags import WRITTEN
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vitbench.bench, "log_to_mlflow", interrupted)
-    monkeypatch.setattr(vitbench.cli, "WRITTEN", [])
+    monkeypatch.setattr(vitbench.bench_rows, "log_to_mlflow", interrupted)
+    WRITTEN.clear()  # files an earlier command in this process wrote
     out = workdir / "bench.csv"
     res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--mode", "train",
                                    "--out", str(out), *BENCH_TINY])

@@ -119,7 +119,7 @@ def test_sweep_s_flags_are_what_every_trial_starts_from(monkeypatch):
 
 def test_the_names_the_cli_offers_are_the_registries():
     """vitbench.names (torch-free, what the CLI's help is made of) against the modules that implement each name."""
-    from vitbench import bench, data, names
+    from vitbench import data, names, peers
     from vitbench.models.attention import ATTENTION
     from vitbench.models.mlp import MLPS
     from vitbench.models.patchify import PATCHIFY
@@ -127,7 +127,7 @@ def test_the_names_the_cli_offers_are_the_registries():
 
     assert names.ATTENTION == tuple(ATTENTION) and names.PATCHIFY == tuple(PATCHIFY) and names.MLP == tuple(MLPS)
     assert names.DATASETS == tuple(data.DATASETS) and set(names.PRESETS) == set(PRESETS)
-    assert names.PEERS == bench.PEERS
+    assert names.PEERS == tuple(peers.PEER_BUILDERS)
 
 
 

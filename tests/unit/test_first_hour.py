@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from vitbench import conditions, verdicts
-from vitbench.bench import BenchOptions, rich_table
+from vitbench.bench import BenchOptions
+from vitbench.bench_rows import rich_table
 from vitbench.sweep import NAME_LENGTH, trial_name
 
 

@@ -301,7 +301,7 @@ def test_the_fused_mlp_follows_autocast_and_counts_the_flops_of_nn_linear():
     nn.Linear + nn.GELU; FP8 leaves fc1 as it is (the operator reads its weight) and takes fc2."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitbench.train import fp8_layers
+    from vitbench.compute import fp8_layers
 
     torch.manual_seed(0)
     ref = create_model("sdpa", "mnist", depth=1)
@@ -507,9 +507,9 @@ def test_a_new_attention_passes_the_equivalence_checks(monkeypatch):
 def test_a_loop_part_names_its_batched_twin_which_is_a_plain_implementation():
     """naive attention and the loop patchify are 'eager only' by an attribute, not by their names; evaluations run
     through the twin they name (the equivalence tests above prove it computes the same function)."""
+    from vitbench.compute import naive_parts
     from vitbench.models.attention import ATTENTION
     from vitbench.models.patchify import PATCHIFY
-    from vitbench.train import naive_parts
 
     for table in (ATTENTION, PATCHIFY):
         for name, impl in table.items():

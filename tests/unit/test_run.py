@@ -157,8 +157,10 @@ def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path
 def test_lower_precisions_step_compiled_on_cuda(precision):
     """fp16 compiled and eagerly stepped (its scaler), fp8 compiled inside the whole-step CUDA graph: both train,
     and fp8's inference timing runs."""
+    from vitbench.compute import precision_unavailable
+    from vitbench.evaluation import infer_images_per_sec
     from vitbench.options import Options, configs
-    from vitbench.train import Trainer, precision_unavailable
+    from vitbench.train import Trainer
 
     if why := precision_unavailable(precision, torch.device("cuda")):
         pytest.skip(why)
@@ -171,20 +173,17 @@ def test_lower_precisions_step_compiled_on_cuda(precision):
     for _ in range(5):
         trainer.run_step(x, y)
     loss = trainer.read_stats()[0]
-    assert math.isfinite(loss) and trainer.infer_images_per_sec(x, max_seconds=2) > 0
+    assert math.isfinite(loss) and infer_images_per_sec(trainer, x, max_seconds=2) > 0
 
 
 
 def test_what_turns_the_whole_step_graph_off_is_said():
-    from types import SimpleNamespace
-
     from vitbench.config import TrainConfig
     from vitbench.models import ViTConfig
-    from vitbench.train import Trainer
+    from vitbench.train import graph_reason
 
     def reason(**cfg) -> str:
-        return Trainer._graph_reason(SimpleNamespace(cfg=TrainConfig(**cfg), model_cfg=ViTConfig(),
-                                                     device=torch.device("cuda"), world=1))
+        return graph_reason(TrainConfig(**cfg), ViTConfig(), torch.device("cuda"), world=1)
 
     assert reason() == "" and reason(precision="bf16") == "" and reason(precision="fp8") == ""
     assert "gradient scaler" in reason(precision="fp16")
@@ -194,8 +193,8 @@ def test_what_turns_the_whole_step_graph_off_is_said():
 
 
 def test_fp8_takes_the_linear_layers_a_model_calls_at_sizes_fp8_matmuls_take():
+    from vitbench.compute import fp8_layers
     from vitbench.models import create_model
-    from vitbench.train import fp8_layers
 
     mlp = ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
     small = dict(dim=32, heads=2, mlp_dim=64, depth=1)
@@ -204,7 +203,7 @@ def test_fp8_takes_the_linear_layers_a_model_calls_at_sizes_fp8_matmuls_take():
     assert fp8_layers(create_model("naive-msa", **small)) == ["blocks.0.attn.proj", *mlp]  # qkv cut per head
     assert fp8_layers(create_model("sdpa", dim=24, heads=2, mlp_dim=64, depth=1)) == []  # 24: not a multiple of 16
     pytest.importorskip("torchao")
-    from vitbench.train import to_float8
+    from vitbench.compute import to_float8
 
     model = create_model("torch-mha", **small)
     assert to_float8(model) == 2 and sum(type(m).__name__ == "Float8Linear" for m in model.modules()) == 2
@@ -216,6 +215,7 @@ def test_ema_averages_the_weights_step_by_step_and_evaluation_uses_it():
     it at the initial weights (and without --ema warms up as before: on CUDA every run does); evaluation sees
     the average and gives the model its own weights back."""
     from vitbench.config import TrainConfig
+    from vitbench.evaluation import evaluate
     from vitbench.options import Options, model_config
     from vitbench.train import Trainer
 
@@ -241,7 +241,7 @@ def test_ema_averages_the_weights_step_by_step_and_evaluation_uses_it():
             yield x, y
 
     live = [p.detach().clone() for p in params]
-    loss, acc, preds = trainer.evaluate(Batches(), y)
+    loss, acc, preds = evaluate(trainer, Batches(), y)
     for p, p0 in zip(params, live, strict=True):
         assert torch.equal(p, p0)  # its own weights back
     with torch.no_grad():
@@ -263,11 +263,11 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
 
     from torch._dynamo.utils import counters
 
-    from vitbench import train
+    from vitbench import compute, train
     from vitbench.options import Options, model_config
 
-    monkeypatch.setattr(train, "_COMPILED", {})
-    monkeypatch.setattr(train, "_MODELS", set())
+    monkeypatch.setattr(compute, "_COMPILED", {})
+    monkeypatch.setattr(compute, "_MODELS", set())
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     graphs = []
@@ -279,11 +279,11 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
     assert all(b > a for a, b in zip(graphs, graphs[1:], strict=False)), graphs  # a new graph for every model
     # the process counts them (a warm process or a kept suite worker makes way for a fresh one past half the
     # limit); the same model again is no new version, nor is an uncompiled one
-    assert train.models_compiled() == 10 and train.room_to_compile()
+    assert compute.models_compiled() == 10 and compute.room_to_compile()
     train.Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None)
     train.Trainer(replace(cfg, compile=False), model_config(Options(dim=64, depth=1, heads=2, mlp_dim=16)),
                   steps_per_epoch=10, log=lambda s: None)
-    assert train.models_compiled() == 10
-    monkeypatch.setattr(train, "_MODELS", {str(i) for i in range(train.MODELS_PER_PROCESS // 2)})
-    assert not train.room_to_compile()
+    assert compute.models_compiled() == 10
+    monkeypatch.setattr(compute, "_MODELS", {str(i) for i in range(compute.MODELS_PER_PROCESS // 2)})
+    assert not compute.room_to_compile()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def test_postgres_storage_url_password_is_redacted():
-    from vitbench.sweep import redact
+    from vitbench.study import redact
 
     assert redact("postgresql+psycopg://u:secret@h:5/db") == "postgresql+psycopg://u:***@h:5/db"
     assert Path(redact("sqlite:///optuna.db")).name == "optuna.db"

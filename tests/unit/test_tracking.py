@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import TINY
-from vitbench import tracking
+from vitbench import liveness, tracking
 from vitbench.cli import app
 
 
@@ -51,14 +51,14 @@ def test_orphan_rules():
     import socket
 
     here = socket.gethostname()
-    assert tracking.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=0)) is None  # this process
+    assert liveness.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=0)) is None  # this process
     # the same PID started after the run: another process that reused it
-    assert "no longer runs" in tracking.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=10 ** 7))
-    assert "pid 999999999 on" in tracking.orphan_reason(_run_object(here, "999999999", 5))
-    assert tracking.orphan_reason(_run_object("elsewhere", "12", 60)) is None
-    stale = tracking.orphan_reason(_run_object("elsewhere", "12", tracking.HEARTBEAT_TIMEOUT + 60))
+    assert "no longer runs" in liveness.orphan_reason(_run_object(here, str(os.getpid()), 5, started_ago=10 ** 7))
+    assert "pid 999999999 on" in liveness.orphan_reason(_run_object(here, "999999999", 5))
+    assert liveness.orphan_reason(_run_object("elsewhere", "12", 60)) is None
+    stale = liveness.orphan_reason(_run_object("elsewhere", "12", liveness.HEARTBEAT_TIMEOUT + 60))
     assert "no heartbeat from elsewhere since" in stale and "the timeout is 15 min" in stale
-    assert tracking.orphan_reason(types.SimpleNamespace(data=types.SimpleNamespace(tags={}), info=None)) is None
+    assert liveness.orphan_reason(types.SimpleNamespace(data=types.SimpleNamespace(tags={}), info=None)) is None
 
 
 

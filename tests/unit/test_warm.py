@@ -49,11 +49,11 @@ def test_a_warm_process_answers_status_and_stop_and_leaves_when_idle(socket_fold
 def test_a_warm_process_that_compiled_many_models_takes_no_more_commands(socket_folder, monkeypatch):
     """torch runs a compiled function eagerly past MODELS_PER_PROCESS versions: a warm process whose commands
     compiled half as many models leaves (the next caller starts a fresh one) rather than time a run uncompiled."""
-    from vitbench import train
+    from vitbench import compute
 
-    monkeypatch.setattr(train, "_MODELS", {str(i) for i in range(train.MODELS_PER_PROCESS // 2 - 1)})
+    monkeypatch.setattr(compute, "_MODELS", {str(i) for i in range(compute.MODELS_PER_PROCESS // 2 - 1)})
     assert not warm_server.Server(socket_folder / "a.sock", idle=30).full()
-    train._MODELS.add("one more")
+    compute.count_compiled("one more")
     server = warm_server.Server(socket_folder / "b.sock", idle=30)
     t0 = time.perf_counter()
     server.serve()  # leaves at once instead of waiting 30 s for a command

@@ -1,0 +1,63 @@
+"""Peer libraries' models, measured beside vitbench's variants: timm's VisionTransformer at the same dimensions
+(``timm``), or any model ``timm.create_model`` builds (``timm:NAME``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from vitbench import names
+from vitbench.config import ViTConfig
+from vitbench.errors import VitbenchError
+
+
+def timm_vit(c: ViTConfig) -> nn.Module:
+    """timm's VisionTransformer at vitbench's dimensions (``--peers timm``)."""
+    VisionTransformer = _timm().models.vision_transformer.VisionTransformer
+    return VisionTransformer(
+        img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,
+        embed_dim=c.dim, depth=c.depth, num_heads=c.heads, mlp_ratio=c.mlp_dim / c.dim, qkv_bias=c.qkv_bias,
+        class_token=c.pool == "cls", global_pool="token" if c.pool == "cls" else "avg",
+    )
+
+
+def timm_named(name: str) -> Callable[[ViTConfig], nn.Module]:
+    """Any model ``timm.create_model`` builds (``--peers timm:resnet50``), at the preset's image size, channels
+    and classes, with random weights: a reference beside the ViTs, ViT or not."""
+    timm = _timm()
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        raise VitbenchError(f"timm has no model {name!r}{'; e.g. ' + ', '.join(close) if close else ''}")
+
+    def build(c: ViTConfig) -> nn.Module:
+        kwargs = dict(pretrained=False, num_classes=c.num_classes, in_chans=c.in_chans)
+        try:
+            return timm.create_model(name, img_size=c.image_size, **kwargs)
+        except TypeError:  # a model without an image size of its own (a CNN)
+            return timm.create_model(name, **kwargs)
+
+    return build
+
+
+def _timm():
+    from vitbench.errors import require_torchvision
+
+    require_torchvision()  # timm imports it
+    try:
+        import timm
+        import timm.models.vision_transformer  # noqa: F401
+    except ImportError:
+        raise VitbenchError("--peers timm needs timm: pip install 'vitbench[peers]'") from None
+    return timm
+
+
+PEER_BUILDERS: dict[str, Callable[[ViTConfig], nn.Module]] = {"timm": timm_vit}  # a peer: ViTConfig -> module
+
+
+def peer_builder(peer: str) -> Callable[[ViTConfig], nn.Module]:
+    if peer in PEER_BUILDERS:
+        return PEER_BUILDERS[peer]
+    if peer.startswith("timm:") and peer[5:]:
+        return timm_named(peer[5:])
+    raise VitbenchError(f"unknown peer {peer!r}; valid: {', '.join(names.PEERS)}, or timm:MODEL (any timm model name)")
