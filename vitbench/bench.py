@@ -69,7 +69,7 @@ class BenchOptions:
     warmup: int = 5
     repeats: int = 20
     max_seconds: float | None = 30.0  # per cell and mode
-    device: str = "auto"
+    device: str = "auto"  # resolved once, here: "cuda" / "cpu" after construction
     seed: int = 0
     retry: bool = True  # on CUDA OOM, retry the cell at a smaller batch (timm's benchmark.py does); off: fail it
     detail: bool = False  # train: also time forward, backward and the optimizer's update apart (timm's --detail)
@@ -81,11 +81,12 @@ class BenchOptions:
         check_number("seed", self.seed, 0)
         if self.max_seconds is not None:
             check_number("max_seconds", self.max_seconds, 0.0, low_open=True)
+        object.__setattr__(self, "device", str(resolve_device(self.device)))
 
     @property
     def graphs(self) -> bool:
         """Whether the whole-step CUDA graph applies here, so peers get a row stepped through it too."""
-        return resolve_device(self.device).type == "cuda" and self.cuda_graph is not False
+        return self.device.startswith("cuda") and self.cuda_graph is not False
 
 
 def decay_batch(batch_size: int) -> int:
@@ -301,7 +302,7 @@ def mfu(tflops: float, device: torch.device, precision: str) -> float:
 def runnable(entries: list[Entry], opts: BenchOptions) -> list[Entry]:
     """``entries``, once the precision and every implementation are known to run on the device: one line if not,
     before anything is measured or recorded."""
-    device = resolve_device(opts.device)
+    device = torch.device(opts.device)
     if why := precision_unavailable(opts.precision, device):
         raise VitbenchError(why)
     for e in entries:
@@ -317,7 +318,7 @@ def run_bench(entries: list[Entry], batch_sizes: list[int], opts: BenchOptions,
     time; ``infer_step_time``: the mean step in ms; ``param_count`` in millions; ``train_img_size``), the median
     step and its images/s (``*_samples_per_sec_median``, ``*_step_time_median``: the table's figures)
     plus spread, memory and FLOPs columns; one row per (model, shape, batch size)."""
-    device = resolve_device(opts.device)
+    device = torch.device(opts.device)
     for m in opts.modes:
         if m not in MODES:
             raise VitbenchError(f"unknown mode {m!r}; valid: train, infer, both")

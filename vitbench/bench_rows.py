@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from vitbench.conditions import BUSY_SHARE
 from vitbench.errors import VitbenchError
-from vitbench.timing import resolve_device
 
 if TYPE_CHECKING:
     from vitbench.bench import BenchOptions
@@ -153,6 +152,7 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
 
     import mlflow
     import pandas as pd
+    import torch
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -161,7 +161,7 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
 
     uri = connect(tracking_uri)
     exp_id = get_experiment_id(experiment, uri, columns=BENCH_COLUMNS)
-    env = environment_tags(resolve_device(opts.device))
+    env = environment_tags(torch.device(opts.device))
     tags = {"kind": "bench", NOTE: bench_note(rows, opts), **env}
     client = MlflowClient()
     with tracked_run(exp_id, f"bench-{len(rows)}-cells", tags=tags) as run_id:

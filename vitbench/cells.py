@@ -157,16 +157,16 @@ def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     """The cell's data, loaded once per process and kept while the next cells ask for the same (a suite's
     cells mostly share their dataset); only the last kept, so memory holds one dataset."""
     from vitbench.data import seed_picks_split
-    from vitbench.options import dataset_for
-    from vitbench.runner import load_data
+    from vitbench.runner import load_data, run_context
 
-    info = dataset_for(cfg.dataset, model_cfg)
+    ctx = run_context(cfg, model_cfg)
+    info = ctx.info
     seed = cfg.seed if seed_picks_split(info, cfg.val_split) else None
-    key = (cfg.dataset, cfg.data_dir, cfg.val_split, seed, cfg.loader, cfg.device, info.image_shape, info.num_classes)
+    key = (cfg.dataset, cfg.data_dir, cfg.val_split, seed, ctx.loader, ctx.device, info.image_shape, info.num_classes)
     if key not in _LOADED:
         _LOADED.clear()
         with wall.phase("data from disk"):
-            _LOADED[key] = load_data(cfg, info, lambda s: None)
+            _LOADED[key] = load_data(cfg, ctx, lambda s: None)
     return _LOADED[key]
 
 

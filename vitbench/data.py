@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Sampler, Subset
 
 from vitbench import names
-from vitbench.distributed import rank, world_size
+from vitbench.distributed import rank
 from vitbench.errors import VitbenchError, require_torchvision
 from vitbench.splits import DatasetInfo, Splits, split_indices  # noqa: F401  (re-exported)
 
@@ -367,27 +368,38 @@ class TorchLoader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def make_loaders(cfg: TrainConfig, splits: Splits, device: torch.device):
-    """(loader kind, training loader, evaluation loader) for a run's splits on ``device``."""
-    loader = loader_kind(cfg.loader, device.type, world_size())
-    # synthetic images are generated in memory; an ImageFolder too large for it is read from disk
+@dataclass(frozen=True)
+class RunContext:
+    """What a run's options come to on this machine, worked out once (``runner.run_context``) and handed down: the
+    device, the data-parallel ranks, the loader asked for or chosen for them, the dataset as the model sees it, and
+    whether the parts are the naive loops (never compiled or captured; evaluated through their batched twin)."""
+
+    device: torch.device
+    world: int
+    loader: str  # gpu | dataloader
+    info: DatasetInfo
+    eager_only: bool
+
+
+def make_loaders(cfg: TrainConfig, splits: Splits, ctx: RunContext):
+    """(loader kind, training loader, evaluation loader) for a run's splits: the context's loader, unless the data
+    allows only one (synthetic images live in memory; an ImageFolder too large for it is read from disk)."""
+    device, loader = ctx.device, ctx.loader
     forced = "gpu" if splits.info.synthetic else None if splits.resident else "dataloader"
     if forced is not None:
         if cfg.loader not in ("auto", forced):
             raise VitbenchError(f"--loader {cfg.loader} does not apply to {splits.info.name}: "
                                 f"{'synthetic images live in memory' if splits.info.synthetic else 'it is read from disk'}")
         loader = forced
-    if loader == "dataloader" and world_size() > 1:  # a DataLoader would give every rank the whole batch
+    if loader == "dataloader" and ctx.world > 1:  # a DataLoader would give every rank the whole batch
         raise VitbenchError(f"--gpus N needs {splits.info.name} in memory on every rank; it does not fit "
                             "(train on one GPU, or on a smaller --preset)")
     if loader == "gpu":
         train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
-                             train=True, seed=cfg.seed, augment=cfg.augment, shard=(rank(), world_size()))
+                             train=True, seed=cfg.seed, augment=cfg.augment, shard=(rank(), ctx.world))
         evaluation = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, cfg.eval_batch_size,
                                   device, train=False)
     else:
         train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers, cfg.augment)
         evaluation = TorchLoader(splits, cfg.eval_batch_size, device, False, cfg.seed, cfg.num_workers)
-    if len(train) == 0:
-        raise VitbenchError(f"batch size {cfg.batch_size} is larger than the training set ({len(splits.train_labels)})")
     return loader, train, evaluation

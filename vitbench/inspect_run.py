@@ -58,8 +58,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     from vitbench.config import TrainConfig
     from vitbench.evaluation import load_ema
     from vitbench.models import ViT, ViTConfig
-    from vitbench.options import dataset_for
-    from vitbench.runner import find_checkpoint, load_data
+    from vitbench.runner import find_checkpoint, load_data, run_context
     from vitbench.tracking import connect
 
     check_run_id(run_id)  # before the store: an id that is not one is refused wherever it is looked for
@@ -79,7 +78,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
         cfg = replace(cfg, data_dir=data_dir)
     if test_set:
         cfg = replace(cfg, val_split=0.0)
-    splits = load_data(cfg, dataset_for(cfg.dataset, model_cfg), lambda s: None)
+    splits = load_data(cfg, run_context(cfg, model_cfg), lambda s: None)
     return model, cfg, splits, stopped_note(run, ckpt)
 
 

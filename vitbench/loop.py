@@ -19,13 +19,13 @@ import torch
 
 from vitbench import wall
 from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
-from vitbench.compute import NAIVE_REASON, naive_parts
-from vitbench.data import Splits, make_loaders
+from vitbench.compute import NAIVE_REASON
+from vitbench.data import RunContext, Splits, make_loaders
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.evaluation import evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
 from vitbench.progress import Display, Every, duration
-from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, synchronize
 from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult
 
 EpochCallback = Callable[[int, dict], None]
@@ -173,12 +173,12 @@ class Loop:
     --time-budget, Ctrl-C / SIGTERM (a checkpoint of the exact position) or an error."""
 
     def __init__(self, cfg: TrainConfig, trainer: Trainer, loaders: tuple, splits: Splits, result: TrainResult,
-                 monitor: Monitor, hooks: Hooks, checkpoint_path: Path | None, log: Callable[[str], None]) -> None:
-        self.cfg, self.trainer, self.splits, self.result = cfg, trainer, splits, result
+                 monitor: Monitor, hooks: Hooks, checkpoint_path: Path | None, log: Callable[[str], None],
+                 eager_only: bool = False) -> None:
+        self.cfg, self.trainer, self.splits, self.result, self.eager_only = cfg, trainer, splits, result, eager_only
         self.train_loader, self.eval_loader = loaders
         self.monitor, self.hooks, self.checkpoint_path, self.log = monitor, hooks, checkpoint_path, log
-        self.device = trainer.device
-        self.world, self.lead = trainer.world, lead()
+        self.device, self.world, self.lead = trainer.device, trainer.world, lead()
         self.spe = len(self.train_loader)
         self.pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
                     "best_val_acc": 0.0}
@@ -264,7 +264,7 @@ class Loop:
             pos["epoch"], pos["batch"] = (epoch + 1, 0) if pos["batch"] >= self.spe else (epoch, pos["batch"])
             return
         t_eval = time.perf_counter()
-        naive = naive_parts(trainer.model_cfg)
+        naive = self.eager_only
         if self.stop is not None or naive:
             twin = "; the batched twin of the loop parts computes the same function, far faster" if naive else ""
             self.log(f"{f'stopped by {self.stop}; ' if self.stop else ''}evaluating on the {self.splits.eval_set} set "
@@ -326,23 +326,24 @@ def eval_scope(n: int, total: int, eval_set: str) -> str:
     return f"{eval_set}: the first {n:,} of {total:,} images (a stopped run evaluates for {STOP_EVAL_SECONDS:g} s at most)"
 
 
-def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_path: Path | None = None,
+def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContext, *,
+          checkpoint_path: Path | None = None,
           resume: dict | None = None, hooks: Hooks | None = None, display: Display | None = None,
           live: Every = Every(), name: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Train and evaluate every epoch. ``resume`` is a checkpoint to continue from.
+    """Train and evaluate every epoch on the context's device. ``resume`` is a checkpoint to continue from.
 
     Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the epoch-end
     checkpoint is kept on any other exception.
     """
-    device = resolve_device(cfg.device)
+    device = ctx.device
     with wall.phase("data to device, model"):
-        loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, device)
+        loader_kind, train_loader, eval_loader = make_loaders(cfg, splits, ctx)
         # Peak memory counts from here: model, optimizer, activations, CUDA graphs. Not the device-resident
         # dataset (a suite's runs share one copy: it was counted in a process's first run only) nor what an
         # earlier run left, so one cell gives one peak, whichever run of a process it is.
         baseline_mb = free_memory(device)
         reset_peak_memory(device)
-        trainer = Trainer(cfg, model_cfg, len(train_loader), log)
+        trainer = Trainer(cfg, model_cfg, len(train_loader), log, device=device)
     result = TrainResult(param_count=count_params(trainer.model))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
@@ -355,7 +356,8 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, *, checkpoint_
     del first_x, first_y
     hooks = hooks or Hooks()
     monitor = Monitor(trainer, cfg, name or cfg.variant, len(train_loader), display, live, hooks.live)
-    loop = Loop(cfg, trainer, (train_loader, eval_loader), splits, result, monitor, hooks, checkpoint_path, log)
+    loop = Loop(cfg, trainer, (train_loader, eval_loader), splits, result, monitor, hooks, checkpoint_path, log,
+                ctx.eager_only)
     loop.resume(resume)
     loop.run()
     finish(result, loop, baseline_mb)
@@ -378,7 +380,7 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
     x_inf = next(iter(loop.eval_loader.batches()))[0][: cfg.batch_size]
     # a bounded run's inference timing is bounded in proportion: 5 % of its budget, 1-10 s
     seconds = 10.0 if cfg.time_budget is None else min(10.0, max(1.0, 0.05 * cfg.time_budget))
-    if naive_parts(loop.trainer.model_cfg) or cfg.time_budget is not None:
+    if loop.eager_only or cfg.time_budget is not None:
         loop.log(f"timing inference (batch {len(x_inf)}, up to {seconds:g} s) ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -18,7 +18,7 @@ from pathlib import Path
 from vitbench import mlflow_ui, plots, wall
 from vitbench.checkpoints import checksum_path, complete_interrupted_save, load_checkpoint
 from vitbench.compute import naive_parts, precision_unavailable
-from vitbench.data import DatasetInfo, Splits, load_splits, loader_kind
+from vitbench.data import RunContext, Splits, load_splits, loader_kind
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.liveness import check_not_running
@@ -101,25 +101,25 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
     ``display``: where progress goes (a suite's or sweep's shared one); ``live``: how often step-level
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
-    device = resolve_device(cfg.device)
-    info = checked(cfg, model_cfg, device, tracking.system_metrics, checkpoint_dir, log)
+    ctx = run_context(cfg, model_cfg)
+    checked(cfg, model_cfg, ctx.device, tracking.system_metrics, checkpoint_dir, log)
     resume = resume_checkpoint
     if resume_run_id and resume is None:
         resume = load_checkpoint(find_checkpoint(resume_run_id, checkpoint_dir, tracking.uri))
-    if world_size() > 1:  # a data-parallel rank: rank 0 records for all of them
-        tracking = replace(tracking, tags={**(tracking.tags or {}), **rank_tags(device)})
+    if ctx.world > 1:  # a data-parallel rank: rank 0 records for all of them
+        tracking = replace(tracking, tags={**(tracking.tags or {}), **rank_tags(ctx.device)})
         if not lead():
-            result = train(cfg, model_cfg, splits or load_data(cfg, info, lambda s: None), resume=resume,
+            result = train(cfg, model_cfg, splits or load_data(cfg, ctx, lambda s: None), ctx, resume=resume,
                            log=lambda s: None)
             return RunOutcome("", result)
-    uri, splits, exp_id = store_and_data(cfg, info, tracking, splits, log)
+    uri, splits, exp_id = store_and_data(cfg, ctx, tracking, splits, log)
     if resume_run_id:
         check_not_running(resume_run_id)  # two writers of one run: never
     tags = tracking.tags or {}
     name = tracking.run_name or default_run_name(cfg, model_cfg, tags.get("recipe"))
     box = Outbox(checkpoint_dir, uri)  # what cannot be sent when the store is lost mid-run is kept here
     t_store = time.perf_counter()
-    with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, device, tags),
+    with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, ctx, tags),
                      parent_run_id=tracking.parent_run_id, system_metrics=tracking.system_metrics,
                      finished_on=pruned_exceptions, outbox=box) as run_id:
         if tracking.on_start is not None:
@@ -129,7 +129,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
         ckpt = Path(checkpoint_dir) / run_id / "last.pt"
         try:
             with display or Display("off", log=log) as shown:
-                result = train(cfg, model_cfg, splits, checkpoint_path=ckpt, resume=resume,
+                result = train(cfg, model_cfg, splits, ctx, checkpoint_path=ckpt, resume=resume,
                                hooks=recording_hooks(box, on_epoch), display=shown, live=live,
                                name=tracking.run_name or cfg.variant, log=log)
         except BaseException:
@@ -156,28 +156,33 @@ def record_start(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, resume:
         mlflow.set_tag("resumed_at_step", str(resume["position"]["global_step"]))
 
 
+def run_context(cfg: TrainConfig, model_cfg: ViTConfig) -> RunContext:
+    """What the run's options come to on this machine, worked out here once and handed down."""
+    device, world = resolve_device(cfg.device), world_size()
+    return RunContext(device, world, loader_kind(cfg.loader, device.type, world), dataset_for(cfg.dataset, model_cfg),
+                      naive_parts(model_cfg))
+
+
 def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool, checkpoint_dir: str | Path,
-            log: Callable[[str], None]) -> DatasetInfo:
-    """What can be checked before the store or the data is touched; the dataset as the model sees it."""
+            log: Callable[[str], None]) -> None:
+    """What can be checked before the store or the data is touched."""
     if why := unavailable(model_cfg, device) or precision_unavailable(cfg.precision, device):
         raise VitbenchError(why)
-    info = dataset_for(cfg.dataset, model_cfg)
     if lead():  # the rank that records
         writable_folder(Path(checkpoint_dir), "checkpoint folder")
         if system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
             log("note: --system-metrics records no GPU utilisation or memory without NVIDIA's NVML bindings: "
                 "pip install 'vitbench[gpu]' (nvidia-ml-py)")
-    return info
 
 
-def store_and_data(cfg: TrainConfig, info: DatasetInfo, tracking: Tracking, splits: Splits | None,
+def store_and_data(cfg: TrainConfig, ctx: RunContext, tracking: Tracking, splits: Splits | None,
                    log: Callable[[str], None]) -> tuple[str, Splits, str]:
     """The store (an unreachable server fails before any data is loaded), the data, then the experiment (bad
     data: nothing written to the store)."""
     with wall.phase("store"):
         uri = connect(tracking.uri)
     with wall.phase("data from disk"):
-        splits = splits or load_data(cfg, info, log)
+        splits = splits or load_data(cfg, ctx, log)
     if cfg.batch_size > len(splits.train_labels):
         raise VitbenchError(f"batch size {cfg.batch_size:,} is larger than the training set "
                             f"({len(splits.train_labels):,} images)")
@@ -192,8 +197,7 @@ def record_result(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, s
     box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
               "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
               "busy_machine": result.conditions.verdict() or "no",
-              mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set),
-              **({"eval_model": EVAL_TWIN} if naive_parts(model_cfg) else {})})
+              mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set)})
     with wall.phase("plots, artifacts, final metrics"):
         box.metrics(result.final_metrics())
         log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
@@ -213,12 +217,13 @@ def writable_folder(folder: Path, what: str) -> None:
         raise write_error(folder, e, what) from None
 
 
-def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, device, tags: dict | None) -> dict[str, str]:
+def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContext, tags: dict | None
+             ) -> dict[str, str]:
     """What a run is (variant, parts, data) and where it ran (hardware, versions, command), plus ``tags``."""
     out = {
         "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
         **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "mlp", "pos_embed", "pool", "norm")},
-        **environment_tags(device), **(tags or {}),
+        **environment_tags(ctx.device), **({"eval_model": EVAL_TWIN} if ctx.eager_only else {}), **(tags or {}),
     }
     if splits.info.synthetic:
         out["synthetic"] = "true: random images and labels, throughput only"
@@ -233,8 +238,9 @@ def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None) -> Hooks:
                  stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)))
 
 
-def load_data(cfg: TrainConfig, info: DatasetInfo, log: Callable[[str], None]) -> Splits:
-    resident = loader_kind(cfg.loader, resolve_device(cfg.device).type, world_size()) == "gpu"
+def load_data(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None]) -> Splits:
+    """The run's splits, on the device where the context's loader keeps them there."""
+    info, resident = ctx.info, ctx.loader == "gpu"
     splits = load_splits(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, info, resident=resident)
     if not splits.resident and resident:
         log(f"note: {cfg.dataset} does not fit in memory; its images are read from disk per batch (DataLoader)")

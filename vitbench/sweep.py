@@ -141,12 +141,12 @@ def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: s
          live: Every | None = None, reap: bool = True) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE or PRUNED ones (or ``timeout``); ``reap``:
     also fail the trials of dead workers (see ``fail_dead_trials``)."""
-    from vitbench.options import shaped, train_config
-    from vitbench.runner import load_data
+    from vitbench.options import configs
+    from vitbench.runner import load_data, run_context
 
-    base_cfg = train_config(base)
+    base_cfg, base_model = configs(base)
     study = open_study(spec, base_cfg.epochs, log)
-    splits = load_data(base_cfg, shaped(base.dataset, base.preset)[0], log)
+    splits = load_data(base_cfg, run_context(base_cfg, base_model), log)
     deadline = time.time() + spec.timeout if spec.timeout else None
     display = display or Display("off", log=log)
     objective = Objective(study, spec, base, splits, tracking_uri, experiment, parent_run_id,
@@ -285,7 +285,7 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
 
     from vitbench.data import normalize
     from vitbench.inspect_run import load_run
-    from vitbench.timing import resolve_device
+    from vitbench.runner import run_context
 
     chosen = summary.get("pareto_trials") or ([summary["best_trial"]] if "best_trial" in summary else [])
     client, out = MlflowClient(), {}
@@ -294,7 +294,7 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
         if not rid:
             continue
         model, cfg, splits, _ = load_run(rid, tracking_uri, "checkpoints", None, test_set=True)
-        device = resolve_device(cfg.device)
+        device = run_context(cfg, model.cfg).device
         model.to(device)
         mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
         with torch.inference_mode():

@@ -32,7 +32,7 @@ from vitbench.config import TrainConfig, ViTConfig
 from vitbench.distributed import sum_over_ranks, world_size
 from vitbench.errors import VitbenchError
 from vitbench.models import ViT
-from vitbench.timing import resolve_device, side_stream, synchronize
+from vitbench.timing import side_stream, synchronize
 
 
 @dataclass
@@ -157,10 +157,12 @@ class Trainer:
     """Holds model, optimizer, schedule and device-side statistics; ``step`` never syncs the host."""
 
     def __init__(self, cfg: TrainConfig, model_cfg: ViTConfig | None, steps_per_epoch: int,
-                 log: Callable[[str], None] = print, model: nn.Module | None = None) -> None:
-        """``model`` (a peer such as timm's ViT) replaces the ViT that ``model_cfg`` would build."""
+                 log: Callable[[str], None] = print, model: nn.Module | None = None,
+                 device: torch.device | None = None) -> None:
+        """``model`` (a peer such as timm's ViT) replaces the ViT that ``model_cfg`` would build; ``device``: the
+        run's, resolved (``runner.run_context``), else ``cfg.device`` names one."""
         self.cfg, self.model_cfg, self.log = cfg, model_cfg, log
-        self.device = resolve_device(cfg.device)
+        self.device = device or torch.device(cfg.device)
         seed_everything(cfg.seed)
         self.model = (model if model is not None else ViT(model_cfg)).to(self.device)
         if why := precision_unavailable(cfg.precision, self.device):

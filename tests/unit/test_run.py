@@ -287,3 +287,40 @@ def test_a_process_compiles_the_step_for_more_than_eight_models(monkeypatch):
     monkeypatch.setattr(compute, "_MODELS", {str(i) for i in range(compute.MODELS_PER_PROCESS // 2)})
     assert not compute.room_to_compile()
 
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_checkpoint_restored_into_a_captured_step_continues_exactly():
+    """Resume under the whole-step CUDA graph: weights, Adam state, the device-tensor LR and the EMA are filled in
+    place (the graph keeps pointing at them), so the resumed steps match the uninterrupted ones bit for bit."""
+    from vitbench.checkpoints import restore_trainer, trainer_state
+    from vitbench.options import Options, configs
+    from vitbench.train import Trainer
+
+    cfg, model_cfg = configs(Options(device="cuda", batch_size=32, ema=0.9, dim=32, depth=1, heads=2, mlp_dim=64))
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batches = [(torch.randn(32, 1, 28, 28, device="cuda", generator=g), torch.arange(32, device="cuda") % 10)
+               for _ in range(6)]
+
+    def trainer():
+        t = Trainer(cfg, model_cfg, steps_per_epoch=10, log=lambda s: None)
+        t.warm_up(*batches[0])
+        assert t.graph is not None, t.graph_reason
+        return t
+
+    a = trainer()
+    for x, y in batches[:3]:
+        a.run_step(x, y)
+    state = torch.utils._pytree.tree_map(lambda v: v.clone() if torch.is_tensor(v) else v, trainer_state(a, {}))
+    for x, y in batches[3:]:
+        a.run_step(x, y)
+    b = trainer()
+    restore_trainer(b, state)
+    for x, y in batches[3:]:
+        b.run_step(x, y)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    for e, f in zip(a.ema, b.ema, strict=True):
+        assert torch.equal(e, f)
