@@ -35,11 +35,13 @@ STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it 
 @dataclass
 class Hooks:
     """What the loop tells its caller. ``live(step, metrics)``: step-level metrics; ``stopped(metrics,
-    tags)``: what a run that did not end normally (Ctrl-C, an error, a pruned trial) did up to then."""
+    tags)``: what a run that did not end normally (Ctrl-C, an error, a pruned trial) did up to then; ``pruned``:
+    the exceptions that stop a run on purpose (Optuna's TrialPruned)."""
 
     epoch: list[EpochCallback] = field(default_factory=list)
     live: Callable[[int, dict], None] | None = None
     stopped: Callable[[dict, dict], None] | None = None
+    pruned: tuple[type[BaseException], ...] = ()
 
 
 def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -296,9 +298,9 @@ class Loop:
         if self.epoch_t0 is not None:
             synchronize(self.device)
             seconds += time.perf_counter() - self.epoch_t0
-        steps = self.pos["global_step"]
-        return {"train_seconds": seconds, "steps": float(steps), "images_seen": float(steps * self.cfg.batch_size),
-                "train_images_per_sec_mean": steps * self.cfg.batch_size / max(seconds, 1e-9)}
+        so_far = TrainResult(train_seconds=seconds, steps=self.pos["global_step"], batch_size=self.cfg.batch_size)
+        return {k: v for k, v in so_far.final_metrics().items()
+                if k in ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean")}
 
     def stopped(self, e: BaseException) -> None:
         """A run that did not end normally keeps what it did: a checkpoint of the exact position (Ctrl-C),
@@ -310,14 +312,21 @@ class Loop:
             metrics = self.done_so_far()
             if interrupted:
                 self.checkpoint()  # the exact position: --resume continues from here
-            tags = {"stopped_by": "interrupt" if interrupted else f"error ({type(e).__name__})"}
-            if not isinstance(e, NonFiniteLoss) and metrics["steps"] > 0:
+            tags = {"stopped_by": stop_reason(e, self.hooks.pruned)}
+            if not isinstance(e, (NonFiniteLoss, *self.hooks.pruned)) and metrics["steps"] > 0:
                 loss, acc, preds = evaluate(self.trainer, self.eval_loader, self.splits.eval_labels,
                                             max_seconds=STOP_EVAL_SECONDS)
                 metrics |= {"final_val_acc": acc, "final_val_loss": loss, "final_val_images": float(len(preds))}
                 tags["final_eval"] = eval_scope(len(preds), len(self.splits.eval_labels), self.splits.eval_set)
             if self.hooks.stopped is not None:
                 self.hooks.stopped(metrics, tags)
+
+
+def stop_reason(e: BaseException, pruned: tuple[type[BaseException], ...]) -> str:
+    """What a run's ``stopped_by`` tag says when ``e`` ended it."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupt"
+    return "pruned" if isinstance(e, pruned) else f"error ({type(e).__name__})"
 
 
 def eval_scope(n: int, total: int, eval_set: str) -> str:

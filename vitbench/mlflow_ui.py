@@ -111,7 +111,7 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
     memory = MEMORY_KIND.get(result.peak_memory_source, result.peak_memory_source)
     return (f"**{cfg.variant}** on {cfg.dataset}: **{result.final_val_acc:.2%}** on {on}"
             f"{'' if full else ' after a bounded run'} (best epoch {result.best_val_acc:.2%}); "
-            f"**{result.images_seen / max(result.train_seconds, 1e-9):,.0f} training images/s** "
+            f"**{result.images_per_sec:,.0f} training images/s** "
             f"({result.steps:,} steps in {result.train_seconds:.1f} s, stopped by {stop}); peak memory "
             f"{result.peak_memory_mb:,.0f} MiB ({memory}); {result.param_count:,} parameters; "
             f"{result.infer_images_per_sec:,.0f} inference images/s.\n\n"

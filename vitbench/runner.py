@@ -96,7 +96,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
     """Train ``cfg`` x ``model_cfg`` as one MLflow run (or continue ``resume_run_id``).
 
     Every input is checked before the run is created, so bad input leaves nothing half-written.
-    ``pruned_exceptions`` (Optuna's TrialPruned) end the run FINISHED with a ``stopped_early`` tag.
+    ``pruned_exceptions`` (Optuna's TrialPruned) end the run KILLED, ``stopped_by: pruned``, ``stopped_early`` its why.
     ``resume_checkpoint``: the checkpoint of ``resume_run_id`` when the caller already loaded it.
     ``display``: where progress goes (a suite's or sweep's shared one); ``live``: how often step-level
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
@@ -121,7 +121,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
     t_store = time.perf_counter()
     with tracked_run(exp_id, name, run_id=resume_run_id, tags=run_tags(cfg, model_cfg, splits, ctx, tags),
                      parent_run_id=tracking.parent_run_id, system_metrics=tracking.system_metrics,
-                     finished_on=pruned_exceptions, outbox=box) as run_id:
+                     stopped_on=pruned_exceptions, outbox=box) as run_id:
         if tracking.on_start is not None:
             tracking.on_start(run_id)
         record_start(cfg, model_cfg, splits, resume)
@@ -130,7 +130,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
         try:
             with display or Display("off", log=log) as shown:
                 result = train(cfg, model_cfg, splits, ctx, checkpoint_path=ckpt, resume=resume,
-                               hooks=recording_hooks(box, on_epoch), display=shown, live=live,
+                               hooks=recording_hooks(box, on_epoch, pruned_exceptions), display=shown, live=live,
                                name=tracking.run_name or cfg.variant, log=log)
         except BaseException:
             log_checkpoint(ckpt, box)
@@ -230,12 +230,13 @@ def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunCon
     return out
 
 
-def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None) -> Hooks:
+def recording_hooks(box: Outbox, on_epoch: list[EpochCallback] | None,
+                    pruned: tuple[type[BaseException], ...] = ()) -> Hooks:
     """Epoch metrics (step = epoch), live metrics (step = global step, not waited for) and what a stopped
     run did, all through the outbox; then the caller's epoch callbacks."""
     return Hooks(epoch=[lambda epoch, metrics: box.metrics(metrics, step=epoch), *(on_epoch or [])],
                  live=lambda step, metrics: box.metrics({f"live/{k}": v for k, v in metrics.items()}, step, wait=False),
-                 stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)))
+                 stopped=lambda metrics, tags: (box.metrics(metrics), box.tags(tags)), pruned=pruned)
 
 
 def load_data(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None]) -> Splits:
@@ -314,8 +315,9 @@ def run_configs(opts, resume: str | None, checkpoint_dir: Path, tracking_uri: st
                 log: Callable[[str], None] = print) -> tuple:
     """`run`'s configs and the checkpoint it continues: a resumed run's own configs with what a resume may
     change, else the options' (an image folder's preset taken from its images, and said)."""
-    from vitbench.options import configs, resumed
+    from vitbench.options import configs, named, resumed
 
+    opts = named(opts)
     if resume:
         check_run_id(resume, "--resume")
         checkpoint = load_checkpoint(find_checkpoint(resume, checkpoint_dir, tracking_uri))

@@ -140,11 +140,15 @@ class SweepSpec:
     study_name: str = ""
     timeout: float | None = None
     heartbeat: int = 10  # seconds between a running trial's heartbeats; stale after 3 of them
+    pruner_startup: int = 5  # trials the median pruner lets finish before it prunes
+    pruner_warmup: int = 1  # epochs of each trial it never prunes in
     seed: int = 0  # the sampler's (a worker's: the base seed + its number)
 
     def __post_init__(self) -> None:
         check_number("--n-trials", self.n_trials, 1)
         check_number("--heartbeat", self.heartbeat, 1, 3600)
+        check_number("--pruner-startup-trials", self.pruner_startup, 0)
+        check_number("--pruner-warmup-epochs", self.pruner_warmup, 0)
         if self.timeout is not None:
             check_number("--timeout", self.timeout, 0.0, low_open=True)
 
@@ -165,7 +169,9 @@ def check_objectives(text: str) -> tuple[str, ...]:
     return objs
 
 
-def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None]):
+def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None], startup: int = 5, warmup: int = 1):
+    """Optuna's pruner on the per-epoch val_acc. ``startup``: trials the median pruner lets finish before it prunes;
+    ``warmup``: epochs of each trial it never prunes in (Hyperband: the fewest epochs a trial gets)."""
     import optuna
 
     if name not in ("median", "hyperband", "none"):
@@ -174,9 +180,9 @@ def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None])
         log("note: Optuna cannot prune multi-objective studies; pruning is off")
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+        return optuna.pruners.HyperbandPruner(min_resource=max(warmup, 1), max_resource=max(epochs, warmup, 1))
     return optuna.pruners.NopPruner()
 
 
@@ -258,19 +264,19 @@ def fail_dead_trials(study, spec: SweepSpec) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if dead_worker(t, spec.heartbeat) is None:
             continue
-        try:  # another worker may have failed it a moment ago
-            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                continue
+        try:  # Optuna's public tell; it refuses a trial another worker failed a moment ago
+            study.tell(t.number, state=TrialState.FAIL)
         except Exception:
             continue
-        on_stale_trial(study, study._storage.get_trial(t._trial_id))
+        on_stale_trial(study, study.get_trials(deepcopy=False)[t.number])
 
 
 def open_study(spec: SweepSpec, base_epochs: int, log: Callable[[str], None]):
     import optuna
 
     storage = make_storage(spec.storage, spec.heartbeat, on_stale_trial)
-    pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log)
+    pruner = make_pruner(spec.pruner, base_epochs, len(spec.objectives) > 1, log, spec.pruner_startup,
+                         spec.pruner_warmup)
     sampler = trial_sampler(spec, 0)  # work() reseeds it before each trial
     try:
         study = optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
@@ -311,3 +317,19 @@ def study_lock(spec: SweepSpec):
 
 def default_study_name(variant: str, dataset: str, objectives: tuple[str, ...]) -> str:
     return f"{variant}-{dataset}-{'-'.join(objectives)}"
+
+
+def watch(procs: list, study, spec: SweepSpec) -> None:
+    """Wait for the workers; meanwhile, for the journal, fail the trials of workers that died."""
+    while any(p.poll() is None for p in procs):
+        if spec.journal:
+            with contextlib.suppress(Exception):
+                fail_dead_trials(study, spec)
+        time.sleep(min(spec.heartbeat, 2))
+
+
+def dashboard_command(storage: str) -> str:
+    """The optuna-dashboard command that shows this storage's studies as they run (a journal: its file)."""
+    import shlex
+
+    return f"optuna-dashboard {shlex.quote(storage.split(':', 1)[1] if storage.startswith('journal:') else redact(storage))}"

@@ -1,11 +1,5 @@
-"""`vitbench sweep`: Optuna studies whose trials are nested MLflow runs under one parent run.
-
-The study lives in real Optuna storage: SQLite by default, Optuna's journal file (``journal:PATH``,
-file-locked) for several workers on one host, PostgreSQL for workers across hosts. ``n_trials`` is
-the study's total: re-running resumes to it. Workers that die are detected -- by the RDB heartbeat, or
-for the journal by the worker's PID and a heartbeat attribute on its trial -- their trials are
-failed, their MLflow runs ended FAILED, and the same parameters retried.
-"""
+"""`vitbench sweep`: Optuna studies whose trials are nested MLflow runs under one parent run; ``n_trials`` is the
+study's total, so re-running resumes to it. The Optuna side (storage, pruner, dead workers) is vitbench.study."""
 
 from __future__ import annotations
 
@@ -31,12 +25,14 @@ from vitbench.study import (
     SweepSpec,
     TrialBeat,
     counts,
+    dashboard_command,
     fail_dead_trials,
     open_study,
     redact,
     study_lock,
     suggest,
     trial_sampler,
+    watch,
 )
 
 if TYPE_CHECKING:
@@ -117,23 +113,48 @@ class Objective:
         cfg, model_cfg = self.configs(trial, params)
         tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
         beat = TrialBeat(trial, spec.heartbeat) if spec.journal else None
+        state = "FAIL"
         try:
             tracking = Tracking(self.tracking_uri, self.experiment, trial_name(trial.number, params),
-                                self.parent_run_id, tags, on_start=lambda rid: trial.set_user_attr("mlflow_run_id", rid))
+                                self.parent_run_id, tags, on_start=lambda rid: started(trial, rid))
             outcome = run_experiment(cfg, model_cfg, tracking, on_epoch=[self.report(trial)], splits=self.splits,
                                      log=lambda s: None, pruned_exceptions=(optuna.TrialPruned,),
                                      display=self.display, live=self.live)
+            state = "COMPLETE"
         except (torch.OutOfMemoryError, NonFiniteLoss) as e:
             reason = f"{'CUDA out of memory' if isinstance(e, torch.OutOfMemoryError) else str(e)}"
             trial.set_user_attr("prune_reason", reason[:300])
+            state = "PRUNED"
             raise optuna.TrialPruned(reason) from None
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
         finally:
             if beat is not None:
                 beat.stop()
+            ended(trial, state)
         r = outcome.result
-        values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.steps * cfg.batch_size / max(r.train_seconds, 1e-9)}
+        values = {"val_acc": r.final_val_acc, "train_images_per_sec": r.images_per_sec}
         self.display.note(f"trial {trial.number}: val_acc {r.final_val_acc:.4f} in {r.train_seconds:.1f} s  {params}")
         return tuple(values[o] for o in spec.objectives) if self.multi else values["val_acc"]
+
+
+def started(trial, run_id: str) -> None:
+    """A trial's run began: its id on the trial, the trial's number a param of the run (MLflow's charts put params
+    on an axis, not tags)."""
+    from mlflow.tracking import MlflowClient
+
+    trial.set_user_attr("mlflow_run_id", run_id)
+    MlflowClient().log_param(run_id, "optuna.trial_number", trial.number)
+
+
+def ended(trial, state: str) -> None:
+    """The trial's state as Optuna records it (COMPLETE, PRUNED, FAIL), as its run's ``optuna.state`` tag."""
+    from mlflow.tracking import MlflowClient
+
+    if run_id := trial.user_attrs.get("mlflow_run_id"):
+        with contextlib.suppress(Exception):  # a store away now: the run's status says as much
+            MlflowClient().set_tag(run_id, "optuna.state", state)
 
 
 def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: str,
@@ -354,6 +375,7 @@ def run_sweep(spec: SweepSpec, base: Options, *, tracking_uri: str | None, exper
     c = counts(study)
     log(f"study {spec.study_name!r} in {redact(spec.storage)}: {sum(c.get(s, 0) for s in COUNTED)} of "
         f"{spec.n_trials} trials done; parent run {parent_id}")
+    log(f"the study in a browser: {dashboard_command(spec.storage)} (pip install 'vitbench[dashboard]')")
     log(see_line(uri, exp_id))
     beat = Heartbeat(parent_id)  # a SIGKILLed sweep's parent is ended FAILED by the next command, as runs are
     status = "FAILED"
@@ -400,15 +422,6 @@ def run_workers(spec: SweepSpec, base: Options, uri: str, experiment: str, paren
     if train_config(base).val_split > 0:  # chosen on held-out data: the test set once, for the chosen
         summary |= final_test(study, spec, summary, parent_id, uri, log)
     return summary
-
-
-def watch(procs: list[subprocess.Popen], study, spec: SweepSpec) -> None:
-    """Wait for the workers; meanwhile, for the journal, fail the trials of workers that died."""
-    while any(p.poll() is None for p in procs):
-        if spec.journal:
-            with contextlib.suppress(Exception):
-                fail_dead_trials(study, spec)
-        time.sleep(min(spec.heartbeat, 2))
 
 
 def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess.Popen]:

@@ -289,11 +289,12 @@ def error_line(exc: BaseException) -> str:
 def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
                 tags: dict | None = None, parent_run_id: str | None = None,
                 system_metrics: bool = False,
-                finished_on: tuple[type[BaseException], ...] = (), outbox: Outbox | None = None) -> Iterator[str]:
+                stopped_on: tuple[type[BaseException], ...] = (), outbox: Outbox | None = None) -> Iterator[str]:
     """Start (or, with ``run_id``, continue) a run; yield its id; end it FINISHED, KILLED or FAILED.
 
-    KeyboardInterrupt (Ctrl-C, and SIGTERM as the engine maps it) ends the run KILLED; any other
-    exception FAILED with the error as the ``error`` tag. No Python-level exit leaves it RUNNING.
+    KeyboardInterrupt (Ctrl-C, and SIGTERM as the engine maps it) and a deliberate early stop (``stopped_on``: a
+    pruned Optuna trial, as MLflow's own Optuna storage ends one) end the run KILLED; any other exception FAILED
+    with the error as the ``error`` tag. No Python-level exit leaves it RUNNING.
     """
     import mlflow
 
@@ -321,8 +322,8 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
     except KeyboardInterrupt:
         end("KILLED", {"error": "interrupted (Ctrl-C or SIGTERM)"})
         raise
-    except finished_on as e:  # a deliberate early stop (a pruned Optuna trial): not a failure
-        end("FINISHED", {"stopped_early": error_line(e)})
+    except stopped_on as e:  # not a failure, nor a finished result
+        end("KILLED", {"stopped_early": error_line(e)})
         raise
     except BaseException as e:
         end("FAILED", {"error": mask_secrets(error_line(e))})

@@ -62,14 +62,18 @@ class TrainResult:
             "train_seconds": self.train_seconds, "warmup_seconds": self.warmup_seconds,
             "infer_images_per_sec": self.infer_images_per_sec, "peak_memory_mb": self.peak_memory_mb,
             "param_count": float(self.param_count), "steps": float(self.steps),
-            "images_seen": float(self.images_seen),
-            "train_images_per_sec_mean": self.images_seen / max(self.train_seconds, 1e-9),
+            "images_seen": float(self.images_seen), "train_images_per_sec_mean": self.images_per_sec,
             **self.conditions.metrics(),
         }
 
     @property
     def images_seen(self) -> int:
         return self.steps * self.batch_size
+
+    @property
+    def images_per_sec(self) -> float:
+        """The run's training throughput: images seen over the timed training seconds (warm-up excluded)."""
+        return self.images_seen / max(self.train_seconds, 1e-9)
 
 
 class NonFiniteLoss(VitbenchError):

@@ -91,3 +91,28 @@ def test_multi_objective_gives_a_pareto_front(workdir, tiny_mnist, space):
     arts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "sweep")}
     assert {"sweep/pareto_front.png", "sweep/pareto_front.csv"} <= arts
 
+
+
+def test_a_pruned_trial_ends_killed_as_mlflow_and_optuna_show_it(workdir, tiny_mnist):
+    """Pruned: the run KILLED (as MLflow's own Optuna storage ends one), ``optuna.state`` PRUNED, stopped_by pruned,
+    not taken for a finished result; the trial number a param; the pruner's start-up and warm-up are flags; the
+    sweep says how to watch the study in optuna-dashboard."""
+    space = workdir / "space.yaml"
+    space.write_text("lr: {type: float, low: 1.0e-8, high: 1.0e-2, log: true}\n")
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    study = optuna.create_study(study_name="pruned", storage=storage, direction="maximize")
+    study.enqueue_trial({"lr": 3.0e-3})  # learns
+    study.enqueue_trial({"lr": 1.0e-8})  # does not: below the first at epoch 1, pruned there
+    res = CliRunner().invoke(app, sweep_args(space, "--n-trials", "2", "--study-name", "pruned", "--warmup-epochs",
+                                             "0", "--pruner-startup-trials", "1", "--pruner-warmup-epochs", "0"))
+    assert res.exit_code == 0, res.output
+    assert "optuna-dashboard sqlite:///optuna.db (pip install 'vitbench[dashboard]')" in res.output
+    assert [t.state.name for t in optuna.load_study(study_name="pruned", storage=storage).trials] == ["COMPLETE",
+                                                                                                     "PRUNED"]
+    _, children = sweep_runs(workdir)
+    by_trial = {c.data.params["optuna.trial_number"]: c for c in children}
+    done, pruned = by_trial["0"], by_trial["1"]
+    assert done.info.status == "FINISHED" and done.data.tags["optuna.state"] == "COMPLETE"
+    assert pruned.info.status == "KILLED" and pruned.data.tags["optuna.state"] == "PRUNED"
+    assert pruned.data.tags["stopped_by"] == "pruned" and "pruned at epoch 1" in pruned.data.tags["stopped_early"]
+    assert [h.step for h in MlflowClient().get_metric_history(pruned.info.run_id, "val_acc")] == [1]  # Optuna's view
