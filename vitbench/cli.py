@@ -56,6 +56,22 @@ app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lig
                   rich_markup_mode=None)  # plain help: wrapped to the terminal, never cut mid-word
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        from vitbench import __version__
+
+        typer.echo(f"vitbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options_of_vitbench(
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                          help="print vitbench's version and exit")] = False,
+) -> None:
+    """Which way of writing a Vision Transformer is faster, lighter and as accurate?"""
+
+
 @app.command()
 @cli_errors
 def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for the parameter count: "
@@ -106,6 +122,10 @@ def run(
     recipe: Annotated[str | None, typer.Option(help="a named set of options from vitbench/recipe_files/, e.g. "
                                                     "mnist-fast (`vitbench recipes` lists them); options given "
                                                     "explicitly win")] = None,
+    config: Annotated[Path | None, typer.Option(help="a YAML file of options, `options:` as in a recipe (what "
+                                                     "--print-config writes): over the recipe, under the flags")] = None,
+    print_config: Annotated[bool, typer.Option(help="print the resolved options as a file --config reads; train "
+                                                    "nothing")] = False,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
     gpus: Annotated[int, typer.Option(help="data-parallel training on N GPUs of this host: N processes through "
                                            "torch.distributed.run, DistributedDataParallel, --batch-size the "
@@ -119,7 +139,7 @@ def run(
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
     from vitbench.progress import Every
-    from vitbench.recipes import recipe_options
+    from vitbench.recipes import config_options, config_yaml, recipe_options
     from vitbench.runner import Tracking, run_configs, run_experiment, say_done
 
     wall.mark("imports")
@@ -127,8 +147,11 @@ def run(
     check_number("--nodes", nodes, 1, 4096)
     check_mlflow_names(experiment=experiment, run_name=run_name)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(options), resume, checkpoint_dir,
-                                             tracking_uri, typer.echo)
+    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(config_options(config)).then(options), resume,
+                                             checkpoint_dir, tracking_uri, typer.echo)
+    if print_config:
+        typer.echo(config_yaml(cfg, model_cfg), nl=False)
+        return
     if gpus * nodes > 1 and not distributed.in_rank():
         launch(gpus, distributed.Nodes(nodes, rdzv_endpoint, rdzv_id), cfg, tracking_uri, experiment)
     if distributed.in_rank():
@@ -234,6 +257,10 @@ def sweep(
     objective: Annotated[str, typer.Option(help="val_acc, or val_acc,train_images_per_sec for a Pareto front "
                                                 "(multi-objective studies cannot be pruned)")] = "val_acc",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none (on per-epoch val_acc)")] = "median",
+    pruner_startup_trials: Annotated[int, typer.Option(help="trials the median pruner lets finish before it "
+                                                           "prunes")] = 5,
+    pruner_warmup_epochs: Annotated[int, typer.Option(help="epochs of each trial never pruned (hyperband: the "
+                                                          "fewest a trial gets)")] = 1,
     storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///FILE (one worker), journal:FILE (several "
                                               "workers on this host), postgresql+psycopg://user:pw@host/db "
                                               "(workers on several hosts)")] = "sqlite:///optuna.db",
@@ -248,6 +275,7 @@ def sweep(
 ) -> None:
     """Optuna search whose trials are nested MLflow runs under one parent run: resumable, parallel. Trials are
     scored on 10 % of the training set held out (--val-split); the test set is used once, for the chosen trial."""
+    from vitbench.options import named
     from vitbench.progress import Every
     from vitbench.study import SweepSpec, check_objectives, default_study_name, load_space
     from vitbench.sweep import run_sweep
@@ -256,7 +284,7 @@ def sweep(
     check_mlflow_names(experiment=experiment, study_name=study_name)
 
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    base = options  # what every trial starts from
+    base = named(options)  # what every trial starts from
     if base.val_split is None:
         base = replace(base, val_split=SWEEP_VAL_SPLIT)
     objectives = check_objectives(objective)
@@ -264,7 +292,8 @@ def sweep(
     spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
                      space_path=str(space or "default"), objectives=objectives, pruner=pruner, storage=storage,
                      study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,
-                     heartbeat=heartbeat, seed=base.seed or 0)
+                     heartbeat=heartbeat, seed=base.seed or 0, pruner_startup=pruner_startup_trials,
+                     pruner_warmup=pruner_warmup_epochs)
     experiment = experiment or f"vitbench-sweep-{dataset}"
     if worker is None:
         typer.echo(f"note: trials are scored on {base.val_split:.0%} of the training set, held out; the official test "

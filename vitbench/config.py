@@ -182,7 +182,8 @@ def declare(train: type = TrainConfig, model: type = ViTConfig) -> None:
     MODEL_OPTIONS = tuple(f.name for f in fields(model))
     DECLARED = {f.name: f for f in (*fields(train), *fields(model))}
     Options = make_dataclass("Options", [
-        *((n, DECLARED[n].type, option(DECLARED[n].default, **DECLARED[n].metadata)) for n in ("variant", "dataset")),
+        *((n, DECLARED[n].type.removesuffix(" | None") + " | None", option(None, **DECLARED[n].metadata))
+          for n in ("variant", "dataset")),
         ("preset", "str | None", option(None, **PRESET)),
         *((n, DECLARED[n].type.removesuffix(" | None") + " | None", option(None, **DECLARED[n].metadata))
           for n in TRAIN_OPTIONS + MODEL_OPTIONS)], bases=(_Options,), frozen=True)

@@ -23,14 +23,21 @@ def given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def named(o: Options) -> Options:
+    """``o`` naming a variant and a dataset: TrainConfig's defaults where it names none."""
+    return replace(o, variant=o.variant or TrainConfig.variant, dataset=o.dataset or TrainConfig.dataset)
+
+
 def train_config(o: Options) -> TrainConfig:
     """The training configuration ``o`` asks for, TrainConfig's defaults where it says nothing."""
+    o = named(o)
     return TrainConfig(variant=o.variant, dataset=o.dataset, **given(**{n: getattr(o, n) for n in TRAIN_OPTIONS}))
 
 
 def model_config(o: Options) -> ViTConfig:
     """The variant's parts at the preset's sizes (the dataset's preset unless ``o.preset``), with the dataset's
     image shape and classes, then every model option ``o`` gives."""
+    o = named(o)
     info, preset = shaped(o.dataset, o.preset)
     c, h, _ = info.image_shape
     for name, asked, has in (("image_size", o.image_size, h), ("in_chans", o.in_chans, c),

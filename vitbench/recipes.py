@@ -4,15 +4,18 @@ measured. Options given explicitly win."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from vitbench.config import OPTION_NAMES, Options
+import yaml
+
+from vitbench.config import OPTION_NAMES, Options, TrainConfig, ViTConfig
 from vitbench.errors import VitbenchError
 from vitbench.yamlfile import read_yaml
 
 RECIPE_DIR = Path(str(resources.files("vitbench") / "recipe_files"))  # shipped in the wheel (pyproject.toml)
+RECIPE_KEYS = ("description", "chosen_by", "measured", "options")
 SETTABLE = tuple(n for n in OPTION_NAMES if n not in ("variant", "dataset"))  # a recipe fits any variant and data
 
 
@@ -27,7 +30,7 @@ class Recipe:
 
 def read_recipe(path: Path) -> Recipe:
     spec = read_yaml(path, "recipe")
-    keys = {"description", "chosen_by", "measured", "options"}
+    keys = set(RECIPE_KEYS)
     if not isinstance(spec, dict) or set(spec) != keys or not isinstance(spec["options"], dict):
         raise VitbenchError(f"recipe {path} must have exactly these keys: {', '.join(sorted(keys))} (options a mapping)")
     Options.read(spec["options"], f"recipe {path}", SETTABLE)  # names and types checked
@@ -52,3 +55,22 @@ def recipe_settings(name: str | None, folder: Path = RECIPE_DIR) -> dict:
 def recipe_options(name: str | None, folder: Path = RECIPE_DIR) -> Options:
     """The options recipe ``name`` sets (none for None)."""
     return Options.read(recipe_settings(name, folder), f"recipe {name}", SETTABLE)
+
+
+def config_options(path: Path | None) -> Options:
+    """The options a user's file sets (none for None): a recipe's format, its ``options:`` required and free to name
+    the variant and the dataset, the rest optional."""
+    if path is None:
+        return Options()
+    spec = read_yaml(path, "config")
+    if not isinstance(spec, dict) or not isinstance(spec.get("options"), dict) or not set(spec) <= set(RECIPE_KEYS):
+        raise VitbenchError(f"config {path} must hold `options:`, a mapping of option names to values (and may say "
+                            f"{', '.join(k for k in RECIPE_KEYS if k != 'options')})")
+    return Options.read(spec["options"], f"config {path}")
+
+
+def config_yaml(cfg: TrainConfig, model_cfg: ViTConfig) -> str:
+    """Every option of a run as resolved, as a file ``run --config`` reads back to the same run."""
+    values = {**asdict(cfg), **model_cfg.to_dict()}
+    return ("# vitbench run --config FILE: every option of one run, as --print-config resolved them\n"
+            + yaml.safe_dump({"options": {n: values[n] for n in OPTION_NAMES if n in values}}, sort_keys=False))

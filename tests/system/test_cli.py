@@ -20,3 +20,18 @@ def test_help_lists_every_choice_and_is_never_cut(tmp_path):
         assert name in flat.replace("- ", "-"), name
     assert "$MLFLOW_TRACKING_URI" in flat
 
+
+
+def test_version_is_the_package_s(tmp_path):
+    """`vitbench --version`, through the program's own entry (not Typer's test runner): the package's version, exit 0."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from tests.conftest import REPO
+    from vitbench import __version__
+
+    out = subprocess.run([sys.executable, "-m", "vitbench", "--version"], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout == f"vitbench {__version__}\n" and out.stderr == "", out
+    assert version("vitbench") == __version__  # pyproject.toml takes it from the package: one place

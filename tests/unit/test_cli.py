@@ -8,6 +8,7 @@ import typing
 from dataclasses import fields
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from vitbench import cli
@@ -18,7 +19,8 @@ from vitbench.options import configs
 COMMAND_OPTIONS = {  # flags that steer the command rather than set a config field
     "tracking_uri", "experiment", "run_name", "resume", "checkpoint_dir",
     "system_metrics", "recipe", "quiet", "progress_interval", "live_every", "gpus", "n_trials", "timeout", "space",
-    "objective", "pruner", "storage", "study_name", "workers", "heartbeat", "worker", "nodes", "rdzv_endpoint", "rdzv_id"}
+    "objective", "pruner", "storage", "study_name", "workers", "heartbeat", "worker", "nodes", "rdzv_endpoint", "rdzv_id",
+    "config", "print_config", "pruner_startup_trials", "pruner_warmup_epochs"}
 
 
 # A value other than the default for every option, valid together on MNIST on the CPU.
@@ -145,3 +147,29 @@ def test_the_docs_parts_table_names_exactly_the_registry():
         listed = re.findall(r"`([a-z0-9-]+)`", rows[part])  # the names; descriptions' `nn.X`, `F.y` are not
         assert sorted(listed) == sorted(registered), (part, listed)
 
+
+
+def test_print_config_writes_what_config_reads_back_and_flags_still_win(tmp_path, monkeypatch):
+    """`run --print-config`: every option resolved (the recipe's, then the flags'), as YAML that `run --config`
+    reads back to the same options, variant and dataset included; a flag over the file wins; a bad file is one
+    line. Nothing is trained or recorded."""
+    from vitbench.config import OPTION_NAMES
+
+    monkeypatch.chdir(tmp_path)
+
+    def printed(*args: str) -> str:
+        res = CliRunner().invoke(cli.app, ["run", *args, "--print-config"])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    first = printed("--recipe", "mnist-fast", "--variant", "naive-msa", "--device", "cpu", "--seed", "3")
+    options = yaml.safe_load(first)["options"]
+    assert options["batch_size"] == 512 and options["variant"] == "naive-msa" and options["seed"] == 3
+    assert options["attention"] == "triton" and set(options) <= set(OPTION_NAMES)  # the recipe's over the variant's
+    (tmp_path / "mine.yaml").write_text(first)
+    assert printed("--config", str(tmp_path / "mine.yaml")) == first
+    assert yaml.safe_load(printed("--config", str(tmp_path / "mine.yaml"), "--lr", "0.5"))["options"]["lr"] == 0.5
+    (tmp_path / "bad.yaml").write_text("options:\n  batch_size: eight\n")
+    res = CliRunner().invoke(cli.app, ["run", "--config", str(tmp_path / "bad.yaml"), "--print-config"])
+    assert res.exit_code == 2 and "bad.yaml" in res.output and "batch_size" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mine.yaml"]  # no store, no checkpoint
