@@ -40,6 +40,12 @@ class Suite:
     repeats: int
     cells: list[Cell]
     description: str = ""
+    sets: dict = field(default_factory=dict)  # `suite --set KEY=VALUE`: over every cell's own options
+
+    @property
+    def set_label(self) -> str:
+        """The overrides as one tag value (``epochs=3,lr=0.01``): runs made under others are not this suite's."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.sets.items()))
 
 
 MAX_CELLS = 10_000  # a grid larger than this is a typo (or a file built to expand), not a suite
@@ -66,7 +72,8 @@ def apply_rules(cells: list[Cell], rules: list, where: str) -> None:
                 c.options.update(setting)
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, sets: dict | None = None) -> Suite:
+    """The suite file's cells, each with ``sets`` (``--set``) over its own options."""
     path = Path(path)
     spec = read_yaml(path, "suite")
     if not isinstance(spec, dict):
@@ -111,6 +118,9 @@ def load_suite(path: str | Path) -> Suite:
     if not cells:
         raise VitbenchError(f"suite {path} declares no cells: give a grid or cells")
     apply_rules(cells, shaped(spec.get("when"), list, f"suite {path}: when"), f"suite {path}")
+    check_names(sets or {}, "--set")
+    for c in cells:
+        c.options.update(sets or {})
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise VitbenchError(f"suite {path}: cell names repeat: {names}")
@@ -119,7 +129,8 @@ def load_suite(path: str | Path) -> Suite:
         raise VitbenchError(f"suite {path}: repeats must be a positive whole number, got {repeats!r}")
     for cell in cells:  # fail on impossible cells before anything runs
         cell_configs(cell, 0)
-    return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")))
+    return Suite(str(spec.get("name") or path.stem), path, repeats, cells, str(spec.get("description", "")),
+                 dict(sets or {}))
 
 
 def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
@@ -130,6 +141,7 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     cfg, model_cfg = cell_configs(cell, r, device, data_dir)
     display.note(f"{suite.name}: {cell.name} repeat {r} (seed {cfg.seed})")
     tags = {"suite": suite.name, "suite.cell": cell.name, "suite.repeat": str(r), "kind": "suite-run",
+            **({"suite.set": suite.set_label} if suite.sets else {}),
             **({"recipe": cell.recipe} if cell.recipe else {}), **(tags or {})}
     try:
         out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags),

@@ -29,6 +29,7 @@ from vitbench.flags import (
     LiveEvery,
     MlpDim,
     Mlps,
+    Panels,
     Patchifies,
     PatchSize,
     Peers,
@@ -43,6 +44,7 @@ from vitbench.flags import (
     cli_errors,
     display,
     int_list,
+    settings,
     split_list,
     with_options,
 )
@@ -52,7 +54,7 @@ from vitbench.names import choices
 SWEEP_VAL_SPLIT = 0.1  # a sweep scores its trials on this share of the training set, held out
 
 app = typer.Typer(help="Which way of writing a Vision Transformer is faster, lighter and as accurate?",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True,
                   rich_markup_mode=None)  # plain help: wrapped to the terminal, never cut mid-word
 
 
@@ -72,7 +74,7 @@ def options_of_vitbench(
     """Which way of writing a Vision Transformer is faster, lighter and as accurate?"""
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for the parameter count: "
                                                              f"{choices(names.PRESETS)} [mnist and cifar10]")] = None
@@ -97,7 +99,7 @@ def variants(preset: Annotated[str | None, typer.Option(help=f"size preset for t
                f"{choices(names.PATCHIFY)}\n  --mlp {choices(names.MLP)}\n  --pos-embed {choices(names.POS_EMBED)}\n  --pool {choices(names.POOL)}")
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def recipes() -> None:
     """List the recipes (vitbench/recipe_files/*.yaml): what each sets, how it was chosen, what it measured."""
@@ -109,16 +111,16 @@ def recipes() -> None:
                    + f"\n  chosen by: {r.chosen_by}\n  measured:  {r.measured}\n")
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 @with_options
 def run(
     options: Options, tracking_uri: TrackingUri = None, experiment: Experiment = None,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
-    resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint")] = None,
-    checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written")] = Path("checkpoints"),
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name", rich_help_panel="Tracking")] = None,
+    resume: Annotated[str | None, typer.Option(help="continue this MLflow run from its last checkpoint", rich_help_panel="Tracking")] = None,
+    checkpoint_dir: Annotated[Path, typer.Option(help="where checkpoints are written", rich_help_panel="Tracking")] = Path("checkpoints"),
     system_metrics: Annotated[bool, typer.Option(help="log MLflow system metrics: CPU, memory, disk, network; GPU utilisation and memory "
-                                                  "with NVIDIA's NVML (pip install 'vitbench[gpu]')")] = False,
+                                                  "with NVIDIA's NVML (pip install 'vitbench[gpu]')", rich_help_panel="Tracking")] = False,
     recipe: Annotated[str | None, typer.Option(help="a named set of options from vitbench/recipe_files/, e.g. "
                                                     "mnist-fast (`vitbench recipes` lists them); options given "
                                                     "explicitly win")] = None,
@@ -129,12 +131,12 @@ def run(
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
     gpus: Annotated[int, typer.Option(help="data-parallel training on N GPUs of this host: N processes through "
                                            "torch.distributed.run, DistributedDataParallel, --batch-size the "
-                                           "global batch (with --device cpu: N CPU processes on gloo)")] = 1,
+                                           "global batch (with --device cpu: N CPU processes on gloo)", rich_help_panel="Hardware")] = 1,
     nodes: Annotated[int, typer.Option(help="hosts training together, --gpus N each: give the same command on "
-                                            "every host, with --rdzv-endpoint")] = 1,
+                                            "every host, with --rdzv-endpoint", rich_help_panel="Hardware")] = 1,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT where the hosts of --nodes meet (torch's "
-                                                           "c10d rendezvous), a free port on one of them")] = None,
-    rdzv_id: Annotated[str, typer.Option(help="the run's rendezvous id, the same on every host")] = "vitbench",
+                                                           "c10d rendezvous), a free port on one of them", rich_help_panel="Hardware")] = None,
+    rdzv_id: Annotated[str, typer.Option(help="the run's rendezvous id, the same on every host", rich_help_panel="Hardware")] = "vitbench",
 ) -> None:
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
@@ -183,7 +185,7 @@ def launch(gpus: int, nodes, cfg, tracking_uri: str | None, experiment: str | No
     raise typer.Exit(distributed.launch(gpus, sys.argv[1:], nodes))
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def bench(
     variants: Annotated[str, typer.Option(help="comma-separated variants, or all")] = "all",
@@ -245,7 +247,7 @@ def bench(
                 "image_sizes": image_sizes, "patch_sizes": patch_sizes, "peers": peers, **overrides}, WRITTEN)
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 @with_options
 def sweep(
@@ -309,7 +311,7 @@ def sweep(
               argv=sys.argv[1:], log=typer.echo, display=shown, live=live)
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def suite(
     path: Annotated[Path, typer.Argument(help="suite YAML, e.g. experiments/attention.yaml")],
@@ -317,6 +319,8 @@ def suite(
     device: Device = None, data_dir: DataDir = None, tracking_uri: TrackingUri = None,
     force: Annotated[bool, typer.Option(help="re-run cells that already FINISHED")] = False,
     cells: Annotated[str | None, typer.Option(help="only these cells, comma-separated")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE: an option for every cell, over the "
+                                                          "suite's own (repeatable, e.g. --set epochs=1)")] = None,
     gpus: Annotated[str, typer.Option(help="run the cells in parallel, one worker process per GPU: N or all "
                                            "(with --device cpu or no GPU: N CPU processes)")] = "1",
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
@@ -328,16 +332,17 @@ def suite(
     if repeats is not None:
         check_number("--repeats", repeats, 1, 1000)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
+    sets = settings(set_ or [])
     guess = likely_gpus(gpus, device) if path.is_file() else None
     # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile (or,
     # in a warm process, those it kept from its last suite take the job).
-    pool = pool_for(path, guess, device, data_dir, tracking_uri, live) if guess else None
+    pool = pool_for(path, guess, device, data_dir, tracking_uri, live, sets) if guess else None
     try:
         from vitbench.cells import load_suite
         from vitbench.suite import run_suite
         from vitbench.workers import resolve_gpus
 
-        s, resolved = load_suite(path), resolve_gpus(gpus, device)
+        s, resolved = load_suite(path, sets), resolve_gpus(gpus, device)
         if pool and pool.gpus != resolved:  # the guess was wrong (e.g. no CUDA in this torch): start again
             pool.discard()
             pool = None
@@ -361,7 +366,7 @@ def suite(
             typer.echo(f"[{gpu}] {line}")
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def report(
     experiment: Annotated[str, typer.Option(help="MLflow experiment(s), comma-separated (a suite's name, "
@@ -380,7 +385,7 @@ def report(
     build_report(experiment, out, filter, tracking_uri, target, log=typer.echo, note=note)
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def inspect(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a training run")],
@@ -397,7 +402,7 @@ def inspect(
     inspect_run(run_id, out, images, tracking_uri, checkpoint_dir, data_dir, log=typer.echo)
 
 
-@app.command()
+@app.command(cls=Panels)
 @cli_errors
 def sync(
     run_id: Annotated[str, typer.Argument(help="the run whose records could not be sent")],
@@ -416,7 +421,7 @@ def sync(
     send(run_id, checkpoint_dir, log=typer.echo)
 
 
-@app.command("warm")
+@app.command("warm", cls=Panels)
 @cli_errors
 def warm_processes(
     start: Annotated[bool, typer.Option("--start", help="start one (if there is none) and wait until it is ready")] = False,

@@ -16,13 +16,14 @@ PARTS, SIZES = "the variant's", "the preset's"
 
 def option(default, help: str = "", *, choices: tuple = (), low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False, shown: str | None = None, flag: bool = True,
-           short: str | None = None, search: bool = False, registry: bool = False):
+           short: str | None = None, search: bool = False, registry: bool = False, panel: str = ""):
     """A config field and what the CLI, validation and sweeps know of it. ``shown``: the default as the help says it
     (else the default itself); ``flag``: a flag of `run` and `sweep` (else only recipes, suites and trials set it);
-    ``registry``: the choices are a registry's keys, checked against the live registry (vitbench.models)."""
+    ``registry``: the choices are a registry's keys, checked against the live registry (vitbench.models); ``panel``:
+    where `--help` lists it (else Model for ViTConfig's fields, Training for TrainConfig's)."""
     return field(default=default, metadata=dict(help=help, choices=choices, low=low, high=high, low_open=low_open,
                                                  high_open=high_open, shown=shown, flag=flag, short=short,
-                                                 search=search, registry=registry))
+                                                 search=search, registry=registry, panel=panel))
 
 
 def check(config) -> None:
@@ -41,7 +42,8 @@ def check(config) -> None:
 class TrainConfig:
     # Defaults: best of a 24-trial sweep of sdpa on MNIST, 5 epochs, scored on a held-out 10% of the training set
     # (results/logs/defaults_sweep.txt), rounded. Never tuned on the test set.
-    variant: str = option("sdpa", "variant name (see `vitbench variants`)", short="-v")
+    variant: str = option("sdpa", "what `vitbench variants` lists", choices=names.VARIANTS, short="-v", registry=True,
+                          panel="Model")
     dataset: str = option("mnist", names.choices(names.DATASETS + names.DATASET_FORMS), short="-d")
     epochs: int = option(5, "epochs", low=1, search=True)
     batch_size: int = option(64, "training batch size", low=1, search=True)
@@ -61,22 +63,22 @@ class TrainConfig:
                             search=True)
     precision: str = option("fp32", "bf16 / fp16 autocast (fp16 with a gradient scaler); fp8: Linear layers through "
                             "torchao's float8 training, on GPUs with FP8 tensor cores", choices=names.PRECISIONS,
-                            search=True)
-    compile: bool = option(False, "torch.compile the model")
+                            search=True, panel="Hardware")
+    compile: bool = option(False, "torch.compile the model", panel="Hardware")
     compile_mode: str = option("default", "torch.compile's mode (the two that capture CUDA graphs of their own turn "
-                               "vitbench's whole-step graph off)", choices=names.COMPILE_MODES)
+                               "vitbench's whole-step graph off)", choices=names.COMPILE_MODES, panel="Hardware")
     cuda_graph: bool | None = option(None, "capture the whole training step in a CUDA graph",
-                                     shown="on where it applies: CUDA, not the naive parts")
+                                     shown="on where it applies: CUDA, not the naive parts", panel="Hardware")
     seed: int = option(0, "seed: weights, data order, augmentation", low=0)
-    device: str = option("auto", "auto | cuda | cuda:N | cpu")
+    device: str = option("auto", "auto | cuda | cuda:N | cpu", panel="Hardware")
     loader: str = option("auto", "gpu: device-resident; dataloader: torch's DataLoader",
-                         choices=("auto", "gpu", "dataloader"), shown="auto: gpu on CUDA")
+                         choices=("auto", "gpu", "dataloader"), shown="auto: gpu on CUDA", panel="Hardware")
     val_split: float = option(0.0, "evaluate on this fraction held out of the training set instead of the official "
                               "test set", low=0.0, high=1.0, high_open=True)
     max_steps: int | None = option(None, "stop after N optimizer steps (the schedule is unchanged)", low=1)
     time_budget: float | None = option(None, "stop after this many seconds of training", low=0.0, low_open=True)
     eval_batch_size: int = option(1000, low=1, flag=False)
-    num_workers: int = option(0, "DataLoader workers", low=0, high=256)
+    num_workers: int = option(0, "DataLoader workers", low=0, high=256, panel="Hardware")
     data_dir: str | None = option(None, "dataset root", shown="$VITBENCH_DATA, else ./data")
 
     def __post_init__(self) -> None:

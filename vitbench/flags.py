@@ -3,6 +3,7 @@ CLI's own), and errors as one line on stderr with exit code 2. Torch-free, so `v
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from dataclasses import fields
@@ -12,7 +13,7 @@ from typing import Annotated, get_type_hints
 import typer
 
 from vitbench import names
-from vitbench.config import DECLARED, Options
+from vitbench.config import DECLARED, MODEL_OPTIONS, Options
 from vitbench.errors import Interrupted, VitbenchError, check_number
 from vitbench.names import choices
 
@@ -85,6 +86,23 @@ def check_mlflow_names(**names: str | None) -> None:
             raise VitbenchError(f"{flag} has {len(name)} characters; MLflow keeps {NAME_LENGTH} at most")
 
 
+def settings(pairs: list[str]) -> dict:
+    """``["epochs=1", "lr=1e-3"]`` -> {"epochs": 1, "lr": 0.001}: each value as a suite file's YAML reads it, a
+    number written as one a number."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key.strip():
+            raise VitbenchError(f"--set takes KEY=VALUE, got {pair!r}")
+        value = yaml.safe_load(text) if text.strip() else None
+        with contextlib.suppress(TypeError, ValueError):
+            value = float(value) if isinstance(value, str) and not value.isalpha() else value
+        out[key.strip()] = value
+    return out
+
+
 def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -100,7 +118,35 @@ def int_list(value: str | None, name: str = "sizes") -> list[int]:
     return sizes
 
 
+PANELS = ("Arguments", "Model", "Training", "Hardware", "Tracking", "Options")  # `--help`'s sections, in order
+
+
+class Panels(typer.core.TyperCommand):
+    """A command whose plain help (wrapped to the terminal, never cut) lists its options by panel."""
+
+    def format_options(self, ctx, formatter) -> None:
+        panels: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            if (record := param.get_help_record(ctx)) is not None:
+                argument = param.param_type_name == "argument"
+                panels.setdefault("Arguments" if argument else param.rich_help_panel or "Options", []).append(record)
+        for name in sorted(panels, key=PANELS.index):
+            with formatter.section(name):
+                formatter.write_dl(panels[name])
+
+
 TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+COMPLETIONS = {"dataset": (*names.DATASETS, "synthetic", "imagefolder:")}  # beyond the declared choices
+
+
+def completer(values: tuple[str, ...], listed: bool = False):
+    """Shell completion of a flag's values (`vitbench --install-completion`); ``listed``: a comma-separated list,
+    its last item completed. From vitbench.names, so completing imports no torch."""
+    def complete(incomplete: str) -> list[str]:
+        done, _, last = incomplete.rpartition(",") if listed else ("", "", incomplete)
+        return [f"{done},{v}" if done else v for v in values if v.startswith(last)]
+
+    return complete
 
 
 def flag(name: str):
@@ -113,7 +159,10 @@ def flag(name: str):
     text += f" [{shown}]" if shown is not None and f.default is None else ""
     long = "--" + name.replace("_", "-")
     decls = [f"{long}/--no-{long[2:]}" if kind is bool else long, *([m["short"]] if m["short"] else [])]
-    return Annotated[kind | None, typer.Option(*decls, help=text)]
+    values = COMPLETIONS.get(name, m["choices"])
+    panel = m["panel"] or ("Model" if name in MODEL_OPTIONS or name == "preset" else "Training")
+    return Annotated[kind | None, typer.Option(*decls, help=text, rich_help_panel=panel,
+                                               autocompletion=completer(values) if values else None)]
 
 
 def declared_flags() -> list[Parameter]:
@@ -129,21 +178,26 @@ MlpDim, PatchSize = flag("mlp_dim"), flag("patch_size")
 
 def implementations(part: str, impls: tuple[str, ...]):
     """A bench flag that lists several implementations of a part (every combination is measured)."""
-    return Annotated[str | None, typer.Option(help=f"{part} implementations, comma-separated: {', '.join(impls)}")]
+    return Annotated[str | None, typer.Option(help=f"{part} implementations, comma-separated: {', '.join(impls)}",
+                                              rich_help_panel="Model", autocompletion=completer(impls, listed=True))]
 
 
 Attentions = implementations("attention", names.ATTENTION)
 Patchifies = implementations("patchify", names.PATCHIFY)
 Mlps = implementations("MLP", names.MLP)
+TRACKING = "Tracking"  # --help's panel of where runs are recorded
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, "
-                                                         "else sqlite:///mlflow.db)")]
-Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]")]
-SweepExperiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-sweep-<dataset>]")]
+                                                         "else sqlite:///mlflow.db)", rich_help_panel=TRACKING)]
+Experiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-<dataset>]",
+                                                rich_help_panel=TRACKING)]
+SweepExperiment = Annotated[str | None, typer.Option(help="MLflow experiment [vitbench-sweep-<dataset>]",
+                                                     rich_help_panel=TRACKING)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no periodic progress lines")]
 ProgressInterval = Annotated[float, typer.Option(help="seconds between progress lines when output is not a "
                                                       "terminal (a log file, CI, nohup)")]
 LiveEvery = Annotated[str, typer.Option(help="step-level metrics to MLflow (live/train_loss, live/train_acc, "
-                                             "live/train_images_per_sec): every '10s', every '200' steps, or 'off'")]
+                                             "live/train_images_per_sec): every '10s', every '200' steps, or 'off'",
+                                        rich_help_panel=TRACKING)]
 
 
 # bench's own

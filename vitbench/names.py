@@ -11,6 +11,12 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def called(module: str, function: str) -> tuple[str, ...]:
+    """The first argument (a string) of each top-level call of ``function`` in ``module``, in order."""
+    calls = (n.value for n in ast.parse((_PACKAGE / module).read_text()).body if isinstance(n, ast.Expr))
+    return tuple(c.args[0].value for c in calls if isinstance(c, ast.Call) and getattr(c.func, "id", "") == function)
+
+
 def registered(module: str, registry: str) -> tuple[str, ...]:
     """The string keys of the dict literal ``registry`` at the top of ``module`` (a file of this package), in order."""
     for node in ast.parse((_PACKAGE / module).read_text()).body:
@@ -20,6 +26,7 @@ def registered(module: str, registry: str) -> tuple[str, ...]:
     raise LookupError(f"vitbench/{module} registers no {registry} dict")
 
 
+VARIANTS = called("models/registry.py", "register_variant")
 ATTENTION = registered("models/attention.py", "ATTENTION")
 PATCHIFY = registered("models/patchify.py", "PATCHIFY")
 MLP = registered("models/mlp.py", "MLPS")

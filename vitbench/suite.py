@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from vitbench.workers import Pool
 
 
-def finished_cells(experiment: str) -> set[tuple[str, str]]:
+def finished_cells(experiment: str) -> set[tuple[str, str, str]]:
+    """(cell, repeat, ``--set`` overrides) of every FINISHED run of the suite's experiment."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment)
@@ -38,7 +39,8 @@ def finished_cells(experiment: str) -> set[tuple[str, str]]:
         return set()
     runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               output_format="list")
-    return {(r.data.tags.get("suite.cell", ""), r.data.tags.get("suite.repeat", "")) for r in runs}
+    return {(r.data.tags.get("suite.cell", ""), r.data.tags.get("suite.repeat", ""), r.data.tags.get("suite.set", ""))
+            for r in runs}
 
 
 def suite_note(suite: Suite) -> str:
@@ -62,7 +64,7 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
 
     # The workers start first: they import torch and MLflow and load the data while this process opens the store.
     if pool is None and len(gpus or []) > 1:
-        pool = pool_for(suite.path, gpus, device, data_dir, tracking_uri, live or Every())
+        pool = pool_for(suite.path, gpus, device, data_dir, tracking_uri, live or Every(), suite.sets)
     try:
         with wall.phase("store"):
             uri = connect(tracking_uri)
@@ -111,7 +113,7 @@ def runs_to_do(suite: Suite, repeats: int, force: bool, only: list[str] | None,
         for r in range(repeats):
             if only and cell.name not in only:
                 continue
-            if (cell.name, str(r)) in done:
+            if (cell.name, str(r), suite.set_label) in done:
                 log(f"skip {cell.name} repeat {r}: already FINISHED (--force to redo)")
             else:
                 todo.append((cell, r))

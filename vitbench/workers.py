@@ -83,11 +83,14 @@ class Job:
     cwd: str
     env: dict[str, str]
     started: float  # the coordinator's time.time() as the command began
+    sets: dict  # `suite --set`
 
     @classmethod
-    def now(cls, path: str | Path, data_dir: str | None, tracking_uri: str | None, live: Every) -> Job:
+    def now(cls, path: str | Path, data_dir: str | None, tracking_uri: str | None, live: Every,
+            sets: dict | None = None) -> Job:
         began = time.time() - (time.perf_counter() - wall.START)  # the command's start, as its wall time counts
-        return cls(str(Path(path).resolve()), data_dir, tracking_uri, live, os.getcwd(), dict(os.environ), began)
+        return cls(str(Path(path).resolve()), data_dir, tracking_uri, live, os.getcwd(), dict(os.environ), began,
+                   dict(sets or {}))
 
 
 def worker(gpu: str, device: str | None, jobs, tasks, events, threads: int, started: float) -> None:
@@ -153,7 +156,7 @@ def serve(job: Job, gpu: str, device: str | None, tasks, events) -> bool:
     tracking.reset()  # the stores, the commit and the ended runs of an earlier command
     forget_data()  # its data too: a relative data folder means another one in another folder
     try:
-        suite = load_suite(job.path)
+        suite = load_suite(job.path, job.sets)
     except Exception:  # the coordinator reads the same file and says what is wrong with it, in one line
         os._exit(1)
     with wall.phase("imports"):  # what the first run would import; it would wait for the store meanwhile
@@ -189,7 +192,7 @@ KEPT: dict[tuple, Pool] = {}  # a warm process's workers between its suite comma
 
 
 def pool_for(path: str | Path, gpus: list[str], device: str | None, data_dir: str | None, tracking_uri: str | None,
-             live: Every) -> Pool:
+             live: Every, sets: dict | None = None) -> Pool:
     """Workers for this command, told its job: those a warm process kept from its last suite on the same GPUs
     (torch, CUDA and MLflow loaded: the seconds a worker's start takes are gone), where all are alive; else new."""
     kept = KEPT.pop((tuple(gpus), device), None)
@@ -197,7 +200,7 @@ def pool_for(path: str | Path, gpus: list[str], device: str | None, data_dir: st
         kept.discard()
         kept = None
     pool = kept or Pool(gpus, device)
-    pool.begin(Job.now(path, data_dir, tracking_uri, live))
+    pool.begin(Job.now(path, data_dir, tracking_uri, live, sets))
     return pool
 
 

@@ -109,6 +109,27 @@ def test_a_suites_recipe_is_tagged_on_its_runs(workdir, tiny_mnist):
 
 
 
+def test_set_overrides_every_cell_and_a_rerun_under_other_values_is_not_skipped(workdir, tiny_mnist):
+    """`suite FILE --set KEY=VALUE`: over every cell's own options (numbers read as numbers), tagged on the runs; the
+    same overrides again skip what FINISHED, others run anew; an unknown option is one line."""
+    f = workdir / "s.yaml"
+    f.write_text("name: sets\ndataset: mnist\ntrain: {epochs: 1, max_steps: 2, batch_size: 32}\n"
+                 "model: {depth: 1, dim: 32, heads: 2, mlp_dim: 64}\ngrid: {attention: [sdpa, vectorized]}\n")
+    args = ("suite", f, "--device", "cpu", "--data-dir", tiny_mnist)
+    res = invoke(*args, "--set", "max_steps=1", "--set", "lr=1e-3")
+    assert res.exit_code == 0 and "2 run(s) made" in res.output, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("sets").experiment_id])
+    assert {r.data.params["model.attention"] for r in runs} == {"sdpa", "vectorized"}
+    assert all(r.data.params["train.max_steps"] == "1" and r.data.params["train.lr"] == "0.001" for r in runs)
+    assert all(r.data.tags["suite.set"] == "lr=0.001,max_steps=1" for r in runs)
+    assert "0 run(s) made" in invoke(*args, "--set", "max_steps=1", "--set", "lr=1e-3").output
+    assert "2 run(s) made" in invoke(*args).output  # the suite's own values: not the runs made under --set
+    res = invoke(*args, "--set", "epoch=1")
+    assert res.exit_code == 2 and "--set: 'epoch' is not an option" in res.output
+
+
+
 def test_inspect_writes_attention_maps(workdir, tiny_mnist):
     res = invoke("run", "--variant", "simple-vit", "--epochs", "1", "--depth", "2", "--dim", "32", "--heads", "2",
                  "--mlp-dim", "64", "--device", "cpu")

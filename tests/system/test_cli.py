@@ -35,3 +35,20 @@ def test_version_is_the_package_s(tmp_path):
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout == f"vitbench {__version__}\n" and out.stderr == "", out
     assert version("vitbench") == __version__  # pyproject.toml takes it from the package: one place
+
+
+def test_shell_completion_offers_every_attention_without_importing_torch(tmp_path):
+    """Completion as a shell asks for it (`vitbench --install-completion` sets this up): `run --attention <TAB>`
+    lists the registry's implementations, and the process imports no torch."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from vitbench import names
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "_VITBENCH_COMPLETE": "complete_bash",
+           "COMP_WORDS": "vitbench run --attention ", "COMP_CWORD": "3"}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "vitbench"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0 and out.stdout.split() == list(names.ATTENTION), out
+    assert not [line for line in out.stderr.splitlines() if line.split("|")[-1].strip() in ("torch", "mlflow")]

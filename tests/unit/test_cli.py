@@ -173,3 +173,18 @@ def test_print_config_writes_what_config_reads_back_and_flags_still_win(tmp_path
     res = CliRunner().invoke(cli.app, ["run", "--config", str(tmp_path / "bad.yaml"), "--print-config"])
     assert res.exit_code == 2 and "bad.yaml" in res.output and "batch_size" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mine.yaml"]  # no store, no checkpoint
+
+
+def test_completion_offers_the_registry_s_names_and_set_reads_numbers_as_numbers():
+    """`--install-completion`'s values come from vitbench.names (torch-free); a comma list completes its last item;
+    `suite --set` values are read as a suite file would read them."""
+    from vitbench.flags import completer, settings
+    from vitbench.models import list_variants
+    from vitbench.names import ATTENTION, VARIANTS
+
+    assert completer(ATTENTION)("tr") == ["triton"] and completer(ATTENTION, listed=True)("sdpa,fl") == ["sdpa,flex"]
+    assert set(VARIANTS) == set(list_variants())
+    assert settings(["epochs=3", "lr=1e-3", "attention=sdpa", "device=cuda:0", "compile=true"]) == dict(
+        epochs=3, lr=0.001, attention="sdpa", device="cuda:0", compile=True)
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        settings(["epochs"])
