@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 NOTE = "mlflow.note.content"
 NAME_LENGTH = 250  # MLflow's SQL stores keep an experiment's and a run's name in 250 characters
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" type
+SMALL_MODEL = 10_000_000  # parameters: up to this size (the mnist, cifar10, vit-ti16 presets) a run logs its model
 MEMORY_KIND = {"cuda_max_memory_allocated": "GPU, torch.cuda.max_memory_allocated",
                "process_peak_rss": "the process's peak RSS on the CPU, not the model's memory"}
 
@@ -145,6 +146,11 @@ def _digest(*tensors: torch.Tensor) -> str:
 def log_datasets(splits: Splits) -> None:
     """The training and evaluation data as MLflow dataset inputs: name, a digest of the images and labels
     (so two runs on the same split show the same digest), the folder they were read from, and their role."""
+    log_inputs(datasets(splits), contexts=["training", "evaluation"])
+
+
+def datasets(splits: Splits) -> list:
+    """The training and the evaluation split as MLflow datasets."""
     from mlflow.data.meta_dataset import MetaDataset
 
     info = splits.info
@@ -162,9 +168,35 @@ def log_datasets(splits: Splits) -> None:
             from mlflow.data.dataset_source_registry import resolve_dataset_source
 
             source = resolve_dataset_source(str(splits.root.resolve()))
-        datasets = [MetaDataset(source, name=f"{info.name}:train", digest=train_digest),
-                    MetaDataset(source, name=f"{info.name}:{splits.eval_set}", digest=eval_digest)]
-        log_inputs(datasets, contexts=["training", "evaluation"])
+        return [MetaDataset(source, name=f"{info.name}:train", digest=train_digest),
+                MetaDataset(source, name=f"{info.name}:{splits.eval_set}", digest=eval_digest)]
+
+
+def log_trained_model(model, example: torch.Tensor, register: str | None = None) -> str:
+    """The trained model as the run's MLflow logged model ``model`` (``runs:/RUN/model``): pickled with vitbench's
+    source beside it, so that ``mlflow.pytorch.load_model`` loads it where vitbench is not installed and ``mlflow
+    models serve`` serves it; its signature and input example from ``example`` (normalised evaluation images);
+    ``register``: its name in the model registry. Returns its model id."""
+    import copy
+    from pathlib import Path
+
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    import vitbench
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(example)
+    x, y = example.cpu().numpy(), logits.float().cpu().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pytorch.log_model(
+            copy.deepcopy(model).cpu(), name="model", signature=infer_signature(x, y), input_example=x,
+            serialization_format="pickle", code_paths=[str(Path(vitbench.__file__).parent)],
+            pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "numpy"], registered_model_name=register)
+    return info.model_id
 
 
 def log_inputs(datasets: list, contexts: list[str], attempts: int = 5) -> None:

@@ -107,13 +107,14 @@ class Outbox:
         folder = "" if self.folder == Path("checkpoints") else f" --checkpoint-dir {shlex.quote(str(self.folder))}"
         return f"vitbench sync {self.run_id}{folder}"
 
-    def metrics(self, metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
-        """``wait=False`` (live metrics): queued; the outbox's thread sends them, the training thread goes on."""
+    def metrics(self, metrics: dict[str, float], step: int | None = None, wait: bool = True, **linked) -> None:
+        """``wait=False`` (live metrics): queued; the outbox's thread sends them, the training thread goes on.
+        ``linked``: ``model_id`` and ``dataset`` the metrics describe (MLflow 3's logged models)."""
         import mlflow
 
         metrics = readable(metrics)
         if wait:
-            self._send({"metrics": metrics, "step": step}, lambda: mlflow.log_metrics(metrics, step=step))
+            self._send({"metrics": metrics, "step": step}, lambda: mlflow.log_metrics(metrics, step=step, **linked))
             return
         with self._wake:
             self._live.append((metrics, step, int(time.time() * 1000)))

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 from vitbench import mlflow_ui, plots, wall
 from vitbench.checkpoints import checksum_path, complete_interrupted_save, load_checkpoint
 from vitbench.compute import naive_parts, precision_unavailable
-from vitbench.data import RunContext, Splits, load_splits, loader_kind
+from vitbench.data import RunContext, Splits, load_splits, loader_kind, normalize
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.liveness import check_not_running
@@ -85,6 +86,8 @@ class Tracking:
     tags: dict | None = None
     system_metrics: bool = False  # MLflow's CPU, memory, disk, network (and GPU with NVML) metrics
     on_start: Callable[[str], None] | None = None  # told the run's id as soon as it exists
+    log_model: bool | None = None  # the trained model as an MLflow model; None: for models up to SMALL_MODEL
+    register: str | None = None  # and under this name in the model registry
 
 
 def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = Tracking(), *,
@@ -137,7 +140,7 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
             raise
         finally:
             box.flush()  # the live metrics queued during training
-        record_result(result, cfg, model_cfg, splits, ckpt, box)
+        record_result(result, cfg, model_cfg, splits, ckpt, box, tracking)
         t_store = time.perf_counter()
     wall.add("store", time.perf_counter() - t_store)  # the run's end
     return RunOutcome(run_id, result, exp_id, uri)
@@ -192,15 +195,36 @@ def store_and_data(cfg: TrainConfig, ctx: RunContext, tracking: Tracking, splits
 
 
 def record_result(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ckpt: Path,
-                  box: Outbox) -> None:
-    """What a finished training leaves in its run: what stopped it, its description, final metrics, artifacts."""
+                  box: Outbox, tracking: Tracking = Tracking()) -> None:
+    """What a finished training leaves in its run: what stopped it, its description, the model, final metrics (linked
+    to the model and the evaluation data), artifacts."""
     box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
               "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
               "busy_machine": result.conditions.verdict() or "no",
               mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set)})
     with wall.phase("plots, artifacts, final metrics"):
-        box.metrics(result.final_metrics())
+        model_id = logged_model(result, splits, tracking)
+        box.metrics(result.final_metrics(), model_id=model_id, dataset=mlflow_ui.datasets(splits)[1])
         log_artifacts(result, cfg, model_cfg, splits, ckpt, box)
+
+
+def logged_model(result: TrainResult, splits: Splits, tracking: Tracking) -> str | None:
+    """The trained model as an MLflow model (``tracking.log_model``; unsaid: models up to SMALL_MODEL parameters), its
+    id; None where none is logged or the store refuses it (the checkpoint keeps the weights either way)."""
+    wanted = tracking.log_model if tracking.log_model is not None else result.param_count <= mlflow_ui.SMALL_MODEL
+    if not (wanted or tracking.register):
+        return None
+    import torch
+
+    info, device = splits.info, next(result.model.parameters()).device
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
+    example = normalize(splits.eval_images[:4].to(device), mean, std)
+    try:
+        return mlflow_ui.log_trained_model(result.model, example, tracking.register)
+    except Exception as e:
+        print(f"note: the MLflow model was not logged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+              "checkpoint keeps the weights", file=sys.stderr)
+        return None
 
 
 def writable_folder(folder: Path, what: str) -> None:

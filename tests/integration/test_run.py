@@ -231,3 +231,27 @@ def test_a_bounded_naive_run_evaluates_through_its_batched_twin_and_says_so(work
         preds = naive(normalize(splits.eval_images, mean, std)).argmax(-1)
     assert run.data.metrics["final_val_acc"] == pytest.approx((preds == splits.eval_labels).float().mean().item())
 
+
+
+
+def test_a_run_logs_its_model_as_mlflow_does_and_registers_it_when_asked(workdir, tiny_mnist):
+    """A small model becomes the run's MLflow logged model (runs:/RUN/model) with a signature and an input example,
+    its final metrics linked to it and to the evaluation data; --register puts it in the model registry;
+    --no-log-model leaves it out (the checkpoint is there either way)."""
+    import mlflow
+
+    res = invoke("run", "--epochs", "1", "--register", "tiny-vit", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    linked = {m.key: m for m in model.metrics}
+    assert linked["final_val_acc"].value == run.data.metrics["final_val_acc"]
+    assert linked["final_val_acc"].dataset_name == "mnist:test"
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, 28, 28)
+    (version,) = MlflowClient().search_model_versions("name = 'tiny-vit'")
+    assert version.run_id == run.info.run_id
+    assert invoke("run", "--epochs", "1", "--no-log-model", *TINY).exit_code == 0
+    assert len(mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")) == 1
+    refused("run", "--no-log-model", "--register", "x", *TINY, needle="--register NAME registers the MLflow model")

@@ -106,3 +106,28 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     assert where.startswith(str(target)), where  # the installed copy, not the checkout
     assert names == "['mnist-10s', 'mnist-fast', 'mnist-strong']" and batch == "512"
 
+
+
+
+def test_the_logged_model_loads_in_a_fresh_process_and_predicts_as_the_trained_one(workdir, tiny_mnist):
+    """`mlflow.pytorch.load_model("runs:/RUN/model")` in a process of its own (vitbench's source travels with the
+    model) gives the predictions of the weights the run evaluated."""
+    import numpy as np
+
+    from vitbench.inspect_run import load_run
+
+    assert invoke("run", "--epochs", "1", "--variant", "naive-msa", *TINY).exit_code == 0
+    (run,) = runs()
+    model = load_run(run.info.run_id, None, "checkpoints", None)[0]
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    np.save(workdir / "x.npy", x.numpy())
+    code = ("import sys, mlflow, numpy, torch\n"
+            f"mlflow.set_tracking_uri('sqlite:///{workdir / 'mlflow.db'}')\n"
+            f"m = mlflow.pytorch.load_model('runs:/{run.info.run_id}/model')\n"
+            "with torch.no_grad():\n"
+            "    numpy.save('y.npy', m(torch.from_numpy(numpy.load('x.npy'))).numpy())\n")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(np.load(workdir / "y.npy")), model(x))

@@ -20,7 +20,7 @@ COMMAND_OPTIONS = {  # flags that steer the command rather than set a config fie
     "tracking_uri", "experiment", "run_name", "resume", "checkpoint_dir",
     "system_metrics", "recipe", "quiet", "progress_interval", "live_every", "gpus", "n_trials", "timeout", "space",
     "objective", "pruner", "storage", "study_name", "workers", "heartbeat", "worker", "nodes", "rdzv_endpoint", "rdzv_id",
-    "config", "print_config", "pruner_startup_trials", "pruner_warmup_epochs"}
+    "config", "print_config", "pruner_startup_trials", "pruner_warmup_epochs", "log_model", "register", "set_"}
 
 
 # A value other than the default for every option, valid together on MNIST on the CPU.
