@@ -147,14 +147,12 @@ def run(
     from vitbench import distributed
     from vitbench.progress import Every
     from vitbench.recipes import config_options, config_yaml, recipe_options
-    from vitbench.runner import Tracking, run_configs, run_experiment, say_done
+    from vitbench.runner import Tracking, launch, run_configs, run_experiment, say_done
 
     wall.mark("imports")
     check_number("--gpus", gpus, 1, 1024)
     check_number("--nodes", nodes, 1, 4096)
     check_mlflow_names(experiment=experiment, run_name=run_name, register=register)
-    if register and log_model is False:
-        raise VitbenchError("--register NAME registers the MLflow model that --no-log-model leaves out; give one")
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(config_options(config)).then(options), resume,
                                              checkpoint_dir, tracking_uri, typer.echo)
@@ -162,7 +160,8 @@ def run(
         typer.echo(config_yaml(cfg, model_cfg), nl=False)
         return
     if gpus * nodes > 1 and not distributed.in_rank():
-        launch(gpus, distributed.Nodes(nodes, rdzv_endpoint, rdzv_id), cfg, tracking_uri, experiment)
+        raise typer.Exit(launch(gpus, distributed.Nodes(nodes, rdzv_endpoint, rdzv_id), cfg, tracking_uri, experiment,
+                                typer.echo))
     if distributed.in_rank():
         cfg = replace(cfg, device=str(distributed.init(cfg.device)))
         shown = shown if distributed.lead() else display(True, progress_interval)
@@ -175,22 +174,6 @@ def run(
     distributed.close()
     if speaks:
         say_done(outcome, cfg, quiet, typer.echo)
-
-
-def launch(gpus: int, nodes, cfg, tracking_uri: str | None, experiment: str | None) -> None:
-    """`run --gpus N [--nodes M]`: check, prepare the tracking store (whichever host's rank 0 records, every host
-    must reach it), then run this same command as N ranks here, M x N in all."""
-    from vitbench import distributed
-    from vitbench.options import default_experiment
-    from vitbench.tracking import connect, get_experiment_id
-
-    distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader, nodes)
-    get_experiment_id(experiment or default_experiment(cfg.dataset), connect(tracking_uri))
-    ranks = gpus * nodes.count
-    where = "this host" if nodes.count == 1 else f"each of {nodes.count} hosts meeting at {nodes.endpoint}"
-    typer.echo(f"data-parallel: {gpus} rank(s) on {where} through torch.distributed.run, global batch "
-               f"{cfg.batch_size} ({cfg.batch_size // ranks} per rank)")
-    raise typer.Exit(distributed.launch(gpus, sys.argv[1:], nodes))
 
 
 @app.command(cls=Panels)

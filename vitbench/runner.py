@@ -89,6 +89,10 @@ class Tracking:
     log_model: bool | None = None  # the trained model as an MLflow model; None: for models up to SMALL_MODEL
     register: str | None = None  # and under this name in the model registry
 
+    def __post_init__(self) -> None:
+        if self.register and self.log_model is False:
+            raise VitbenchError("--register NAME registers the MLflow model that --no-log-model leaves out; give one")
+
 
 def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = Tracking(), *,
                    resume_run_id: str | None = None, resume_checkpoint: dict | None = None,
@@ -372,3 +376,18 @@ def say_done(outcome: RunOutcome, cfg: TrainConfig, quiet: bool, log: Callable[[
     if not quiet:
         log(wall.summary())
     log(see_line(outcome.tracking_uri, outcome.experiment_id))
+
+
+def launch(gpus: int, nodes, cfg: TrainConfig, tracking_uri: str | None, experiment: str | None,
+           log: Callable[[str], None] = print) -> int:
+    """`run --gpus N [--nodes M]`: check, prepare the tracking store (whichever host's rank 0 records, every host
+    must reach it), then run this same command as N ranks here, M x N in all; their exit code."""
+    from vitbench import distributed
+
+    distributed.check_launch(gpus, cfg.device, cfg.batch_size, cfg.loader, nodes)
+    get_experiment_id(experiment or default_experiment(cfg.dataset), connect(tracking_uri))
+    ranks = gpus * nodes.count
+    where = "this host" if nodes.count == 1 else f"each of {nodes.count} hosts meeting at {nodes.endpoint}"
+    log(f"data-parallel: {gpus} rank(s) on {where} through torch.distributed.run, global batch "
+        f"{cfg.batch_size} ({cfg.batch_size // ranks} per rank)")
+    return distributed.launch(gpus, sys.argv[1:], nodes)
