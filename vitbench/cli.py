@@ -270,7 +270,7 @@ def sweep(
     scored on 10 % of the training set held out (--val-split); the test set is used once, for the chosen trial."""
     from vitbench.options import named
     from vitbench.progress import Every
-    from vitbench.study import SweepSpec, check_objectives, default_study_name, load_space
+    from vitbench.study import SweepSpec, check_objectives, check_space_for, default_study_name, load_space
     from vitbench.sweep import run_sweep
 
     check_number("--workers", workers, 1, 1024)
@@ -282,7 +282,8 @@ def sweep(
         base = replace(base, val_split=SWEEP_VAL_SPLIT)
     objectives = check_objectives(objective)
     variant, dataset = base.variant, base.dataset
-    spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=load_space(space),
+    searched = check_space_for(variant, load_space(space))
+    spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=searched,
                      space_path=str(space or "default"), objectives=objectives, pruner=pruner, storage=storage,
                      study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,
                      heartbeat=heartbeat, seed=base.seed or 0, pruner_startup=pruner_startup_trials,

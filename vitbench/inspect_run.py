@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vitbench.errors import VitbenchError, check_run_id
+from vitbench.peers import is_timm, model_for
 
 
 @torch.no_grad()
@@ -50,8 +51,8 @@ def patch_scores(model, roll: torch.Tensor) -> torch.Tensor:
 
 def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, data_dir: str | None,
              test_set: bool = False):
-    """The run's trained model (eval mode), its training config and its evaluation data (``test_set``: the official
-    test set, whatever the run was evaluated on)."""
+    """The run's trained model (eval mode), its training config, its evaluation data (``test_set``: the official
+    test set, whatever the run was evaluated on), what stopped it, and what it comes to on this machine."""
     import mlflow
 
     from vitbench.checkpoints import load_checkpoint
@@ -70,7 +71,7 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
     ckpt = load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))
     cfg = TrainConfig.from_dict(ckpt["train_config"])
     model_cfg = ViTConfig(**ckpt["model_config"])
-    model = ViT(model_cfg)
+    model = model_for(cfg.variant, model_cfg) or ViT(model_cfg)
     model.load_state_dict(ckpt["model"])
     load_ema(model, ckpt.get("ema", []))  # --ema: the weights the run evaluated
     model.eval()
@@ -78,8 +79,8 @@ def load_run(run_id: str, tracking_uri: str | None, checkpoint_dir: str | Path, 
         cfg = replace(cfg, data_dir=data_dir)
     if test_set:
         cfg = replace(cfg, val_split=0.0)
-    splits = load_data(cfg, run_context(cfg, model_cfg), lambda s: None)
-    return model, cfg, splits, stopped_note(run, ckpt)
+    ctx = run_context(cfg, model_cfg)
+    return model, cfg, load_data(cfg, ctx, lambda s: None), stopped_note(run, ckpt), ctx
 
 
 def stopped_note(run, ckpt: dict) -> str:
@@ -137,7 +138,10 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
     from vitbench import plots
     from vitbench.data import normalize
 
-    model, cfg, splits, stopped = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
+    model, cfg, splits, stopped, _ = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
+    if is_timm(cfg.variant):
+        raise VitbenchError(f"inspect draws the attention of vitbench's ViTs; run {run_id} trained {cfg.variant}: "
+                            f"mlflow.pytorch.load_model('runs:/{run_id}/model') loads it")
     info, classes = splits.info, splits.info.class_names
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)

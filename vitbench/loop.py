@@ -24,6 +24,7 @@ from vitbench.data import RunContext, Splits, make_loaders
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.evaluation import evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
+from vitbench.peers import model_for
 from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, synchronize
 from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult
@@ -352,7 +353,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContex
         # earlier run left, so one cell gives one peak, whichever run of a process it is.
         baseline_mb = free_memory(device)
         reset_peak_memory(device)
-        trainer = Trainer(cfg, model_cfg, len(train_loader), log, device=device)
+        trainer = Trainer(cfg, model_cfg, len(train_loader), log, model_for(cfg.variant, model_cfg), device)
     result = TrainResult(param_count=count_params(trainer.model))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds

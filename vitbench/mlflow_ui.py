@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 import warnings
 from typing import TYPE_CHECKING
@@ -74,7 +75,9 @@ def mark_experiment(experiment_id: str, description: str | None = None,
                 client.set_experiment_tag(experiment_id, k, v)
 
 
-def parts_line(model_cfg: ViTConfig) -> str:
+def parts_line(model_cfg: ViTConfig, variant: str = "") -> str:
+    if variant.startswith("timm:"):
+        return "timm's model as timm.create_model builds it"
     m = model_cfg
     return (f"attention {m.attention}, patchify {m.patchify}, MLP {m.mlp}, positions {m.pos_embed}, {m.pool} pooling, "
             f"{m.norm}-norm; dim {m.dim}, depth {m.depth}, heads {m.heads}, MLP width {m.mlp_dim}, patch {m.patch_size}, "
@@ -82,7 +85,7 @@ def parts_line(model_cfg: ViTConfig) -> str:
 
 
 def describe_start(cfg: TrainConfig, model_cfg: ViTConfig) -> str:
-    return (f"**{cfg.variant}** on {cfg.dataset}: {parts_line(model_cfg)}. Training ({plural(cfg.epochs, 'epoch')} of batch "
+    return (f"**{cfg.variant}** on {cfg.dataset}: {parts_line(model_cfg, cfg.variant)}. Training ({plural(cfg.epochs, 'epoch')} of batch "
             f"{cfg.batch_size}, {cfg.precision}{', compiled' if cfg.compile else ''}, seed {cfg.seed}){bound(cfg)}.")
 
 
@@ -116,7 +119,7 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
             f"({result.steps:,} steps in {result.train_seconds:.1f} s, stopped by {stop}); peak memory "
             f"{result.peak_memory_mb:,.0f} MiB ({memory}); {result.param_count:,} parameters; "
             f"{result.infer_images_per_sec:,.0f} inference images/s.\n\n"
-            f"Parts: {parts_line(model_cfg)}. Step: {result.fast_path or 'eager'}; batch {cfg.batch_size}, "
+            f"Parts: {parts_line(model_cfg, cfg.variant)}. Step: {result.fast_path or 'eager'}; batch {cfg.batch_size}, "
             f"{cfg.precision}, lr {cfg.lr:g}, seed {cfg.seed}.")
 
 
@@ -190,6 +193,7 @@ def log_trained_model(model, example: torch.Tensor, register: str | None = None)
     with torch.no_grad():
         logits = model(example)
     x, y = example.cpu().numpy(), logits.float().cpu().numpy()
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle's caution: the user's own model, loaded back
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = mlflow.pytorch.log_model(

@@ -16,6 +16,7 @@ from vitbench.data import DatasetInfo, get_dataset_info
 from vitbench.errors import VitbenchError
 from vitbench.models import resolve_config
 from vitbench.models.registry import get_preset
+from vitbench.peers import TIMM_SHAPE, is_timm
 
 
 def given(**values) -> dict:
@@ -38,13 +39,19 @@ def model_config(o: Options) -> ViTConfig:
     """The variant's parts at the preset's sizes (the dataset's preset unless ``o.preset``), with the dataset's
     image shape and classes, then every model option ``o`` gives."""
     o = named(o)
+    variant = o.variant
+    if is_timm(variant):  # timm's model as timm builds it: the dataset's shape, none of vitbench's parts or sizes
+        if given_ := [n for n in MODEL_OPTIONS if getattr(o, n) is not None and n not in TIMM_SHAPE]:
+            raise VitbenchError(f"--{given_[0].replace('_', '-')} is a part or size of vitbench's ViT; {variant} is "
+                                "timm's model as timm builds it")
+        variant = "sdpa"  # for the image shape and classes its config records
     info, preset = shaped(o.dataset, o.preset)
     c, h, _ = info.image_shape
     for name, asked, has in (("image_size", o.image_size, h), ("in_chans", o.in_chans, c),
                              ("num_classes", o.num_classes, info.num_classes)):
         if asked not in (None, has):
             raise VitbenchError(f"{o.dataset} has {name} {has}, but {asked} was asked for")
-    return resolve_config(o.variant, preset, **{**{n: getattr(o, n) for n in MODEL_OPTIONS}, "image_size": h,
+    return resolve_config(variant, preset, **{**{n: getattr(o, n) for n in MODEL_OPTIONS}, "image_size": h,
                                                 "in_chans": c, "num_classes": info.num_classes})
 
 

@@ -61,3 +61,33 @@ def peer_builder(peer: str) -> Callable[[ViTConfig], nn.Module]:
     if peer.startswith("timm:") and peer[5:]:
         return timm_named(peer[5:])
     raise VitbenchError(f"unknown peer {peer!r}; valid: {', '.join(names.PEERS)}, or timm:MODEL (any timm model name)")
+
+
+TIMM_SHAPE = ("image_size", "in_chans", "num_classes")  # what a timm:NAME variant takes from the dataset
+
+
+def is_timm(variant: str) -> bool:
+    """``timm:NAME``: timm's model as ``timm.create_model`` builds it, trained as vitbench trains its own."""
+    return variant.startswith("timm:")
+
+
+def model_for(variant: str, model_cfg: ViTConfig) -> nn.Module | None:
+    """The model a variant names when it is not vitbench's ViT (``timm:NAME``, at the dataset's image size, channels
+    and classes); None for vitbench's own."""
+    return peer_builder(variant)(model_cfg) if is_timm(variant) else None
+
+
+def check_timm(variant: str, model_cfg: ViTConfig) -> None:
+    """A ``timm:NAME`` variant builds and takes the dataset's images -- tried on the meta device, no memory spent --
+    else one line naming why."""
+    import torch
+
+    build = peer_builder(variant)
+    c = model_cfg
+    try:
+        with torch.device("meta"):
+            build(c)(torch.empty(2, c.in_chans, c.image_size, c.image_size))
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise VitbenchError(f"{variant} does not take {c.image_size}x{c.image_size}x{c.in_chans} images with "
+                            f"{c.num_classes} classes: {why}") from None

@@ -28,6 +28,7 @@ from vitbench.models import ViTConfig
 from vitbench.models.vit import unavailable
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
+from vitbench.peers import TIMM_SHAPE, check_timm, is_timm
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import (
@@ -47,7 +48,7 @@ def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None 
     """What the MLflow UI lists: the recipe, the variant, the parts that differ from the variant's own, the seed."""
     from vitbench.models.registry import get_variant
 
-    parts = get_variant(cfg.variant).parts
+    parts = {} if is_timm(cfg.variant) else get_variant(cfg.variant).parts
     changed = [f"{k}={getattr(model_cfg, k)}" for k in parts if getattr(model_cfg, k) != parts[k]]
     return " ".join([*([f"{recipe}:"] if recipe else []), cfg.variant, *changed, f"seed={cfg.seed}"])
 
@@ -155,8 +156,10 @@ def record_start(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, resume:
     import mlflow
 
     if resume is None:
-        mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model_cfg.to_dict(), "model."),
-                           "data.eval_set": splits.eval_set})
+        model = model_cfg.to_dict()
+        if is_timm(cfg.variant):  # none of vitbench's parts and sizes: timm's model takes the dataset's shape
+            model = {k: model[k] for k in TIMM_SHAPE}
+        mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model, "model."), "data.eval_set": splits.eval_set})
         mlflow_ui.log_datasets(splits)
         mlflow.set_tag(mlflow_ui.NOTE, mlflow_ui.describe_start(cfg, model_cfg))
     else:
@@ -175,6 +178,8 @@ def checked(cfg: TrainConfig, model_cfg: ViTConfig, device, system_metrics: bool
     """What can be checked before the store or the data is touched."""
     if why := unavailable(model_cfg, device) or precision_unavailable(cfg.precision, device):
         raise VitbenchError(why)
+    if is_timm(cfg.variant):
+        check_timm(cfg.variant, model_cfg)
     if lead():  # the rank that records
         writable_folder(Path(checkpoint_dir), "checkpoint folder")
         if system_metrics and device.type == "cuda" and importlib.util.find_spec("pynvml") is None:
@@ -250,7 +255,8 @@ def run_tags(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunCon
     """What a run is (variant, parts, data) and where it ran (hardware, versions, command), plus ``tags``."""
     out = {
         "variant": cfg.variant, "dataset": cfg.dataset, "eval_set": splits.eval_set,
-        **{f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "mlp", "pos_embed", "pool", "norm")},
+        **({} if is_timm(cfg.variant) else
+           {f"part.{k}": getattr(model_cfg, k) for k in ("attention", "patchify", "mlp", "pos_embed", "pool", "norm")}),
         **environment_tags(ctx.device), **({"eval_model": EVAL_TWIN} if ctx.eager_only else {}), **(tags or {}),
     }
     if splits.info.synthetic:

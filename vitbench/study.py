@@ -62,6 +62,17 @@ def load_space(path: str | Path | None) -> dict[str, dict]:
     return space
 
 
+def check_space_for(variant: str, space: dict[str, dict]) -> dict[str, dict]:
+    """``space``, where the variant can take every option it searches: a timm:NAME model has none of vitbench's parts
+    and sizes to search."""
+    from vitbench.config import MODEL_OPTIONS
+
+    if variant.startswith("timm:") and (model := [k for k in space if k in MODEL_OPTIONS]):
+        raise VitbenchError(f"the search space varies {model[0]}, a part or size of vitbench's ViT; {variant} is timm's "
+                            "model as timm builds it: --space train-only, or a file of training options")
+    return space
+
+
 def suggest(trial, space: dict[str, dict]) -> dict:
     params = {}
     for name, s in space.items():

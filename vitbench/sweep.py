@@ -306,7 +306,6 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
 
     from vitbench.data import normalize
     from vitbench.inspect_run import load_run
-    from vitbench.runner import run_context
 
     chosen = summary.get("pareto_trials") or ([summary["best_trial"]] if "best_trial" in summary else [])
     client, out = MlflowClient(), {}
@@ -314,8 +313,8 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
         rid = study.trials[number].user_attrs.get("mlflow_run_id")
         if not rid:
             continue
-        model, cfg, splits, _ = load_run(rid, tracking_uri, "checkpoints", None, test_set=True)
-        device = run_context(cfg, model.cfg).device
+        model, cfg, splits, _, ctx = load_run(rid, tracking_uri, "checkpoints", None, test_set=True)
+        device = ctx.device
         model.to(device)
         mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
         with torch.inference_mode():

@@ -184,7 +184,7 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, steps_per_epoch, self.device, self.use_graph)
         self.use_compile = compiles(cfg.compile, model_cfg)
         if self.use_compile:
-            what = model_cfg or (type(model).__qualname__, sum(p.numel() for p in self.model.parameters()))
+            what = model_cfg if model is None else (type(model).__qualname__, sum(p.numel() for p in model.parameters()))
             count_compiled(repr((what, cfg.precision, cfg.batch_size, cfg.compile_mode)))
         # Compiled: the loss and this step's counts fuse into the model's last kernels, the tally into one
         # more; a step of a small model is a chain of short kernels, so fewer of them is time saved.

@@ -116,3 +116,21 @@ def test_a_pruned_trial_ends_killed_as_mlflow_and_optuna_show_it(workdir, tiny_m
     assert pruned.info.status == "KILLED" and pruned.data.tags["optuna.state"] == "PRUNED"
     assert pruned.data.tags["stopped_by"] == "pruned" and "pruned at epoch 1" in pruned.data.tags["stopped_early"]
     assert [h.step for h in MlflowClient().get_metric_history(pruned.info.run_id, "val_acc")] == [1]  # Optuna's view
+
+
+def test_a_timm_model_is_swept_over_training_options_only(workdir, tiny_mnist):
+    """`sweep --variant timm:NAME`: trials of timm's model over a space of training options; a space that varies
+    vitbench's parts or sizes is one line before any study exists."""
+    pytest.importorskip("timm")
+    from tests.helpers import refused
+
+    space = workdir / "space.yaml"
+    space.write_text("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    args = ["sweep", "--variant", "timm:test_resnet", "--dataset", "mnist", "--epochs", "1", "--max-steps", "3",
+            "--device", "cpu", "--n-trials", "2"]
+    res = CliRunner().invoke(app, [*args, "--space", str(space)])
+    assert res.exit_code == 0, res.output
+    _, children = sweep_runs(workdir)
+    assert len(children) == 2 and all(c.data.params["train.variant"] == "timm:test_resnet" for c in children)
+    refused(*args, "--space", "default", needle="a part or size of vitbench's ViT")
+    assert not (workdir / "optuna.db").stat().st_size == 0
