@@ -324,6 +324,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
         raise
     except stopped_on as e:  # not a failure, nor a finished result
         end("KILLED", {"stopped_early": error_line(e)})
+        ENDED[rid] = "STOPPED"  # not a run the user interrupted
         raise
     except BaseException as e:
         end("FAILED", {"error": mask_secrets(error_line(e))})

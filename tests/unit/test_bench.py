@@ -22,6 +22,7 @@ def test_bench_interrupted_while_logging_shows_its_table_and_says_where_the_rows
     """Ctrl-C (or a SIGTERM) after the measurements, while the MLflow run is being written: the table was shown,
     the CSV kept, and the message says so rather than 'nothing was recorded'."""
     import vitbench.bench_rows
+    from vitbench import tracking
     from vitbench.flags import WRITTEN
 
     def interrupted(*args, **kwargs):
@@ -29,6 +30,7 @@ def test_bench_interrupted_while_logging_shows_its_table_and_says_where_the_rows
 
     monkeypatch.setattr(vitbench.bench_rows, "log_to_mlflow", interrupted)
     WRITTEN.clear()  # files an earlier command in this process wrote
+    monkeypatch.setattr(tracking, "ENDED", {})  # and the runs it ended
     out = workdir / "bench.csv"
     res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--mode", "train",
                                    "--out", str(out), *BENCH_TINY])
