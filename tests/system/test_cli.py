@@ -19,6 +19,8 @@ def test_help_lists_every_choice_and_is_never_cut(tmp_path):
     for name in (*names.ATTENTION, *names.DATASET_FORMS, *names.PRESETS):
         assert name in flat.replace("- ", "-"), name
     assert "$MLFLOW_TRACKING_URI" in flat
+    panels = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert panels == ["Model:", "Training:", "Hardware:", "Tracking:", "Options:"], panels  # help in panels
 
 
 
