@@ -28,7 +28,7 @@ from vitbench.compute import (
     to_float8,
     torch_compile,
 )
-from vitbench.conditions import Conditions
+from vitbench.conditions import Conditions, GpuSampler
 from vitbench.errors import VitbenchError, check_field_types, check_number
 from vitbench.models import ViTConfig, count_params, list_variants, resolve_config
 from vitbench.models.attention import ATTENTION
@@ -169,7 +169,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
                 run_model(x)
 
         extra["cuda_graph"], extra["compiled"] = False, compiled
-    cond = Conditions()
+    cond = Conditions(gpu=GpuSampler.of(device.index or 0) if device.type == "cuda" else None)
     cond.start()
     times = time_steps(fn, device, warmup=opts.warmup, repeats=opts.repeats, max_seconds=opts.max_seconds)
     synchronize(device)

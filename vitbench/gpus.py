@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-DEVICE_FILE = Path("/dev/nvidia0")  # the NVIDIA driver's first GPU: where it exists, a GPU is likely present
 
 
 def listed_gpus() -> list[str]:

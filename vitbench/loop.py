@@ -20,6 +20,7 @@ import torch
 from vitbench import wall
 from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
 from vitbench.compute import NAIVE_REASON
+from vitbench.conditions import Conditions, GpuSampler
 from vitbench.data import RunContext, Splits, make_loaders
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.evaluation import evaluate, infer_images_per_sec, load_ema
@@ -354,7 +355,8 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContex
         baseline_mb = free_memory(device)
         reset_peak_memory(device)
         trainer = Trainer(cfg, model_cfg, len(train_loader), log, model_for(cfg.variant, model_cfg), device)
-    result = TrainResult(param_count=count_params(trainer.model))
+    gpu = GpuSampler.of(device.index or 0) if device.type == "cuda" else None  # NVML's readings while timed
+    result = TrainResult(param_count=count_params(trainer.model), conditions=Conditions(gpu=gpu))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
         log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")

@@ -210,6 +210,7 @@ def record_result(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, s
     box.tags({"fast_path": result.fast_path, "stopped_by": result.stopped_by,
               "peak_memory_source": result.peak_memory_source, "final_eval": result.eval_scope,
               "busy_machine": result.conditions.verdict() or "no",
+              "gpu_throttled": result.conditions.gpu_verdict() or "no",
               mlflow_ui.NOTE: mlflow_ui.describe_result(cfg, model_cfg, result, splits.eval_set)})
     with wall.phase("plots, artifacts, final metrics"):
         model_id = logged_model(result, splits, tracking)
@@ -377,8 +378,9 @@ def say_done(outcome: RunOutcome, cfg: TrainConfig, quiet: bool, log: Callable[[
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
         + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")
     )
-    if busy := r.conditions.verdict():
-        log(f"note: {busy}")
+    for note in (r.conditions.verdict(), r.conditions.gpu_verdict()):
+        if note:
+            log(f"note: {note}")
     if not quiet:
         log(wall.summary())
     log(see_line(outcome.tracking_uri, outcome.experiment_id))

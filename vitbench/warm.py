@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vitbench.gpus import DEVICE_FILE
+from vitbench.conditions import nvml_gpus
 
 COMMANDS_PER_PROCESS = 20
 IDLE_SECONDS = 300.0
@@ -102,7 +102,7 @@ def wanted(argv: list[str]) -> bool:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return visible.strip() not in ("", "-1")
-    return DEVICE_FILE.exists()
+    return bool(nvml_gpus())
 
 
 def folder() -> Path:

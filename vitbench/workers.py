@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitbench import serving, wall
+from vitbench.conditions import nvml_gpus
 from vitbench.errors import VitbenchError
-from vitbench.gpus import DEVICE_FILE, listed_gpus
+from vitbench.gpus import listed_gpus
 from vitbench.progress import Display, Every
 
 
@@ -65,9 +66,9 @@ def likely_gpus(gpus: str, device: str | None) -> list[str] | None:
     if n < 2:
         return None
     listed = listed_gpus()
-    if device == "cpu" or not (listed or DEVICE_FILE.exists()):
+    ids = listed or nvml_gpus()  # NVML's count: no torch, no guess
+    if device == "cpu" or not ids:
         return [f"cpu{i}" for i in range(n)]
-    ids = listed or [str(i) for i in range(n)]
     return ids[:n] if len(ids) >= n else None
 
 

@@ -95,8 +95,7 @@ def test_which_commands_go_to_a_warm_process(monkeypatch, tmp_path, argv, env, g
     monkeypatch.setenv("VITBENCH_WARM_DIR", str(tmp_path))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    real_exists = Path.exists
-    monkeypatch.setattr(Path, "exists", lambda p: gpu if str(p) == "/dev/nvidia0" else real_exists(p))
+    monkeypatch.setattr(warm, "nvml_gpus", lambda: ["0"] if gpu else [])  # what NVML sees
     assert warm.wanted(argv) is expected
     assert not (tmp_path / f"vitbench-warm-{os.getuid()}").exists()  # asking made nothing on disk
 
