@@ -77,6 +77,9 @@ class TrainConfig:
                               "test set", low=0.0, high=1.0, high_open=True)
     max_steps: int | None = option(None, "stop after N optimizer steps (the schedule is unchanged)", low=1)
     time_budget: float | None = option(None, "stop after this many seconds of training", low=0.0, low_open=True)
+    target_acc: float | None = option(None, "stop once the evaluation set's accuracy reaches this, checked ten times an "
+                                      "epoch, the checks' time not counted as training: time_to_target records when",
+                                      low=0.0, high=1.0, low_open=True)
     eval_batch_size: int = option(1000, low=1, flag=False)
     num_workers: int = option(0, "DataLoader workers", low=0, high=256, panel="Hardware")
     data_dir: str | None = option(None, "dataset root", shown="$VITBENCH_DATA, else ./data")

@@ -31,6 +31,7 @@ from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, sync
 from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult
 
 EpochCallback = Callable[[int, dict], None]
+TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
 STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
 
 
@@ -211,7 +212,7 @@ class Loop:
                 self.end_epoch()
                 stop_if_signalled(signals, self.world, self.device)
         except BaseException as e:
-            self.stopped(e)
+            record_stop(self, e)
             raise
         finally:
             signals.restore()
@@ -221,23 +222,42 @@ class Loop:
         pos, trainer = self.pos, self.trainer
         trainer.stats.zero_()
         synchronize(self.device)
-        t0 = self.epoch_t0 = self.last_step_end = time.perf_counter()
+        self.epoch_t0 = self.last_step_end = time.perf_counter()
+        self.seconds = 0.0  # this epoch's training; --target-acc's checks left out
         self.result.conditions.start()
-        self.monitor.start_epoch(pos, t0)
+        self.monitor.start_epoch(pos, self.epoch_t0)
         self.steps_before = pos["batch"]
         for x, y in self.train_loader.batches(pos["epoch"], start=pos["batch"]):
             trainer.run_step(x, y)
             pos["batch"] += 1
             pos["global_step"] += 1
-            self.monitor.after_step(pos, t0)
-            if self.stop_rules(signals, t0):
+            self.monitor.after_step(pos, self.epoch_t0)
+            if self.stop_rules(signals, self.epoch_t0) or (self.target_due() and self.reached_target()):
                 break
-        synchronize(self.device)
-        self.seconds = time.perf_counter() - t0
-        self.result.conditions.stop()
-        pos["train_seconds"] += self.seconds
-        wall.add("training", self.seconds)
+        self.close_segment()
         self.epoch_t0 = None
+
+    def close_segment(self) -> None:
+        """The training since ``epoch_t0`` counted: its clock, the conditions, the wall's training time."""
+        synchronize(self.device)
+        seconds = time.perf_counter() - self.epoch_t0
+        self.seconds += seconds
+        self.pos["train_seconds"] += seconds
+        wall.add("training", seconds)
+        self.result.conditions.stop()
+
+    def target_due(self) -> bool:
+        return self.cfg.target_acc is not None and self.pos["global_step"] % max(1, self.spe // TARGET_CHECKS) == 0
+
+    def reached_target(self) -> bool:
+        """--target-acc: training paused, its clock too, the evaluation set scored; a run that reached it stops."""
+        self.close_segment()
+        with wall.phase("evaluation"):
+            acc = evaluate(self.trainer, self.eval_loader, self.splits.eval_labels)[1]
+        self.note_target(acc)
+        self.result.conditions.start()
+        self.epoch_t0 = self.last_step_end = time.perf_counter()
+        return self.stop is not None
 
     def stop_rules(self, signals: DeferredSignals, t0: float) -> bool:
         """Between steps: Ctrl-C / SIGTERM (raised here, never inside a step), --max-steps, --time-budget.
@@ -283,6 +303,8 @@ class Loop:
             "train_seconds_cum": pos["train_seconds"],  # training time so far: x-axis of time-to-accuracy
         }
         self.result.history.append({"epoch": epoch + 1, **metrics})
+        if cfg.target_acc is not None:
+            self.note_target(val_acc)
         pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
         if pos["batch"] >= self.spe:
             pos["epoch"], pos["batch"] = epoch + 1, 0
@@ -294,34 +316,43 @@ class Loop:
         finally:
             self.checkpoint()
 
-    def done_so_far(self) -> dict[str, float]:
-        """Training time, steps, images and mean throughput up to now (the epoch in progress included)."""
-        seconds = self.pos["train_seconds"]
-        if self.epoch_t0 is not None:
-            synchronize(self.device)
-            seconds += time.perf_counter() - self.epoch_t0
-        so_far = TrainResult(train_seconds=seconds, steps=self.pos["global_step"], batch_size=self.cfg.batch_size)
-        return {k: v for k, v in so_far.final_metrics().items()
-                if k in ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean")}
+    def note_target(self, acc: float) -> None:
+        if acc >= self.cfg.target_acc and self.result.time_to_target is None:
+            self.result.time_to_target, self.result.steps_to_target = self.pos["train_seconds"], self.pos["global_step"]
+            self.stop = "target_acc"
 
-    def stopped(self, e: BaseException) -> None:
-        """A run that did not end normally keeps what it did: a checkpoint of the exact position (Ctrl-C),
-        training time, steps, images, throughput, and a validation pass that fits in a few seconds."""
-        interrupted = isinstance(e, KeyboardInterrupt)
-        if not self.lead:
-            return
-        with contextlib.suppress(Exception):
-            metrics = self.done_so_far()
-            if interrupted:
-                self.checkpoint()  # the exact position: --resume continues from here
-            tags = {"stopped_by": stop_reason(e, self.hooks.pruned)}
-            if not isinstance(e, (NonFiniteLoss, *self.hooks.pruned)) and metrics["steps"] > 0:
-                loss, acc, preds = evaluate(self.trainer, self.eval_loader, self.splits.eval_labels,
-                                            max_seconds=STOP_EVAL_SECONDS)
-                metrics |= {"final_val_acc": acc, "final_val_loss": loss, "final_val_images": float(len(preds))}
-                tags["final_eval"] = eval_scope(len(preds), len(self.splits.eval_labels), self.splits.eval_set)
-            if self.hooks.stopped is not None:
-                self.hooks.stopped(metrics, tags)
+
+def done_so_far(loop: Loop) -> dict[str, float]:
+    """Training time, steps, images and mean throughput up to now (the epoch in progress included)."""
+    seconds = loop.pos["train_seconds"]
+    if loop.epoch_t0 is not None:
+        synchronize(loop.device)
+        seconds += time.perf_counter() - loop.epoch_t0
+    so_far = TrainResult(train_seconds=seconds, steps=loop.pos["global_step"], batch_size=loop.cfg.batch_size)
+    return {k: v for k, v in so_far.final_metrics().items()
+            if k in ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean")}
+
+
+def record_stop(loop: Loop, e: BaseException) -> None:
+    """A run that did not end normally keeps what it did: a checkpoint of the exact position (Ctrl-C),
+    training time, steps, images, throughput, and a validation pass that fits in a few seconds."""
+    interrupted = isinstance(e, KeyboardInterrupt)
+    if not loop.lead:
+        return
+    with contextlib.suppress(Exception):
+        metrics = done_so_far(loop)
+        if interrupted:
+            loop.checkpoint()  # the exact position: --resume continues from here
+        tags = {"stopped_by": stop_reason(e, loop.hooks.pruned)}
+        if not isinstance(e, (NonFiniteLoss, *loop.hooks.pruned)) and metrics["steps"] > 0:
+            loss, acc, preds = evaluate(loop.trainer, loop.eval_loader, loop.splits.eval_labels,
+                                        max_seconds=STOP_EVAL_SECONDS)
+            metrics |= {"final_val_acc": acc, "final_val_loss": loss, "final_val_images": float(len(preds))}
+            tags["final_eval"] = eval_scope(len(preds), len(loop.splits.eval_labels), loop.splits.eval_set)
+        if loop.hooks.stopped is not None:
+            loop.hooks.stopped(metrics, tags)
+
+
 
 
 def stop_reason(e: BaseException, pruned: tuple[type[BaseException], ...]) -> str:

@@ -110,6 +110,9 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
         stop = f"all {plural(cfg.epochs, 'epoch')}"
     elif result.stopped_by in ("max_steps", "time_budget"):
         stop = f"{bound(cfg).removeprefix(', bounded by ')} (bounded: not a converged accuracy)"
+    elif result.time_to_target is not None:
+        stop = (f"reaching {cfg.target_acc:.2%} on it after {result.time_to_target:.2f} s of training (time_to_target, "
+                f"checked ten times an epoch)")
     else:
         stop = result.stopped_by
     memory = MEMORY_KIND.get(result.peak_memory_source, result.peak_memory_source)

@@ -155,6 +155,14 @@ def time_to_target(hist: pd.DataFrame, target: float) -> dict[str, float]:
     return out
 
 
+def measured_time_to_target(t: pd.DataFrame, target: float) -> dict[str, float]:
+    """Per run that stopped at ``target`` itself (``run --target-acc``): its measured time, finer than the epochs'."""
+    if "metrics.time_to_target" not in t or "params.train.target_acc" not in t:
+        return {}
+    hit = t[(pd.to_numeric(t["params.train.target_acc"], errors="coerce") == target) & t["metrics.time_to_target"].notna()]
+    return dict(zip(hit["run_id"], hit["metrics.time_to_target"], strict=True))
+
+
 def summary_table(t: pd.DataFrame, ttt: dict[str, float]) -> pd.DataFrame:
     t = t.assign(time_to_target=t["run_id"].map(ttt))
     g = t.groupby("label", sort=False)
@@ -371,7 +379,7 @@ def training_sections(t, experiment: str, source: str, target: float, out: Path)
     from vitbench import report_plots
 
     hist = histories(list(t["run_id"]), dict(zip(t["run_id"], t["label"], strict=True)))
-    ttt = time_to_target(hist, target) if not hist.empty else {}
+    ttt = (time_to_target(hist, target) if not hist.empty else {}) | measured_time_to_target(t, target)
     table = summary_table(t, ttt)
     table.to_csv(out / "summary.csv")
     plots_made = list(report_plots.comparison_plots(table, hist, out))

@@ -110,6 +110,8 @@ def run_experiment(cfg: TrainConfig, model_cfg: ViTConfig, tracking: Tracking = 
     metrics (``live/train_loss``, ``live/train_acc``, ``live/train_images_per_sec``) are logged.
     """
     ctx = run_context(cfg, model_cfg)
+    if cfg.target_acc is not None and ctx.world > 1:
+        raise VitbenchError("--target-acc is measured in one process; data-parallel ranks stop on epochs, steps or time")
     checked(cfg, model_cfg, ctx.device, tracking.system_metrics, checkpoint_dir, log)
     resume = resume_checkpoint
     if resume_run_id and resume is None:

@@ -48,7 +48,9 @@ class TrainResult:
     param_count: int = 0
     steps: int = 0
     batch_size: int = 0  # global batch
-    stopped_by: str = "epochs"  # epochs | max_steps | time_budget
+    stopped_by: str = "epochs"  # epochs | max_steps | time_budget | target_acc
+    time_to_target: float | None = None  # --target-acc: training seconds until the evaluation set reached it
+    steps_to_target: int | None = None
     fast_path: str = ""  # what the step ran as: eager / cuda_graph / compile, and why not
     eval_scope: str = ""  # what final_val_acc was measured on
     predictions: torch.Tensor | None = None  # (N_eval,) predicted classes of the final evaluation
@@ -64,6 +66,8 @@ class TrainResult:
             "param_count": float(self.param_count), "steps": float(self.steps),
             "images_seen": float(self.images_seen), "train_images_per_sec_mean": self.images_per_sec,
             **self.conditions.metrics(),
+            **({"time_to_target": self.time_to_target, "steps_to_target": float(self.steps_to_target)}
+               if self.time_to_target is not None else {}),
         }
 
     @property

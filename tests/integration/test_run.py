@@ -255,3 +255,26 @@ def test_a_run_logs_its_model_as_mlflow_does_and_registers_it_when_asked(workdir
     assert invoke("run", "--epochs", "1", "--no-log-model", *TINY).exit_code == 0
     assert len(mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")) == 1
     refused("run", "--no-log-model", "--register", "x", *TINY, needle="--register NAME registers the MLflow model")
+
+
+
+def test_target_acc_stops_where_the_evaluation_set_reaches_it_and_the_report_uses_that_time(workdir, tiny_mnist):
+    """`--target-acc`: checked ten times an epoch, the checks' time left out of training; the run stops at the first
+    check that reaches it and records when (time_to_target, steps_to_target); the report's time to target is that."""
+    import mlflow
+    import pandas as pd
+
+    res = invoke("run", "--epochs", "3", "--batch-size", "16", "--target-acc", "0.15", *TINY)
+    assert res.exit_code == 0, res.output
+    (run,) = runs()
+    m = run.data.metrics
+    assert run.data.tags["stopped_by"] == "target_acc" and "reaching 15.00%" in run.data.tags["mlflow.note.content"]
+    assert 0 < m["time_to_target"] <= m["train_seconds"] and m["steps_to_target"] == m["steps"]
+    spe = len([h for h in MlflowClient().get_metric_history(run.info.run_id, "val_acc")])  # epochs evaluated
+    assert m["steps"] < 3 * 1000 // 16 and spe <= 3
+    res = invoke("report", "--experiment", "vitbench-mnist", "--out", workdir / "rep", "--target", "0.15")
+    assert res.exit_code == 0, res.output
+    summary = pd.read_csv(workdir / "rep" / "summary.csv")
+    assert summary["time_to_target_s"].iloc[0] == pytest.approx(m["time_to_target"], rel=1e-6)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    refused("run", "--target-acc", "1.5", *TINY, needle="target_acc must be in (0, 1]")
