@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces results/bench_speed_bf16_compile.csv: both presets in one invocation, the two fastest
 # implementations compiled inside the CUDA-graph step, timm eager / compiled / compiled in the same step,
-# bf16, batch 1024. GPU: one H100 (nvidia-h100-x1). Its log, results/logs/bench_speed_bf16_compile.txt,
+# bf16, batch 1024. GPU: one H100. Its log, results/logs/bench_speed_bf16_compile.txt,
 # also holds a first test-set pass of the recipes (3 seeds each), made again by speed.sh.
 #   bash scripts/reproduce/bench_speed.sh     # -> $OUT/bench_speed_bf16_compile.csv
 set -uo pipefail

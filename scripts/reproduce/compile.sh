@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the compile figures in README.md (`--compile` inside the CUDA graph: training time of the
 # mnist-fast configuration on a held-out split, first and cached compile times) and
-# results/logs/compile_{mnist,cifar10}_bf16.csv. GPU: one H100 (nvidia-h100-x1).
+# results/logs/compile_{mnist,cifar10}_bf16.csv. GPU: one H100.
 # mnist-fast with and without --compile (held-out split, never the test set), then a bf16 bench at
 # batch 1024 of the two fastest implementations compiled, with timm peers.
 #   bash scripts/reproduce/compile.sh     # -> $OUT/compile_PRESET_bf16.csv; log: results/logs/compile.txt

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the defaults of TrainConfig (vitbench/config.py): a 24-trial MNIST sweep of the training
-# options on a held-out 10% of the training set, never the test set. GPU: one H100 (nvidia-h100-x1).
+# options on a held-out 10% of the training set, never the test set. GPU: one H100.
 # Its log, results/logs/defaults_sweep.txt, also holds the cifar10 fp32 matrix run after it
 # (now `bench_matrix.sh cifar10 fp32`).
 #   bash scripts/reproduce/defaults_sweep.sh     # -> $OUT/optuna.db, $OUT/mlflow.db

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces results/long_runs.md: what `vitbench run` shows while a long run trains and what a stopped
-# run keeps. GPU: one H100 (device kind nvidia-h100-x1). Run from the repository root, on the
+# run keeps. GPU: one H100. Run from the repository root, on the
 # device after `source .device/gpu/prelude.sh`:
 #   bash scripts/reproduce/long_runs.sh headline   # the headline command, SIGINT after 60 s; --time-budget 60
 #   bash scripts/reproduce/long_runs.sh naive      # naive attention's train images/s before / after

@@ -2,7 +2,7 @@
 # Reproduces results/low_precision.md: fp8 (torchao's float8 training of the Linear layers) and fp16 beside bf16 --
 # training throughput and MFU at ViT-S/16 and ViT-B/16 against timm converted the same way, the train step's
 # forward / backward / optimizer split (bench --detail), and fp8's accuracy cost on the mnist-fast options.
-# GPU: one H200 or H100 (device kind nvidia-h200); each part inside 10 minutes:
+# GPU: one H200 or H100; in parts:
 #   bash scripts/reproduce/low_precision.sh accuracy        # suite experiments/fp8.yaml (bf16 vs fp8, 5 seeds) + report
 #   bash scripts/reproduce/low_precision.sh accuracy fp8_10s   # the same on the mnist-10s recipe's options
 #   bash scripts/reproduce/low_precision.sh accuracy fp8_strong   # mnist-strong's (REPEATS=N: fewer seeds; a store

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces results/mnist/ (REPORT.md, summary.csv, plots): the attention, patchify, positions and loaders
-# suites on MNIST, 3 repeats each, and the nn.MultiheadAttention tutorial cell. GPU: one H100 (device kind
-# nvidia-h100-x1). Two halves, each inside one 10-minute device call; the second continues the first's store:
+# suites on MNIST, 3 repeats each, and the nn.MultiheadAttention tutorial cell. GPU: one H100. In two halves; the
+# second continues the first's store:
 #   bash scripts/reproduce/mnist.sh a            # attention + patchify              -> $OUT/mnist.db
 #   STORE_IN=mnist.db bash scripts/reproduce/mnist.sh b   # positions + loaders + tutorial cell -> $OUT/mnist.db
 # then, on any machine with the store:

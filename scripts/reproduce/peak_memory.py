@@ -1,6 +1,6 @@
 """Reproduces results/peak_memory.md: one cell's GPU peak memory in every run of one process (two cells, three
 runs each, as a suite runs them), with what each run found allocated before it and left after it. GPU: one
-H200 or H100 (device kind nvidia-h200).
+H200 or H100.
     python3 scripts/reproduce/peak_memory.py now "$OUT"      # LABEL STORE_FOLDER
 """
 import sys

@@ -3,8 +3,7 @@
 # ViT-S/16 and ViT-B/16 (224 px, batch 256, bf16), vitbench's sdpa (torch's attention and ours, nn's MLP and ours,
 # unfold patchify)
 # compiled inside its CUDA-graph step against timm eager, compiled, and compiled in the same step, in one process; and the
-# README's first command on a GPU. GPU: one H200 or H100 (device kind nvidia-h200). One preset per call keeps each
-# inside 10 minutes:
+# README's first command on a GPU. GPU: one H200 or H100. One preset per call:
 #   bash scripts/reproduce/real_sizes.sh vit-s16       # -> $OUT/real_sizes_vit-s16.csv (+ first command's time)
 #   bash scripts/reproduce/real_sizes.sh vit-b16       # -> $OUT/real_sizes_vit-b16.csv
 #   bash scripts/reproduce/real_sizes.sh patchify      # -> $OUT/real_sizes_patchify.csv: unfold vs conv, both sizes

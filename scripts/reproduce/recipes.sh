@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the choice of vitbench/recipe_files/mnist-fast.yaml and mnist-strong.yaml, on a held-out 10% of
-# the training set (never the test set). GPU: one H100 (nvidia-h100-x1). Log: results/logs/recipes.txt.
+# the training set (never the test set). GPU: one H100. Log: results/logs/recipes.txt.
 #   bash scripts/reproduce/recipes.sh     # -> $OUT/mlflow.db, $OUT/recipes_strong_dim{96,128}.csv
 # 1) mnist-fast with torch.compile inside the CUDA graph: batch / lr candidates.
 # 2) a stronger MNIST recipe: patch 4, random-crop augmentation; epochs sized from a bench of the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces results/scaling.md: vitbench on every GPU of a host. GPU: two GPUs of one host (device kind
-# nvidia-h200-x2); the code takes any number (--gpus N|all, --workers N).
+# Reproduces results/scaling.md: vitbench on every GPU of a host. GPU: two GPUs of one host; the code takes any
+# number (--gpus N|all, --workers N).
 #   bash scripts/reproduce/scaling.sh ddp     # run --gpus 2 vs 1: ViT-S/16 on synthetic images (throughput)
 #                                             # -> $OUT/scaling_ddp.db
 #   bash scripts/reproduce/scaling.sh mnist   # run --gpus 2 vs 1 on MNIST at global batch 256 (accuracy; SEEDS,

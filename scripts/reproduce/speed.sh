@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces results/speed/ (the recipes on the test set, 3 seeds each) and results/precision/ (fp32 vs bf16,
-# eager step vs torch.compile, on the mnist-fast configuration). GPU: one H100 (device kind nvidia-h100-x1).
+# eager step vs torch.compile, on the mnist-fast configuration). GPU: one H100.
 #   bash scripts/reproduce/speed.sh            # -> $OUT/speed.db
 # then, on any machine with the store:
 #   vitbench report --experiment speed --tracking-uri sqlite:///speed.db --out results/speed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces results/speed.md's time-to-accuracy sections (issue 15). GPU: one H100 (device kind nvidia-h100-x1).
+# Reproduces results/speed.md's time-to-accuracy sections (issue 15). GPU: one H100.
 #   bash scripts/reproduce/time_to_accuracy.sh kernels  # the attention implementations (flex and our Triton kernel
 #                                                       # included) against timm, both presets, batch 1024, bf16,
 #                                                       # compiled in the same CUDA-graph step -> $OUT/kernels.csv
