@@ -14,16 +14,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 metrics() {  # status, metrics and tags of the runs of experiment $1
-  python3 - "$1" "$U" <<'PY'
-import sys, mlflow
-mlflow.set_tracking_uri(sys.argv[2])
-for r in mlflow.search_runs(experiment_names=[sys.argv[1]], output_format="list", order_by=["start_time"]):
-    keep = ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean", "final_val_acc", "final_val_images")
-    m = {k: round(v, 4) for k, v in r.data.metrics.items() if k in keep}
-    live = sorted(k for k in r.data.metrics if k.startswith("live/"))
-    t = {k: r.data.tags.get(k) for k in ("stopped_by", "final_eval")}
-    print(r.info.run_name, r.info.status, m, t, "live metrics:", live)
-PY
+  python3 scripts/reproduce/long_runs_tables.py runs "$U" "$1"
 }
 
 case "${1:-}" in
@@ -66,20 +57,7 @@ live)
         --tracking-uri "$U" --experiment "live-fast-$every" --run-name "mnist-fast live=$every seed=$seed" | grep "^done"
     done
   done
-  python3 - "$U" <<'PY'
-import sys, statistics, mlflow
-mlflow.set_tracking_uri(sys.argv[1])
-print("| configuration | live metrics | train images/s (mean over the run), per seed | median | live points |")
-print("|---|---|---|---:|---:|")
-for exp in ("live-sdpa-off", "live-sdpa-10s", "live-sdpa-100", "live-fast-off", "live-fast-50"):
-    runs = mlflow.search_runs(experiment_names=[exp], output_format="list", order_by=["start_time"])
-    rates = [r.data.metrics["train_images_per_sec_mean"] for r in runs]
-    client = mlflow.tracking.MlflowClient()
-    points = [len(client.get_metric_history(r.info.run_id, "live/train_loss")) for r in runs]
-    cfg, every = exp.split("-", 1)[1].rsplit("-", 1)
-    print(f"| {'sdpa default' if cfg == 'sdpa' else 'recipe mnist-fast'} | {every} | "
-          f"{', '.join(f'{x:,.0f}' for x in rates)} | {statistics.median(rates):,.0f} | {points} |")
-PY
+  python3 scripts/reproduce/long_runs_tables.py live "$U"
   ;;
 *) echo "usage: $0 headline|naive|live" >&2; exit 2 ;;
 esac

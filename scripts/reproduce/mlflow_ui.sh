@@ -24,14 +24,7 @@ python -m mlflow server --backend-store-uri "sqlite:///$W/mlflow.db" --host 127.
 SERVER=$!
 trap 'kill $SERVER' EXIT
 until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 1; done
-read -r EXP IDS < <(python - <<'PY'
-import json, mlflow
-mlflow.set_tracking_uri("sqlite:///mlflow.db")
-exp = mlflow.get_experiment_by_name("attention-ui")
-runs = mlflow.search_runs([exp.experiment_id], "tags.kind = 'suite-run'")
-print(exp.experiment_id, json.dumps(list(runs["run_id"])).replace(" ", ""))
-PY
-)
+read -r EXP IDS < <(python "$ROOT/scripts/reproduce/mlflow_ui_runs.py")
 shot() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size="$3" \
   --virtual-time-budget=20000 --screenshot="$1" "$2" 2>/dev/null; }
 shot "$ROOT/docs/mlflow_runs.png" "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?viewStateShareKey=vitbench" 1900,700

@@ -72,46 +72,10 @@ elif [ "$part" = imports ]; then
   for run in 1 2; do  # bytecode cached in a folder of its own (the first process fills it)
     PYTHONPYCACHEPREFIX=$W/pycache-imports /usr/bin/time -f "bytecode cached, process $run: %e s" python3 -c "$I"
   done
-  cat > "$W/imports.py" <<'PY'
-import sys
-import time
-
-t = T = time.perf_counter()
-
-
-def lap(name):
-    global t
-    now = time.perf_counter()
-    print(f"{sys.argv[1]} {name} {now - t:.2f}", flush=True)
-    t = now
-
-
-import mlflow  # noqa: E402
-lap("mlflow")
-import torch  # noqa: E402
-lap("torch")
-import vitbench.cells, vitbench.runner  # noqa: E401, E402
-lap("vitbench.runner (seaborn)")
-import mlflow.store.tracking.sqlalchemy_store  # noqa: E402
-lap("sqlalchemy_store")
-try:
-    import IPython  # noqa: F401
-    lap("IPython")
-except ImportError:
-    lap("IPython (absent)")
-import torch._dynamo  # noqa: E402
-lap("torch._dynamo")
-import torch._inductor.compile_fx  # noqa: E402
-lap("torch._inductor.compile_fx")
-if torch.cuda.is_available():
-    torch.ones(8, 8, device="cuda").matmul(torch.ones(8, 8, device="cuda"))
-    lap("CUDA context")
-print(f"{sys.argv[1]} total {time.perf_counter() - T:.2f}", flush=True)
-PY
   export -n PYTHONPYCACHEPREFIX; export PYTHONDONTWRITEBYTECODE="$AS_GIVEN"  # each module, as the machine has it
-  python3 "$W/imports.py" first
-  python3 "$W/imports.py" second
-  python3 "$W/imports.py" A & python3 "$W/imports.py" B & wait
+  python3 scripts/reproduce/scaling_imports.py first
+  python3 scripts/reproduce/scaling_imports.py second
+  python3 scripts/reproduce/scaling_imports.py A & python3 scripts/reproduce/scaling_imports.py B & wait
 elif [ "$part" = ddp ]; then
   U="sqlite:///$W/ddp.db"
   S16=(--dataset synthetic --preset vit-s16 --precision bf16 --epochs 4 --experiment scaling-vit-s16 --quiet
