@@ -14,6 +14,7 @@ import pandas as pd
 
 from vitbench import verdicts
 from vitbench.errors import VitbenchError, write_error
+from vitbench.report_runs import log_cell_summaries
 
 NEEDED = ("final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb", "param_count")
 
@@ -370,6 +371,8 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
     written = [report, *figures, *([out / "summary.csv"] if not t.empty else [])]
     for exp in dict.fromkeys(runs["experiment_id"]):
         rid = log_report_run(exp, written, experiment, answer)
+        if not t.empty:
+            log_cell_summaries(rid, exp, t[t["experiment_id"] == exp])
         log(f"logged it to MLflow: run 'report' ({rid}) of experiment {runs.loc[runs['experiment_id'] == exp, 'experiment'].iloc[0]}")
     return report
 

@@ -126,3 +126,13 @@ def describe_accuracy(c: Comparison) -> str:
     if c.significant:
         return f"{text} ({interval}, a real difference at n = {n})"
     return f"{text} ({interval}, not distinguishable at n = {n}; {needed(c)})"
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of one cell's repeats and its 95 % t-interval (NaN bounds under two repeats)."""
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = st.t.ppf(0.975, n - 1) * st.tstd(values) / math.sqrt(n)
+    return mean, mean - half, mean + half

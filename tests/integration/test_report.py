@@ -38,6 +38,18 @@ def test_suite_then_report(workdir, tiny_mnist):
     arts = {a.path for a in MlflowClient().list_artifacts(report_run)}
     assert {"REPORT.md", "summary.csv"} <= arts and any(a.endswith(".png") for a in arts)
     assert "REPORT.md" in runs.set_index("run_id").loc[report_run, "tags.mlflow.note.content"]
+    # one summary run per cell under the report run: the cell's mean, 95 % interval and n, where people compare
+    cells = runs[runs["tags.kind"] == "report-cell"]
+    assert len(cells) == 2 and set(cells["tags.mlflow.parentRunId"]) == {report_run}
+    trained = runs[runs["tags.kind"] == "suite-run"]
+    for _, c in cells.iterrows():
+        mine = trained[trained["tags.suite.cell"] == c["tags.report.cell"]]
+        assert c["metrics.n"] == len(mine) == 2
+        assert c["metrics.final_val_acc_mean"] == pytest.approx(mine["metrics.final_val_acc"].mean(), rel=1e-6)
+        assert c["metrics.final_val_acc_ci_low"] <= c["metrics.final_val_acc_mean"] <= c["metrics.final_val_acc_ci_high"]
+    assert invoke("report", "--experiment", "quick", "--out", workdir / "rep", "--target", "0.2").exit_code == 0
+    again = mlflow.search_runs(experiment_names=["quick"], filter_string="tags.kind = 'report-cell'")
+    assert len(again) == 2  # a later report replaces them
     runs = runs[runs["tags.kind"] == "suite-run"]
     summary = pd.read_csv(workdir / "rep" / "summary.csv", index_col=0)
     for cell, g in runs.groupby("tags.suite.cell"):

@@ -15,7 +15,7 @@ FLOORS = [
     {"warm_server", "__main__"},  # the warm process runs commands through the CLI
     {"cli"},
     {"warm", "suite", "workers", "sweep", "bench", "report", "inspect_run", "flags", "bench_rows", "study"},  # warm: the caller's side
-    {"cells", "verdicts", "report_plots", "stats"},  # cells: what suite and its worker processes share
+    {"cells", "verdicts", "report_plots", "report_runs", "stats"},  # cells: what suite and its worker processes share
     {"runner", "recipes", "options"},
     {"loop"},
     {"train", "evaluation"},
