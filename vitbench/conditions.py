@@ -113,10 +113,12 @@ class GpuSampler:
     def read(self) -> None:
         lib = nvml()
         h = self.handle
+        # "throttle" reasons until nvidia-ml-py 12.535 named them clock "event" reasons
+        reasons = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or lib.nvmlDeviceGetCurrentClocksThrottleReasons
         self.samples.append((lib.nvmlDeviceGetClockInfo(h, lib.NVML_CLOCK_SM),
                              lib.nvmlDeviceGetClockInfo(h, lib.NVML_CLOCK_MEM), lib.nvmlDeviceGetPowerUsage(h) / 1000,
                              lib.nvmlDeviceGetTemperature(h, lib.NVML_TEMPERATURE_GPU),
-                             lib.nvmlDeviceGetCurrentClocksEventReasons(h)))
+                             reasons(h)))
 
     def start(self) -> None:
         self._done = done = threading.Event()
