@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -73,12 +74,14 @@ class BenchOptions:
     seed: int = 0
     retry: bool = True  # on CUDA OOM, retry the cell at a smaller batch (timm's benchmark.py does); off: fail it
     detail: bool = False  # train: also time forward, backward and the optimizer's update apart (timm's --detail)
+    profile: int = 0  # profile this many more steps of each cell's timed function (vitbench.profiling)
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_number("warmup", self.warmup, 0)
         check_number("repeats", self.repeats, 1)
         check_number("seed", self.seed, 0)
+        check_number("profile", self.profile, 0, 1000)
         if self.max_seconds is not None:
             check_number("max_seconds", self.max_seconds, 0.0, low_open=True)
         object.__setattr__(self, "device", str(resolve_device(self.device)))
@@ -176,6 +179,13 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
     cond.stop()
     extra["conditions"] = cond.metrics()
     mem, source = peak_memory_mb(device)
+    if opts.profile:  # after the timing and its peak: the profiler's own memory and time are no part of them
+        import tempfile
+
+        from vitbench.profiling import profile_steps
+
+        folder = Path(tempfile.mkdtemp(prefix="vitbench-profile-"))
+        extra["profile"] = (profile_steps(fn, device, opts.profile, folder), str(folder))
     model.train()
     return {**summarize(times), "peak_memory_mb": mem, "memory_source": source, **extra}
 
@@ -388,8 +398,7 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                         f"{mode}_mfu": mfu(tflops, device, opts.precision),
                         f"{mode}_cuda_graph": cell.get("cuda_graph", False),
                         f"{mode}_compiled": cell.get("compiled", False),
-                        **phase_columns(mode, cell.get("phases")),
-                        **{f"{mode}_{k}": v for k, v in cell.get("conditions", {}).items()},
+                        **measured_columns(mode, cell),
                     })
                 display.note(progress_line(row, mode))
                 cells += 1
@@ -397,6 +406,14 @@ def bench_entries(entries: list[Entry], batch_sizes: list[int], opts: BenchOptio
                 task.update(cells, fields={"": f"{entry.name} b{batch} {mode}", "ETA": duration(left)})
             rows.append(row)
     return rows
+
+
+def measured_columns(mode: str, cell: dict) -> dict:
+    """A cell's --detail phases, --profile breakdown (and its folder) and conditions, as the row's columns."""
+    prof, folder = cell.get("profile", ({}, None))
+    return {**phase_columns(mode, cell.get("phases")), **{f"{mode}_prof_{k}_ms": v for k, v in prof.items()},
+            **({f"{mode}_profile": folder} if folder else {}),
+            **{f"{mode}_{k}": v for k, v in cell.get("conditions", {}).items()}}
 
 
 def phase_columns(mode: str, phases: list[tuple] | None) -> dict:

@@ -185,6 +185,9 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
                              params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(requested_batch(row)))],
                              metrics=[Metric(k, v, now, 0) for k, v in cell_metrics(row).items()],
                              tags=[RunTag("error", errors[:500])] if errors else [])
+            for m in opts.modes:  # --profile: the trace and the breakdown, as the cell's artifacts
+                if row.get(f"{m}_profile"):
+                    client.log_artifacts(child.info.run_id, row[f"{m}_profile"], f"profile/{m}")
             measured = any(f"{m}_samples_per_sec" in row for m in opts.modes)
             client.set_terminated(child.info.run_id, "FINISHED" if measured else "FAILED")
     return run_id

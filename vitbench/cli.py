@@ -35,6 +35,7 @@ from vitbench.flags import (
     Peers,
     Pool,
     PosEmbed,
+    Profile,
     ProgressInterval,
     Quiet,
     Retry,
@@ -189,6 +190,7 @@ def bench(
     compile: Annotated[bool, typer.Option(help="torch.compile the variants; peers get a compiled row too")] = False,
     compile_mode: Annotated[str, typer.Option(help=f"torch.compile's mode: {choices(names.COMPILE_MODES)}")] = "default",
     detail: Detail = False,
+    profile: Profile = 0,
     cuda_graph: CudaGraph = None,
     warmup: Annotated[int, typer.Option(help="untimed steps before timing")] = 5,
     repeats: Annotated[int, typer.Option(help="timed steps per cell")] = 20,
@@ -221,7 +223,8 @@ def bench(
                      patch_size=patch_size)
     opts = BenchOptions(modes=("train", "infer") if mode == "both" else (mode,), precision=precision, compile=compile,
                         compile_mode=compile_mode, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
-                        max_seconds=max_seconds, device=device, seed=seed, retry=retry, detail=detail)
+                        max_seconds=max_seconds, device=device, seed=seed, retry=retry, detail=detail,
+                        profile=profile)
     entries = runnable([e for p in split_list(preset) or ["mnist"]
                         for e in plan(names, p, split_list(peers) or [], int_list(image_sizes) or None,
                                       int_list(patch_sizes) or None, overrides, with_graph=opts.graphs,

@@ -207,6 +207,11 @@ Detail = Annotated[bool, typer.Option(help="also time the training step's forwar
 Retry = Annotated[bool, typer.Option("--retry/--no-retry", help="on CUDA out-of-memory, retry the cell at a smaller "
                                                                 "batch, as timm's benchmark.py does; --no-retry "
                                                                 "fails the cell")]
+Profile = Annotated[int, typer.Option(help="also profile this many more steps of each cell's timed step "
+                                           "(torch.profiler): a Perfetto trace and the step's time by kind of kernel "
+                                           "(matmul, attention, normalisation, elementwise/activation, copies/layout, "
+                                           "optimizer, other) as the cell's artifacts and metrics "
+                                           "(train_prof_matmul_ms, ...)")]
 Peers = Annotated[str | None, typer.Option(help=f"also measure peer libraries' ViT at the same dimensions: "
                                                 f"{', '.join(names.PEERS)}; or timm:MODEL, any model "
                                                 "timm.create_model builds (e.g. timm:resnet50)")]

@@ -75,3 +75,20 @@ def test_detail_times_forward_backward_and_update_apart(workdir):
                                     "--out", str(plain), *BENCH_TINY]).exit_code == 0
     assert "train_fwd_time" not in next(csv.DictReader(plain.open()))  # only when asked
 
+
+
+def test_a_profiled_cell_keeps_its_trace_and_breakdown_in_its_mlflow_run(workdir):
+    """`bench --profile 2`: each cell's nested run holds profile/<mode>/trace.json and breakdown.csv, and the step's
+    ms by kind of kernel as metrics beside its timings."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--mode", "train",
+                                   "--profile", "2", *BENCH_TINY])
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    (cell,) = mlflow.search_runs(experiment_names=["vitbench-bench"], filter_string="tags.kind = 'bench-cell'",
+                                 output_format="list")
+    arts = {a.path for a in MlflowClient().list_artifacts(cell.info.run_id, "profile/train")}
+    assert arts == {"profile/train/trace.json", "profile/train/breakdown.csv"}
+    assert cell.data.metrics["train_prof_matmul_ms"] > 0 and "train_prof_other_ms" in cell.data.metrics

@@ -19,7 +19,7 @@ FLOORS = [
     {"runner", "recipes", "options"},
     {"loop"},
     {"train", "evaluation"},
-    {"tracking", "liveness", "distributed", "data", "timing", "checkpoints", "compute"},
+    {"tracking", "liveness", "distributed", "data", "timing", "checkpoints", "compute", "profiling"},
     {"images", "mlflow_ui", "outbox", "plots", "progress", "__init__"},
     {"wall", "models", "peers"},
     {"config", "splits", "yamlfile", "gpus", "serving", "secrets", "names", "errors", "conditions"},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +181,20 @@ def test_no_retry_fails_the_cell_at_its_batch():
                         log=lambda s: None, measure=fake)
     assert (cell["batch_size"], cell["error"]) == (0, "OOM at batch 16 (--no-retry)")
 
+
+
+def test_profile_breaks_the_timed_step_down_by_kind_of_kernel():
+    """--profile: a few more steps of the very function that was timed, through torch.profiler: the step's ms by
+    kind (they add up to the profiled step, matmuls and the optimizer among them), a Perfetto trace and a CSV."""
+    from vitbench.profiling import KINDS, kind
+
+    assert [kind(n) for n in ("sm90_xmma_gemm_bf16", "aten::scaled_dot_product_attention", "triton_poi_fused_gelu_0",
+                              "aten::native_layer_norm", "multi_tensor_apply_kernel", "aten::copy_", "mystery")] == [
+        "matmul", "attention", "elementwise_activation", "normalisation", "optimizer", "copies_layout", "other"]
+    (row,) = run_bench([_entry()], [4], BenchOptions(device="cpu", warmup=1, repeats=2, modes=("train",), profile=2),
+                       log=lambda s: None)
+    ms = {k: row[f"train_prof_{k}_ms"] for k in KINDS}
+    assert ms["matmul"] > 0 and ms["optimizer"] > 0 and sum(ms.values()) > 0
+    folder = Path(row["train_profile"])
+    assert (folder / "trace.json").stat().st_size > 1000
+    assert [r["kind"] for r in csv.DictReader((folder / "breakdown.csv").open())] == list(KINDS)
