@@ -172,7 +172,7 @@ def _measure(entry: Entry, model: nn.Module, mode: str, batch: int, opts: BenchO
                 run_model(x)
 
         extra["cuda_graph"], extra["compiled"] = False, compiled
-    cond = Conditions(gpu=GpuSampler.of(device.index or 0) if device.type == "cuda" else None)
+    cond = Conditions(gpu=GpuSampler.of(device))
     cond.start()
     times = time_steps(fn, device, warmup=opts.warmup, repeats=opts.repeats, max_seconds=opts.max_seconds)
     synchronize(device)

@@ -18,6 +18,7 @@ from vitbench.config import Options
 from vitbench.errors import VitbenchError, check_number, check_run_id
 from vitbench.flags import (
     WRITTEN,
+    Attentions,
     CudaGraph,
     DataDir,
     Depth,
@@ -49,7 +50,6 @@ from vitbench.flags import (
     split_list,
     with_options,
 )
-from vitbench.flags import Attentions as Attentions
 from vitbench.names import choices
 
 SWEEP_VAL_SPLIT = 0.1  # a sweep scores its trials on this share of the training set, held out

@@ -96,14 +96,14 @@ class GpuSampler:
     _done: threading.Event | None = None
 
     @classmethod
-    def of(cls, index: int | None) -> GpuSampler | None:
-        """The sampler of the CUDA device ``index`` (of those this process sees); None on the CPU or without NVML."""
-        lib = nvml()
-        if index is None or lib is None:
+    def of(cls, device) -> GpuSampler | None:
+        """The sampler of a torch ``device`` (a CUDA device of those this process sees); None on the CPU or without
+        NVML."""
+        if device.type != "cuda" or (lib := nvml()) is None:
             return None
         from vitbench.gpus import listed_gpus
 
-        listed = listed_gpus()
+        index, listed = device.index or 0, listed_gpus()
         gpu = listed[index] if index < len(listed) else str(index)
         try:
             return cls(lib.nvmlDeviceGetHandleByIndex(int(gpu)) if gpu.isdigit() else lib.nvmlDeviceGetHandleByUUID(gpu))

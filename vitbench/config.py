@@ -186,12 +186,11 @@ def declare(train: type = TrainConfig, model: type = ViTConfig) -> None:
     TRAIN_OPTIONS = tuple(f.name for f in fields(train) if f.name not in ("variant", "dataset"))
     MODEL_OPTIONS = tuple(f.name for f in fields(model))
     DECLARED = {f.name: f for f in (*fields(train), *fields(model))}
-    Options = make_dataclass("Options", [
-        *((n, DECLARED[n].type.removesuffix(" | None") + " | None", option(None, **DECLARED[n].metadata))
-          for n in ("variant", "dataset")),
-        ("preset", "str | None", option(None, **PRESET)),
-        *((n, DECLARED[n].type.removesuffix(" | None") + " | None", option(None, **DECLARED[n].metadata))
-          for n in TRAIN_OPTIONS + MODEL_OPTIONS)], bases=(_Options,), frozen=True)
+    def unset(n: str) -> tuple:  # the field as an option: None, not given
+        return n, DECLARED[n].type.removesuffix(" | None") + " | None", option(None, **DECLARED[n].metadata)
+
+    Options = make_dataclass("Options", [unset("variant"), unset("dataset"), ("preset", "str | None", option(None, **PRESET)),
+                                         *map(unset, TRAIN_OPTIONS + MODEL_OPTIONS)], bases=(_Options,), frozen=True)
     Options.__module__ = __name__  # pickled to a suite's workers
     OPTION_NAMES = tuple(f.name for f in fields(Options))
     SEARCHABLE = tuple(n for n in TRAIN_OPTIONS + MODEL_OPTIONS if DECLARED[n].metadata["search"])

@@ -206,6 +206,11 @@ def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, 
     return Splits(info, root, x, y, xt, yt, "test")
 
 
+def mean_std(info: DatasetInfo, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's per-channel mean and std on ``device``, shaped to normalise (B, C, H, W) batches."""
+    return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
+
+
 def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (images_u8.float() / 255.0 - mean) / std  # (B, C, H, W) float32
 
@@ -279,8 +284,7 @@ class DeviceLoader:
         self.part = slice(rank * share, (rank + 1) * share)
         self.augment = resolve_augment(augment, info) if train else "none"
         self.pad = info.crop_padding
-        self.mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+        self.mean, self.std = mean_std(info, device)
         self.generator = torch.Generator(device=device)
 
     def __len__(self) -> int:

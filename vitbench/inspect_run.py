@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from vitbench.errors import VitbenchError, check_run_id
-from vitbench.peers import is_timm, model_for
+from vitbench.names import is_timm
+from vitbench.peers import model_for
 
 
 @torch.no_grad()
@@ -93,10 +94,13 @@ def stopped_note(run, ckpt: dict) -> str:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+            batch: int = 1000) -> torch.Tensor:
+    """The model's classes for ``images`` (uint8, any device), ``batch`` at a time on the device of ``mean``."""
     from vitbench.data import normalize
 
-    return torch.cat([model(normalize(images[i:i + 1000], mean, std)).argmax(-1) for i in range(0, len(images), 1000)])
+    return torch.cat([model(normalize(images[i:i + batch].to(mean.device), mean, std)).argmax(-1).cpu()
+                      for i in range(0, len(images), batch)])
 
 
 def attention_figure(model, images: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor,
@@ -136,15 +140,14 @@ def inspect_run(run_id: str, out: str | Path | None = None, n: int = 6, tracking
     from mlflow.tracking import MlflowClient
 
     from vitbench import plots
-    from vitbench.data import normalize
+    from vitbench.data import mean_std, normalize
 
     model, cfg, splits, stopped, _ = load_run(run_id, tracking_uri, checkpoint_dir, data_dir)
     if is_timm(cfg.variant):
         raise VitbenchError(f"inspect draws the attention of vitbench's ViTs; run {run_id} trained {cfg.variant}: "
                             f"mlflow.pytorch.load_model('runs:/{run_id}/model') loads it")
     info, classes = splits.info, splits.info.class_names
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    mean, std = mean_std(info)
     out = Path(out or Path("reports") / "inspect" / run_id)
     out.mkdir(parents=True, exist_ok=True)
     preds = predict(model, splits.eval_images, mean, std)  # a streamed ImageFolder keeps its first images only

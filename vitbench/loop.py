@@ -329,8 +329,8 @@ def done_so_far(loop: Loop) -> dict[str, float]:
         synchronize(loop.device)
         seconds += time.perf_counter() - loop.epoch_t0
     so_far = TrainResult(train_seconds=seconds, steps=loop.pos["global_step"], batch_size=loop.cfg.batch_size)
-    return {k: v for k, v in so_far.final_metrics().items()
-            if k in ("train_seconds", "steps", "images_seen", "train_images_per_sec_mean")}
+    return {"train_seconds": seconds, "steps": float(so_far.steps), "images_seen": float(so_far.images_seen),
+            "train_images_per_sec_mean": so_far.images_per_sec}
 
 
 def record_stop(loop: Loop, e: BaseException) -> None:
@@ -351,8 +351,6 @@ def record_stop(loop: Loop, e: BaseException) -> None:
             tags["final_eval"] = eval_scope(len(preds), len(loop.splits.eval_labels), loop.splits.eval_set)
         if loop.hooks.stopped is not None:
             loop.hooks.stopped(metrics, tags)
-
-
 
 
 def stop_reason(e: BaseException, pruned: tuple[type[BaseException], ...]) -> str:
@@ -386,8 +384,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContex
         baseline_mb = free_memory(device)
         reset_peak_memory(device)
         trainer = Trainer(cfg, model_cfg, len(train_loader), log, model_for(cfg.variant, model_cfg), device)
-    gpu = GpuSampler.of(device.index or 0) if device.type == "cuda" else None  # NVML's readings while timed
-    result = TrainResult(param_count=count_params(trainer.model), conditions=Conditions(gpu=gpu))
+    result = TrainResult(param_count=count_params(trainer.model), conditions=Conditions(gpu=GpuSampler.of(device)))
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
         log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")

@@ -14,6 +14,8 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
+from vitbench.names import is_timm
+
 if TYPE_CHECKING:
     import torch
 
@@ -76,7 +78,7 @@ def mark_experiment(experiment_id: str, description: str | None = None,
 
 
 def parts_line(model_cfg: ViTConfig, variant: str = "") -> str:
-    if variant.startswith("timm:"):
+    if is_timm(variant):
         return "timm's model as timm.create_model builds it"
     m = model_cfg
     return (f"attention {m.attention}, patchify {m.patchify}, MLP {m.mlp}, positions {m.pos_embed}, {m.pool} pooling, "

@@ -44,5 +44,10 @@ PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
+def is_timm(variant: str) -> bool:
+    """``timm:NAME``: timm's model as ``timm.create_model`` builds it, trained as vitbench trains its own."""
+    return variant.startswith("timm:")
+
+
 def choices(names: tuple[str, ...]) -> str:
     return " | ".join(names)

@@ -16,7 +16,8 @@ from vitbench.data import DatasetInfo, get_dataset_info
 from vitbench.errors import VitbenchError
 from vitbench.models import resolve_config
 from vitbench.models.registry import get_preset
-from vitbench.peers import TIMM_SHAPE, is_timm
+from vitbench.names import is_timm
+from vitbench.peers import TIMM_SHAPE
 
 
 def given(**values) -> dict:

@@ -10,6 +10,7 @@ from torch import nn
 from vitbench import names
 from vitbench.config import ViTConfig
 from vitbench.errors import VitbenchError
+from vitbench.names import is_timm
 
 
 def timm_vit(c: ViTConfig) -> nn.Module:
@@ -58,17 +59,12 @@ PEER_BUILDERS: dict[str, Callable[[ViTConfig], nn.Module]] = {"timm": timm_vit} 
 def peer_builder(peer: str) -> Callable[[ViTConfig], nn.Module]:
     if peer in PEER_BUILDERS:
         return PEER_BUILDERS[peer]
-    if peer.startswith("timm:") and peer[5:]:
+    if is_timm(peer) and peer[5:]:
         return timm_named(peer[5:])
     raise VitbenchError(f"unknown peer {peer!r}; valid: {', '.join(names.PEERS)}, or timm:MODEL (any timm model name)")
 
 
 TIMM_SHAPE = ("image_size", "in_chans", "num_classes")  # what a timm:NAME variant takes from the dataset
-
-
-def is_timm(variant: str) -> bool:
-    """``timm:NAME``: timm's model as ``timm.create_model`` builds it, trained as vitbench trains its own."""
-    return variant.startswith("timm:")
 
 
 def model_for(variant: str, model_cfg: ViTConfig) -> nn.Module | None:

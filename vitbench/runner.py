@@ -19,16 +19,17 @@ from pathlib import Path
 from vitbench import mlflow_ui, plots, wall
 from vitbench.checkpoints import checksum_path, complete_interrupted_save, load_checkpoint
 from vitbench.compute import naive_parts, precision_unavailable
-from vitbench.data import RunContext, Splits, load_splits, loader_kind, normalize
+from vitbench.data import RunContext, Splits, load_splits, loader_kind, mean_std, normalize
 from vitbench.distributed import lead, rank_tags, world_size
 from vitbench.errors import VitbenchError, check_run_id, write_error
 from vitbench.liveness import check_not_running
 from vitbench.loop import EpochCallback, Hooks, train
 from vitbench.models import ViTConfig
 from vitbench.models.vit import unavailable
+from vitbench.names import is_timm
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
-from vitbench.peers import TIMM_SHAPE, check_timm, is_timm
+from vitbench.peers import TIMM_SHAPE, check_timm
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import (
@@ -226,11 +227,8 @@ def logged_model(result: TrainResult, splits: Splits, tracking: Tracking) -> str
     wanted = tracking.log_model if tracking.log_model is not None else result.param_count <= mlflow_ui.SMALL_MODEL
     if not (wanted or tracking.register):
         return None
-    import torch
-
-    info, device = splits.info, next(result.model.parameters()).device
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
-    example = normalize(splits.eval_images[:4].to(device), mean, std)
+    device = next(result.model.parameters()).device
+    example = normalize(splits.eval_images[:4].to(device), *mean_std(splits.info, device))
     try:
         return mlflow_ui.log_trained_model(result.model, example, tracking.register)
     except Exception as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vitbench.config import SEARCHABLE
 from vitbench.errors import VitbenchError, check_number
+from vitbench.names import is_timm
 from vitbench.yamlfile import read_yaml
 
 SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in the wheel (pyproject.toml)
@@ -67,7 +68,7 @@ def check_space_for(variant: str, space: dict[str, dict]) -> dict[str, dict]:
     and sizes to search."""
     from vitbench.config import MODEL_OPTIONS
 
-    if variant.startswith("timm:") and (model := [k for k in space if k in MODEL_OPTIONS]):
+    if is_timm(variant) and (model := [k for k in space if k in MODEL_OPTIONS]):
         raise VitbenchError(f"the search space varies {model[0]}, a part or size of vitbench's ViT; {variant} is timm's "
                             "model as timm builds it: --space train-only, or a file of training options")
     return space
@@ -180,7 +181,7 @@ def check_objectives(text: str) -> tuple[str, ...]:
     return objs
 
 
-def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None], startup: int = 5, warmup: int = 1):
+def make_pruner(name: str, epochs: int, multi: bool, log: Callable[[str], None], startup: int, warmup: int):
     """Optuna's pruner on the per-epoch val_acc. ``startup``: trials the median pruner lets finish before it prunes;
     ``warmup``: epochs of each trial it never prunes in (Hyperband: the fewest epochs a trial gets)."""
     import optuna

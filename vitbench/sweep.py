@@ -301,11 +301,10 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
     """The official test set, used once: for the trial(s) the sweep chose on held-out data (the best, or the
     Pareto front), each trial's model from its checkpoint. Recorded as ``test_acc`` on the trial's run and
     ``best_test_acc`` on the parent."""
-    import torch
     from mlflow.tracking import MlflowClient
 
-    from vitbench.data import normalize
-    from vitbench.inspect_run import load_run
+    from vitbench.data import mean_std
+    from vitbench.inspect_run import load_run, predict
 
     chosen = summary.get("pareto_trials") or ([summary["best_trial"]] if "best_trial" in summary else [])
     client, out = MlflowClient(), {}
@@ -314,12 +313,7 @@ def final_test(study, spec: SweepSpec, summary: dict, parent_id: str, tracking_u
         if not rid:
             continue
         model, cfg, splits, _, ctx = load_run(rid, tracking_uri, "checkpoints", None, test_set=True)
-        device = ctx.device
-        model.to(device)
-        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (splits.info.mean, splits.info.std))
-        with torch.inference_mode():
-            preds = torch.cat([model(normalize(splits.eval_images[i:i + 500].to(device), mean, std)).argmax(-1).cpu()
-                               for i in range(0, len(splits.eval_images), 500)])
+        preds = predict(model.to(ctx.device), splits.eval_images, *mean_std(splits.info, ctx.device), batch=500)
         acc = float((preds == splits.eval_labels[:len(preds)]).float().mean())
         client.log_metric(rid, "test_acc", round(acc, 5))
         client.set_tag(rid, "test_eval", "the official test set, once, after the sweep chose this trial on held-out data")

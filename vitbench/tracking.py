@@ -308,13 +308,14 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
     mlflow.set_tags(process_tags())
     beat = Heartbeat(rid)
 
-    def end(status: str, tags: dict | None = None) -> None:
+    def end(status: str, tags: dict | None = None, ended: str | None = None) -> None:
+        """``ended``: what ENDED records, where it differs from the run's status."""
         beat.stop()
         try:
             if tags:
                 box.tags(tags)
         finally:  # a full disk on the way still ends the run
-            ENDED[rid] = status
+            ENDED[rid] = ended or status
             box.end(status)
 
     try:
@@ -323,8 +324,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
         end("KILLED", {"error": "interrupted (Ctrl-C or SIGTERM)"})
         raise
     except stopped_on as e:  # not a failure, nor a finished result
-        end("KILLED", {"stopped_early": error_line(e)})
-        ENDED[rid] = "STOPPED"  # not a run the user interrupted
+        end("KILLED", {"stopped_early": error_line(e)}, ended="STOPPED")  # not a run the user interrupted
         raise
     except BaseException as e:
         end("FAILED", {"error": mask_secrets(error_line(e))})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import torch
+
 from vitbench import conditions
 from vitbench.conditions import Conditions, GpuSampler
 
@@ -38,7 +40,7 @@ def fake_nvml(readings: list[tuple[int, int, int, int, int]]):
 def test_a_gpu_capped_by_power_while_timed_is_recorded_and_said(monkeypatch):
     monkeypatch.setattr(conditions, "_NVML", fake_nvml([(1980, 2619, 350_000, 40, 0)] * 2 + [(1410, 2619, 699_000, 71, 0x4)]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
-    gpu = GpuSampler.of(0)
+    gpu = GpuSampler.of(torch.device("cuda", 0))
     assert gpu.handle == "gpu1" and conditions.nvml_gpus() == ["0", "1"]  # the process's device 0: NVML's GPU 1
     cond = Conditions(gpu=gpu)
     cond.start()
@@ -54,10 +56,10 @@ def test_a_gpu_capped_by_power_while_timed_is_recorded_and_said(monkeypatch):
 def test_an_unhindered_gpu_says_nothing_and_no_nvml_records_nothing(monkeypatch):
     monkeypatch.setattr(conditions, "_NVML", fake_nvml([(1980, 2619, 500_000, 50, 0x1)]))  # idle: not a slowdown
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    cond = Conditions(gpu=GpuSampler.of(0))
+    cond = Conditions(gpu=GpuSampler.of(torch.device("cuda")))
     cond.start()
     time.sleep(2 * conditions.SAMPLE_SECONDS)
     cond.stop()
     assert cond.metrics()["cond_gpu_throttled_share"] == 0 and cond.gpu_verdict() == ""
     monkeypatch.setattr(conditions, "_NVML", False)  # no nvidia-ml-py, or no driver
-    assert GpuSampler.of(0) is None and conditions.nvml_gpus() == [] and Conditions().gpu_verdict() == ""
+    assert GpuSampler.of(torch.device("cuda")) is None and GpuSampler.of(torch.device("cpu")) is None and conditions.nvml_gpus() == [] and Conditions().gpu_verdict() == ""
