@@ -21,6 +21,7 @@ from vitbench.yamlfile import read_yaml
 if TYPE_CHECKING:
     from vitbench.data import Splits
     from vitbench.models import ViTConfig
+    from vitbench.runner import RunOutcome
 
 
 CELL_KEYS = (*OPTION_NAMES, "recipe")  # what a grid axis or an explicit cell may set
@@ -134,8 +135,10 @@ def load_suite(path: str | Path, sets: dict | None = None) -> Suite:
 
 
 def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str | None, tracking_uri: str | None,
-             display: Display, live: Every, log: Callable[[str], None], tags: dict | None = None) -> str | None:
-    """One repeat of one cell as an MLflow run; its id, or None if it failed (the run is ended FAILED)."""
+             display: Display, live: Every, log: Callable[[str], None], tags: dict | None = None,
+             on_start: Callable[[str], None] | None = None) -> RunOutcome | None:
+    """One repeat of one cell as an MLflow run; its outcome, or None if it failed (the run is ended FAILED).
+    ``on_start``: told the run's id as it starts."""
     from vitbench.runner import Tracking, run_experiment
 
     cfg, model_cfg = cell_configs(cell, r, device, data_dir)
@@ -144,7 +147,8 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
             **({"suite.set": suite.set_label} if suite.sets else {}),
             **({"recipe": cell.recipe} if cell.recipe else {}), **(tags or {})}
     try:
-        out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags),
+        out = run_experiment(cfg, model_cfg, Tracking(tracking_uri, suite.name, cell_run_name(cell, cfg), tags=tags,
+                                                               on_start=on_start),
                              splits=splits_for(cfg, model_cfg), log=lambda s: None, display=display, live=live)
     except Exception as e:  # the run is already ended FAILED with the error as a tag
         display.note(f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
@@ -152,7 +156,7 @@ def run_cell(suite: Suite, cell: Cell, r: int, device: str | None, data_dir: str
     res = out.result
     display.note(f"  val_acc {res.final_val_acc:.4f}, train {res.train_seconds:.2f} s, "
                  f"{res.infer_images_per_sec:,.0f} infer img/s, run {out.run_id}")
-    return out.run_id
+    return out
 
 
 def cell_configs(cell: Cell, r: int, device: str | None = None,

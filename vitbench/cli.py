@@ -318,36 +318,40 @@ def suite(
                                                           "suite's own (repeatable, e.g. --set epochs=1)")] = None,
     gpus: Annotated[str, typer.Option(help="run the cells in parallel, one worker process per GPU: N or all "
                                            "(with --device cpu or no GPU: N CPU processes)")] = "1",
+    storage: Annotated[str | None, typer.Option(help="the Optuna storage the runs are queued in: journal:FILE "
+                                                     "(this host) [beside the store], postgresql+psycopg://"
+                                                     "user:pw@host/db (every host that runs this command "
+                                                     "takes a share)")] = None,
+    heartbeat: Annotated[int, typer.Option(help="seconds between a worker's heartbeats; a run whose worker is "
+                                                "silent for 3 of them goes back to the queue")] = 10,
+    worker: Annotated[str | None, typer.Option(hidden=True, help="this worker's GPU (set by the launcher)")] = None,
     quiet: Quiet = False, progress_interval: ProgressInterval = 30.0, live_every: LiveEvery = "10s",
 ) -> None:
-    """Run every cell of a declared grid into one MLflow experiment named after the suite."""
+    """Run every cell of a declared grid into one MLflow experiment named after the suite; the runs are queued in an
+    Optuna study that workers on every GPU, of this host and others, claim them from."""
     from vitbench.progress import Every
-    from vitbench.workers import likely_gpus, pool_for
 
     if repeats is not None:
         check_number("--repeats", repeats, 1, 1000)
+    check_number("--heartbeat", heartbeat, 1, 3600)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
     sets = settings(set_ or [])
-    guess = likely_gpus(gpus, device) if path.is_file() else None
-    # The workers start before this process imports torch: each imports it, MLflow and its data meanwhile (or,
-    # in a warm process, those it kept from its last suite take the job).
-    pool = pool_for(path, guess, device, data_dir, tracking_uri, live, sets) if guess else None
-    try:
-        from vitbench.cells import load_suite
-        from vitbench.suite import run_suite
-        from vitbench.workers import resolve_gpus
+    if worker is not None:  # started by the launcher: claim runs until none is left
+        from vitbench.suite import join
 
-        s, resolved = load_suite(path, sets), resolve_gpus(gpus, device)
-        if pool and pool.gpus != resolved:  # the guess was wrong (e.g. no CUDA in this torch): start again
-            pool.discard()
-            pool = None
-        wall.mark("imports")
-    except BaseException:
-        if pool:
-            pool.discard()
-        raise
+        join(path, sets, storage, heartbeat, device, data_dir, tracking_uri, worker, live, typer.echo)
+        if not quiet:
+            typer.echo(f"[{worker}] {wall.summary()}")
+        return
+    from vitbench.cells import load_suite
+    from vitbench.launcher import resolve_gpus
+    from vitbench.suite import run_suite
+
+    s, resolved = load_suite(path, sets), resolve_gpus(gpus, device)
+    wall.mark("imports")
     made = run_suite(s, repeats=repeats, device=device, tracking_uri=tracking_uri, force=force, log=typer.echo,
-                     data_dir=data_dir, only=split_list(cells), display=shown, live=live, gpus=resolved, pool=pool)
+                     data_dir=data_dir, only=split_list(cells), display=shown, live=live, gpus=resolved,
+                     storage=storage, heartbeat=heartbeat, argv=sys.argv[1:])
     typer.echo(f"suite {s.name}: {len(made)} run(s) made; report with `vitbench report --experiment {s.name}`")
     import mlflow
 
@@ -355,10 +359,8 @@ def suite(
     from vitbench.tracking import resolve_tracking_uri
 
     typer.echo(see_line(resolve_tracking_uri(tracking_uri), mlflow.get_experiment_by_name(s.name).experiment_id))
-    if not quiet:  # where the time went: this process's, then each worker's (from when it was started)
+    if not quiet:
         typer.echo(wall.summary())
-        for gpu, line in sorted(wall.WORKERS.items()):
-            typer.echo(f"[{gpu}] {line}")
 
 
 @app.command(cls=Panels)
@@ -438,6 +440,5 @@ def warm_processes(
     for p in found:
         state = ("running a command" if p["busy"] else f"idle for {time.time() - p['since']:.0f} s") if p["ready"] \
             else "importing torch, CUDA, MLflow"
-        kept = ", ".join(f"{gpu} pid {pid}" for gpu, pid in p.get("workers", {}).items())
         typer.echo(f"pid {p['pid']}: {'leaving' if stop else state}, {p['served']} command(s) served, "
-                   + (f"keeps its last suite's workers ({kept}), " if kept else "") + f"log {p['log']}")
+                   f"log {p['log']}")

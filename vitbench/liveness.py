@@ -17,12 +17,18 @@ HEARTBEAT_SECONDS = 60  # how often a running run stamps its heartbeat tag
 HEARTBEAT_TIMEOUT = 15 * 60  # a run of another host silent this long is ended FAILED
 
 
+def host() -> str:
+    """The name this host goes by in the stores (``VITBENCH_HOST``, else its hostname): containers of several
+    machines may share one hostname."""
+    return os.environ.get("VITBENCH_HOST") or socket.gethostname()
+
+
 def process_tags() -> dict[str, str]:
     """Which process is running a run, so any later command can tell whether it died: host, PID and the
     process's start (a resumed run's own start time is older than the process that continues it)."""
     import psutil
 
-    return {"vitbench.host": socket.gethostname(), "vitbench.pid": str(os.getpid()),
+    return {"vitbench.host": host(), "vitbench.pid": str(os.getpid()),
             "vitbench.pid_started": f"{psutil.Process().create_time():.3f}"}
 
 
@@ -64,21 +70,21 @@ def orphan_reason(run, now: float | None = None) -> str | None:
     """Why a RUNNING run is dead, or None: its process is gone (this host), or its heartbeat is older
     than HEARTBEAT_TIMEOUT (another host). Runs vitbench did not start carry no host tag: left alone."""
     tags = run.data.tags
-    host, pid, beat = tags.get("vitbench.host"), tags.get("vitbench.pid"), tags.get("vitbench.heartbeat")
-    if not host or not pid:
+    where, pid, beat = tags.get("vitbench.host"), tags.get("vitbench.pid"), tags.get("vitbench.heartbeat")
+    if not where or not pid:
         return None
     when = float(beat) if beat else run.info.start_time / 1000
     last = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if host == socket.gethostname():
+    if where == host():
         if has_pending(run.info.run_id):  # finished offline: its records wait for `vitbench sync`
             return None
         started = float(tags.get("vitbench.pid_started", run.info.start_time / 1000)) * 1000
         if pid.isdigit() and not process_alive(int(pid), started):
-            return f"{PROCESS_GONE}: pid {pid} on {host} no longer runs (last heartbeat {last})"
+            return f"{PROCESS_GONE}: pid {pid} on {where} no longer runs (last heartbeat {last})"
         return None
     silent = (now or time.time()) - when
     if silent > HEARTBEAT_TIMEOUT:
-        return (f"{PROCESS_GONE}: no heartbeat from {host} since {last} "
+        return (f"{PROCESS_GONE}: no heartbeat from {where} since {last} "
                 f"({silent / 60:.0f} min; the timeout is {HEARTBEAT_TIMEOUT // 60} min)")
     return None
 

@@ -57,7 +57,7 @@ def default_run_name(cfg: TrainConfig, model_cfg: ViTConfig, recipe: str | None 
 def preload(tracking_uri: str | None = None, compiled: bool = False) -> None:
     """Import now what a process's first run imports on first use: MLflow's database store (for a database URI),
     the notebook MLflow looks for as a run starts, torch's dynamo (the optimizer's first step), and with
-    ``compiled`` inductor. A suite's worker does this while the coordinator still opens the store (vitbench.workers)."""
+    ``compiled`` inductor. A suite's worker does this before it claims its first run."""
     from mlflow.store.db.db_types import DATABASE_ENGINES
 
     from vitbench.tracking import resolve_tracking_uri

@@ -230,8 +230,10 @@ class TrialBeat:
     and PID and a ``worker.heartbeat`` time, renewed every ``every`` seconds from a daemon thread."""
 
     def __init__(self, trial, every: int) -> None:
+        from vitbench.liveness import host
+
         self.trial, self.every, self.done = trial, every, threading.Event()
-        trial.set_user_attr("worker.host", socket.gethostname())
+        trial.set_user_attr("worker.host", host())
         trial.set_user_attr("worker.pid", os.getpid())
         trial.set_user_attr("worker.heartbeat", time.time())
         self.thread = threading.Thread(target=self._loop, name="vitbench-trial-heartbeat", daemon=True)
@@ -248,33 +250,35 @@ class TrialBeat:
 
 
 def dead_worker(trial, heartbeat: int, now: float | None = None) -> str | None:
-    """Why a RUNNING trial's worker is gone, or None: its process ended (this host), or its heartbeat is
-    older than three intervals (another host, or a trial that never got its first beat)."""
-    from vitbench.liveness import process_alive
+    """Why a RUNNING trial's worker is gone, or None: on this host, whether its process still runs; else
+    whether its heartbeat is older than three intervals (or the trial never got its first beat)."""
+    from vitbench.liveness import host, process_alive
 
     a = trial.user_attrs
     start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-    if a.get("worker.host") == socket.gethostname() and not process_alive(int(a["worker.pid"]), start * 1000):
-        return f"worker died: pid {a['worker.pid']} no longer runs"
+    if a.get("worker.host") == host() and "worker.pid" in a:
+        alive = process_alive(int(a["worker.pid"]), start * 1000)
+        return None if alive else f"worker died: pid {a['worker.pid']} no longer runs"
     silent = (now or time.time()) - float(a.get("worker.heartbeat", start))
     if silent > 3 * heartbeat:
         return f"worker died: its heartbeat stopped {silent:.0f} s ago"
     return None
 
 
-def fail_dead_trials(study, spec: SweepSpec) -> None:
-    """Fail the trials of dead workers (their MLflow runs FAILED, their parameters retried). For the
-    journal, one process does this (the coordinator, or a lone worker): the journal has no transaction
-    to stop two processes from retrying the same trial twice."""
+def fail_dead_trials(study, heartbeat: int, own_beats: bool) -> None:
+    """Fail the trials of dead workers (their MLflow runs FAILED, their trials queued again). ``own_beats``:
+    trials that carry a ``TrialBeat`` (the journal, a suite's queue), else Optuna's RDB heartbeat. For the journal,
+    one process does this (the coordinator, or a lone worker): it has no transaction to stop two processes from
+    retrying the same trial twice; a database refuses the second ``tell``."""
     import optuna
 
-    if not spec.journal:
+    if not own_beats:
         optuna.storages.fail_stale_trials(study)  # the RDB heartbeat
         return
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if dead_worker(t, spec.heartbeat) is None:
+        if dead_worker(t, heartbeat) is None:
             continue
         try:  # Optuna's public tell; it refuses a trial another worker failed a moment ago
             study.tell(t.number, state=TrialState.FAIL)
@@ -329,15 +333,6 @@ def study_lock(spec: SweepSpec):
 
 def default_study_name(variant: str, dataset: str, objectives: tuple[str, ...]) -> str:
     return f"{variant}-{dataset}-{'-'.join(objectives)}"
-
-
-def watch(procs: list, study, spec: SweepSpec) -> None:
-    """Wait for the workers; meanwhile, for the journal, fail the trials of workers that died."""
-    while any(p.poll() is None for p in procs):
-        if spec.journal:
-            with contextlib.suppress(Exception):
-                fail_dead_trials(study, spec)
-        time.sleep(min(spec.heartbeat, 2))
 
 
 def dashboard_command(storage: str) -> str:

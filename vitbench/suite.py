@@ -12,22 +12,22 @@
                                                                # may name its own recipe: grid: {recipe: [...]})
     when: [{match: {attention: naive}, set: {time_budget: 60}}] # options for matching cells
 
-A cell already FINISHED for a repeat is skipped on a re-run (``force`` redoes it).
+A cell already FINISHED for a repeat is skipped on a re-run (``force`` redoes it). The runs to make are queued as
+trials of an Optuna study (``suite:NAME``; a journal beside the store, or ``--storage``, e.g. a team's PostgreSQL):
+this process, its worker processes (one per GPU) and those of the same command on other hosts claim them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from vitbench import wall
 from vitbench.cells import Cell, Suite, cell_configs, run_cell
 from vitbench.errors import Interrupted, VitbenchError
 from vitbench.progress import Display, Every, duration
-
-if TYPE_CHECKING:
-    from vitbench.workers import Pool
 
 
 def finished_cells(experiment: str) -> set[tuple[str, str, str]]:
@@ -55,45 +55,53 @@ def suite_note(suite: Suite) -> str:
 def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = None, tracking_uri: str | None = None,
               force: bool = False, log: Callable[[str], None] = print, data_dir: str | None = None,
               only: list[str] | None = None, display: Display | None = None, live: Every | None = None,
-              gpus: list[str] | None = None, pool: Pool | None = None) -> list[str]:
-    """Run every (cell, repeat) not yet FINISHED (of the ``only`` cells if given); returns the run ids made.
-    ``gpus``: with two or more, one worker process per GPU (``vitbench.workers.resolve_gpus``); ``pool``: those
-    workers, already started (the CLI starts them before it imports torch)."""
+              gpus: list[str] | None = None, storage: str | None = None, heartbeat: int = 10,
+              argv: list[str] | None = None) -> list[str]:
+    """Queue every (cell, repeat) not yet FINISHED (of the ``only`` cells if given) in the suite's Optuna study, then
+    run them: in this process, or in one worker process per GPU of ``gpus`` (``argv``: this command's line, which
+    each worker runs again with ``--worker``). Workers of the same command on other hosts take their share.
+    Returns the run ids made."""
+    from vitbench.launcher import launch, release, stop, supervise, without
+    from vitbench.study import fail_dead_trials
     from vitbench.tracking import connect, get_experiment_id
-    from vitbench.workers import pool_for
 
-    # The workers start first: they import torch and MLflow and load the data while this process opens the store.
-    if pool is None and len(gpus or []) > 1:
-        pool = pool_for(suite.path, gpus, device, data_dir, tracking_uri, live or Every(), suite.sets)
+    many = len(gpus or []) > 1 and (repeats or suite.repeats) * len(only or suite.cells) > 1
+    # The workers start first, held: they import torch and MLflow and load their data while this process queues.
+    procs = launch(without(argv or [], "--gpus"), gpus, [None if g.startswith("cpu") else g for g in gpus],
+                   {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None, held=True) if many else []
     try:
         with wall.phase("store"):
             uri = connect(tracking_uri)
-            get_experiment_id(suite.name, uri, description=suite_note(suite))  # its description in the UI
+            get_experiment_id(suite.name, uri, description=suite_note(suite))  # created once here, not raced for
             todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
+            study = open_queue(suite.name, storage or default_storage(uri), heartbeat)
+            enqueue(study, suite, todo)
     except BaseException:
-        if pool:
-            pool.discard()
+        stop(procs)
         raise
+    workers = list(gpus) if procs and len(todo) > 1 else []  # one run: this process
+    release(procs) if workers else stop(procs)
     display = display or Display("off", log=log)
-    made: list[str] = []
-    failed: list[str] = []
-
-    def done(name: str, r: int, run_id: str | None, seconds: float) -> None:
-        (made if run_id else failed).append(run_id or f"{name}#{r}")
-        eta.ran(name, seconds)
-
     with display:
-        eta = SuiteClock(display, suite.name, todo, workers=min(len(gpus or []) or 1, max(len(todo), 1)))
-        if pool and len(todo) > 1:
-            run_on_workers(suite, todo, pool, tracking_uri, display, done)
-        else:
-            if pool:
-                pool.discard()
-            for cell, r in todo:
-                t0 = time.perf_counter()
-                run_id = run_cell(suite, cell, r, device, data_dir, tracking_uri, display, live or Every(), log)
-                done(cell.name, r, run_id, time.perf_counter() - t0)
+        eta = SuiteClock(display, suite.name, todo, workers=max(1, min(len(workers), len(todo))))
+        tick = eta.follow(study, {key(c.name, r, suite.set_label) for c, r in todo})
+        if workers:
+            display.note(f"suite {suite.name}: {len(todo)} runs on {len(workers)} worker processes "
+                         f"({', '.join(workers)})")
+            try:
+                with wall.phase("the workers' runs"):
+                    supervise(procs, lambda: (fail_dead_trials(study, heartbeat, own_beats=True), tick()))
+            except KeyboardInterrupt:
+                busy = sum(t.user_attrs.get("suite.outcome") == "interrupted" for t in study.get_trials(deepcopy=False)
+                           if t.user_attrs.get("worker.pid") in {p.pid for p in procs})
+                display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "
+                             "re-running the suite skips the FINISHED ones")
+                raise Interrupted from None
+        elif todo:
+            work_cells(suite.path, study, device, data_dir, tracking_uri, display, live or Every(), "", heartbeat,
+                       reap=True, after=tick)
         eta.close()
+    made, failed = outcome(study, todo, suite.set_label, display)
     if failed:
         raise VitbenchError(f"suite {suite.name}: {len(failed)} run(s) failed ({', '.join(failed[:5])}); "
                             f"{len(made)} made; re-run to retry them")
@@ -133,25 +141,168 @@ def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
     return sorted(todo, key=slow, reverse=True)  # stable: equal keys keep the suite's order
 
 
-def run_on_workers(suite: Suite, todo: list[tuple[Cell, int]], pool, tracking_uri: str | None, display: Display,
-                   done: Callable[[str, int, str | None, float], None]) -> None:
-    """The runs spread over the pool's worker processes, one per GPU (vitbench.workers); Ctrl-C ends each KILLED."""
-    from vitbench.tracking import connect, get_experiment_id
+# -- the queue: an Optuna study whose trials are the suite's runs --------------------------------------------------
+# A trial is one (cell, repeat, --set) with no parameters: what to run is in its user attrs. Optuna has no claim of
+# a chosen trial, so runs are enqueued longest first and claimed with `study.ask()`, which takes the oldest WAITING
+# trial in one transaction (a database) or one journal entry; where none is left, `ask` makes a fresh trial instead,
+# which is told FAIL at once ("spare"). Two hosts that queue the same run at the same instant both succeed: the
+# lower-numbered trial runs and the other is told FAIL ("duplicate") when claimed.
 
-    get_experiment_id(suite.name, connect(tracking_uri))  # created once here, not raced for by the workers
-    warm = ", kept by the warm process from its last suite" if pool.kept else ""
-    display.note(f"suite {suite.name}: {len(todo)} runs on {len(pool.gpus)} worker processes ({', '.join(pool.gpus)}"
-                 f"{warm})")
-    try:
-        with wall.phase("the workers' runs"):
-            pool.run(longest_first(todo), done, display.note)
-    except KeyboardInterrupt:
-        busy = pool.interrupt()
-        display.note(f"interrupted: {busy} run(s) in progress ended KILLED, each with a checkpoint; "
-                     "re-running the suite skips the FINISHED ones")
-        raise Interrupted from None
-    pool.release()
+QUEUED, SETTLED = ("WAITING", "RUNNING"), ("complete", "failed")
 
+
+def default_storage(uri: str) -> str:
+    """The suites' Optuna journal beside a SQLite store (``mlflow.db`` -> ``mlflow-suites.journal``), else in the
+    working folder."""
+    from urllib.parse import urlparse
+
+    path = Path(urlparse(uri).path[1:] if uri.startswith("sqlite:///") else "mlflow.db")
+    return f"journal:{path.parent / (path.stem + '-suites.journal')}"
+
+
+def open_queue(name: str, storage: str, heartbeat: int):
+    import optuna
+
+    from vitbench.study import make_storage
+
+    return optuna.create_study(study_name=f"suite:{name}", storage=make_storage(storage, heartbeat, None),
+                               direction="maximize", sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
+
+
+def key(cell: str, r: int, set_label: str) -> str:
+    return f"{cell}#{r}#{set_label}"
+
+
+def enqueue(study, suite: Suite, todo: list[tuple[Cell, int]]) -> None:
+    """The runs not already waiting or running (another host may have queued them), longest first."""
+    queued = {t.user_attrs.get("suite.key") for t in study.get_trials(deepcopy=False) if t.state.name in QUEUED}
+    for cell, r in longest_first(todo):
+        if (k := key(cell.name, r, suite.set_label)) not in queued:
+            study.enqueue_trial({}, user_attrs={"suite.key": k, "suite.cell": cell.name, "suite.repeat": r,
+                                                "suite.sets": suite.sets,
+                                                "suite.enqueued": time.time()})
+
+
+def settled(study, keys: set[str]) -> list:
+    """The trials of these runs that ended: run FINISHED, or run failed (not a worker's death: that is retried)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("suite.key") in keys
+            and (t.state.name == "COMPLETE" or t.user_attrs.get("suite.outcome") == "failed")]
+
+
+def duplicate(study, trial) -> bool:
+    """Queued twice: a lower-numbered trial of the same run waits or runs, or one finished after this was queued."""
+    a = trial.user_attrs
+    for t in study.get_trials(deepcopy=False):
+        if t.number == trial.number or t.user_attrs.get("suite.key") != a["suite.key"]:
+            continue
+        if (t.state.name in QUEUED and t.number < trial.number) or (
+                t.state.name == "COMPLETE" and t.datetime_complete.timestamp() > a["suite.enqueued"]):
+            return True
+    return False
+
+
+def tell_failed(study, trial, why: str) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("suite.outcome", why)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def work_cells(path: Path, study, device: str | None, data_dir: str | None, tracking_uri: str | None,
+               display: Display, live: Every, label: str, heartbeat: int, reap: bool,
+               after: Callable[[], None] = lambda: None) -> None:
+    """Claim and run the suite's queued runs until none waits or runs (a run another worker holds comes back
+    to the queue if that worker dies: ``reap`` here, or the coordinator's). Each run is loaded with its own
+    ``--set`` overrides; Ctrl-C ends it KILLED, its trial FAIL ('interrupted')."""
+    from vitbench.cells import load_suite
+    from vitbench.study import TrialBeat, fail_dead_trials
+
+    suites: dict[str, Suite] = {}
+    while True:
+        if reap:
+            fail_dead_trials(study, heartbeat, own_beats=True)
+        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        if "WAITING" not in states:
+            if "RUNNING" not in states:
+                return
+            time.sleep(min(heartbeat, 5))  # others hold the last runs; take one over if its worker dies
+            continue
+        trial = study.ask()
+        a = trial.user_attrs
+        if "suite.key" not in a or duplicate(study, trial):
+            tell_failed(study, trial, "spare" if "suite.key" not in a else "duplicate")
+            continue
+        sets = a.get("suite.sets") or {}
+        label_of = str(sorted(sets.items()))
+        suite = suites[label_of] if label_of in suites else suites.setdefault(label_of, load_suite(path, sets))
+        cell = next((c for c in suite.cells if c.name == a["suite.cell"]), None)
+        if cell is None:
+            tell_failed(study, trial, "failed")
+            display.note(f"  FAILED: suite {suite.name} has no cell {a['suite.cell']!r} now")
+            continue
+        beat = TrialBeat(trial, heartbeat)
+        try:
+            run = run_cell(suite, cell, a["suite.repeat"], device, data_dir, tracking_uri, display, live,
+                           lambda s: None, tags={"suite.gpu": label} if label else None,
+                           on_start=lambda rid, t=trial: t.set_user_attr("mlflow_run_id", rid))
+        except KeyboardInterrupt:
+            beat.stop()
+            tell_failed(study, trial, "interrupted")
+            raise
+        beat.stop()
+        try:
+            if run is None:
+                tell_failed(study, trial, "failed")
+            else:
+                study.tell(trial, run.result.final_val_acc)
+        except Exception as e:  # its worker taken for dead meanwhile (silent too long): the run went back to the queue
+            display.note(f"  note: the queue had given this run up ({type(e).__name__}); it may run again")
+        after()
+
+
+def outcome(study, todo: list[tuple[Cell, int]], set_label: str, display: Display) -> tuple[list[str], list[str]]:
+    """The run ids this command's runs made, and the runs that failed or were not run."""
+    latest = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "COMPLETE" or t.user_attrs.get("suite.outcome") == "failed":
+            latest[t.user_attrs.get("suite.key")] = t
+    made, failed = [], []
+    for cell, r in todo:
+        t = latest.get(key(cell.name, r, set_label))
+        if t is None:
+            display.note(f"not run: {cell.name} repeat {r} (no worker left)")
+        if t is not None and t.state.name == "COMPLETE":
+            made.append(t.user_attrs["mlflow_run_id"])
+        else:
+            failed.append(f"{cell.name}#{r}")
+    return made, failed
+
+
+def join(path: Path, sets: dict, storage: str | None, heartbeat: int, device: str | None, data_dir: str | None,
+         tracking_uri: str | None, label: str, live: Every, log: Callable[[str], None]) -> None:
+    """A worker started by the launcher: run the suite's queued runs on this GPU (the coordinator reaps)."""
+    from vitbench.cells import load_suite, splits_for
+    from vitbench.compute import compiles
+    from vitbench.launcher import started_at, wait_for_release
+    from vitbench.runner import preload
+    from vitbench.tracking import connect
+
+    if (launched := started_at()) is not None:  # the interpreter's start and the CLI's imports: "process start"
+        wall.restart("the coordinator started it", earlier=max(0.0, time.time() - launched))
+        wall.mark("process start")
+    suite = load_suite(path, sets)
+    with wall.phase("imports"):  # what the first run would import, while no run waits for it
+        configs = [cell_configs(c, 0, device, data_dir) for c in suite.cells]
+        preload(tracking_uri, compiled=any(compiles(cfg.compile, model_cfg) for cfg, model_cfg in configs))
+    with contextlib.suppress(Exception):  # the first cell's data; a cell whose data fails says so in its run
+        splits_for(*configs[0])
+    with wall.phase("store"):
+        uri = connect(tracking_uri)
+    with wall.phase("waiting for the queue"):
+        wait_for_release()
+    shown = Display("off", log=lambda line: log(f"[{label}] {line}"))
+    work_cells(suite.path, open_queue(suite.name, storage or default_storage(uri), heartbeat), device, data_dir, uri,
+               shown, live, label, heartbeat, reap=False)
 
 class SuiteClock:
     """The suite's progress (runs done / total) and its projected remaining time: each run still to come
@@ -175,7 +326,8 @@ class SuiteClock:
     def ran(self, cell: str, seconds: float) -> None:
         now = time.perf_counter()
         self.seconds.setdefault(cell, []).append(seconds)
-        self.left.remove(cell)
+        if cell in self.left:  # a run queued twice by two hosts may settle twice
+            self.left.remove(cell)
         done = self.total - len(self.left)
         left = self.remaining()
         if done == 1 and self.left:
@@ -183,6 +335,18 @@ class SuiteClock:
                               f"~ {duration(now - self.t0 + left)} in all (cells not yet run estimated at the "
                               "mean run so far)")
         self.task.update(done, fields={"ETA": duration(left)}, force_line=True)
+
+    def follow(self, study, keys: set[str]) -> Callable[[], None]:
+        """What counts these runs' trials in the queue as they settle (called now and then)."""
+        seen: set[int] = set()
+
+        def tick() -> None:
+            for t in settled(study, keys):
+                if t.number not in seen:
+                    seen.add(t.number)
+                    self.ran(t.user_attrs["suite.cell"], (t.datetime_complete - t.datetime_start).total_seconds())
+
+        return tick
 
     def close(self) -> None:
         self.task.close()

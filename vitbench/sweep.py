@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +29,6 @@ from vitbench.study import (
     study_lock,
     suggest,
     trial_sampler,
-    watch,
 )
 
 if TYPE_CHECKING:
@@ -178,7 +174,7 @@ def work(spec: SweepSpec, base: Options, tracking_uri: str | None, experiment: s
         while deadline is None or time.time() < deadline:
             if reap:
                 with contextlib.suppress(Exception):
-                    fail_dead_trials(study, spec)
+                    fail_dead_trials(study, spec.heartbeat, spec.journal)
             c = counts(study)
             done = sum(c.get(s, 0) for s in COUNTED)
             if mine:  # this worker's mean trial time x the trials still to run (shared with other workers)
@@ -389,48 +385,25 @@ def run_workers(spec: SweepSpec, base: Options, uri: str, experiment: str, paren
                 live: Every | None) -> dict:
     """The trials, in this process or in ``workers`` processes (Ctrl-C passed to each), then the summary and, for a
     study chosen on held-out data, the chosen trial on the test set."""
+    from vitbench.distributed import visible_gpus
+    from vitbench.launcher import launch, supervise, without
     from vitbench.options import train_config
 
     epochs = train_config(base).epochs
-    procs: list[subprocess.Popen] = []
-    try:
-        if workers <= 1:
-            work(spec, base, uri, experiment, parent_id, log, display, live)
-        else:
-            procs = spawn_workers(workers, argv or [], uri)
-            watch(procs, open_study(spec, epochs, lambda s: None), spec)
-            bad = [p.returncode for p in procs if p.returncode]
-            if bad:
-                log(f"note: {len(bad)} worker(s) exited with {bad}")
-    except KeyboardInterrupt:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.wait(timeout=60)
-        raise
+    if workers <= 1:
+        work(spec, base, uri, experiment, parent_id, log, display, live)
+    else:
+        gpus = visible_gpus()  # round robin: more workers than GPUs share them
+        study = open_study(spec, epochs, lambda s: None)
+        procs = launch(without(argv or [], "--workers") + ["--workers", "1"], [str(i) for i in range(workers)],
+                       [gpus[i % len(gpus)] if gpus else None for i in range(workers)], {"MLFLOW_TRACKING_URI": uri})
+        supervise(procs, lambda: spec.journal and fail_dead_trials(study, spec.heartbeat, True),
+                  every=min(spec.heartbeat, 2))
+        bad = [p.returncode for p in procs if p.returncode]
+        if bad:
+            log(f"note: {len(bad)} worker(s) exited with {bad}")
     study = open_study(spec, epochs, lambda s: None)
     summary = finish(spec, study, parent_id, log)
     if train_config(base).val_split > 0:  # chosen on held-out data: the test set once, for the chosen
         summary |= final_test(study, spec, summary, parent_id, uri, log)
     return summary
-
-
-def spawn_workers(k: int, argv: list[str], tracking_uri: str) -> list[subprocess.Popen]:
-    """K processes of the same command with --workers 1; one GPU each when there are GPUs."""
-    from vitbench.distributed import visible_gpus
-
-    gpus = visible_gpus()
-    args = list(argv)
-    if "--workers" in args:
-        i = args.index("--workers")
-        del args[i:i + 2]
-    procs = []
-    for i in range(k):
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "vitbench", *args, "--workers", "1", "--worker", str(i)],
-                                      env=env))
-    return procs

@@ -2,7 +2,6 @@
 
 ``START`` is when vitbench was first imported (the interpreter's own start-up, ~50 ms, comes before it);
 ``summary()`` is printed after ``run``'s result, so what follows it (the process's exit) is not in it.
-``WORKERS``: the summaries a suite's worker processes sent back (``vitbench.workers``), by GPU.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import time
 START = time.perf_counter()
 SINCE = "vitbench was imported"
 PHASES: dict[str, float] = {}
-WORKERS: dict[str, str] = {}
 
 
 def restart(since: str, earlier: float = 0.0) -> None:
@@ -22,7 +20,6 @@ def restart(since: str, earlier: float = 0.0) -> None:
     global START, SINCE
     START, SINCE = time.perf_counter() - earlier, since
     PHASES.clear()
-    WORKERS.clear()
 
 
 def add(name: str, seconds: float) -> None:

@@ -12,12 +12,11 @@ later ``run`` or ``suite`` from the same installation hands its command line to 
   checkpoint; a caller that disappears (a closed terminal, ``kill -9``) interrupts its command the same way;
 - the exit code comes back to the caller; one command at a time: a caller that finds the warm process
   busy or still importing, or cannot reach it, runs the command itself;
-- a ``suite --gpus N`` it runs starts its worker processes (one per GPU) as a suite in a process of its own
-  does, and keeps them when the suite ends, idle, with their CUDA memory given back: its next suite on the
-  same GPUs hands them its job instead of starting new ones (``vitbench.workers``); they leave with it;
+- a ``suite --gpus N`` it runs starts its worker processes (one per GPU, ``vitbench.launcher``) as a suite in a
+  process of its own does; they end with the command;
 - the process leaves after ``VITBENCH_WARM_IDLE`` seconds without a command (300), after
   ``COMMANDS_PER_PROCESS`` commands or once its commands compiled the step for half as many distinct models
-  as torch keeps versions of it (``vitbench.compute.room_to_compile``; a kept suite worker likewise), on
+  as torch keeps versions of it (``vitbench.compute.room_to_compile``), on
   ``vitbench warm --stop``, and whenever the package's
   source or the environment torch reads at import changes (those select another warm process: ``key``).
 
@@ -86,9 +85,8 @@ def _option(argv: list[str], name: str) -> str | None:
 
 def wanted(argv: list[str]) -> bool:
     """Whether this command line goes to a warm process, where ``VITBENCH_WARM`` allows it: ``run`` on one
-    device (``run --gpus N`` launches processes of its own), and ``suite`` (with ``--gpus N``, the warm process
-    keeps the suite's worker processes, one per GPU, for its next suite)."""
-    if not argv or argv[0] not in ("run", "suite") or "--help" in argv:
+    device (``run --gpus N`` launches processes of its own), and ``suite``."""
+    if not argv or argv[0] not in ("run", "suite") or "--help" in argv or "--worker" in argv:
         return False
     m = mode()
     if m == "off" or (argv[0] == "run" and (_option(argv, "--gpus") or "1") != "1"):

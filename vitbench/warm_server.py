@@ -113,10 +113,8 @@ class Server:
         self.acceptor.start()
 
     def describe(self) -> dict:
-        from vitbench.workers import kept_workers
-
         return {"pid": os.getpid(), "ready": self.ready, "served": self.served, "busy": self.busy, "since": self.since,
-                "socket": str(self.path), "log": str(self.path.with_suffix(".log")), "workers": kept_workers()}
+                "socket": str(self.path), "log": str(self.path.with_suffix(".log"))}
 
     def _accept(self) -> None:
         while True:
@@ -253,7 +251,6 @@ class Caller:
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = ([os.dup(fd) for fd in (0, 1, 2)], dict(os.environ), os.getcwd(), sys.argv)
-        serving.STDIO = tuple(self.saved[0])
         for target, fd in enumerate(self.fds):
             os.dup2(fd, target)
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
@@ -267,7 +264,6 @@ class Caller:
     def leave(self) -> None:
         if self.saved is not None:
             fds, env, cwd, argv = self.saved
-            serving.STDIO = None
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -318,9 +314,6 @@ def main(path: str, idle: str) -> None:
         server.ready, server.since = True, time.time()
     print(f"ready after {time.time() - started:.1f} s", flush=True)
     server.serve()
-    from vitbench.workers import close_kept
-
-    close_kept()  # the suites' workers it kept
     print(f"leaving after {server.served} command(s)", flush=True)
     os._exit(0)  # as `vitbench run` does: no interpreter teardown (compile workers, the CUDA context)
 

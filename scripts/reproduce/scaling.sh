@@ -10,9 +10,6 @@
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout, and
 #                                             # where they went (the coordinator's, each worker's)
-#   bash scripts/reproduce/scaling.sh suite-warm  # the same two, each served by a warm process that ran the cells
-#                                             # once before, short (--gpus 2: its kept workers)
-#                                             # -> $OUT/scaling_suite_warm_gpus{1,2}.db
 #   bash scripts/reproduce/scaling.sh imports # what a process's imports cost here: as the machine has it, and with
 #                                             # bytecode cached; each module a worker loads, alone and two at once
 #   bash scripts/reproduce/scaling.sh nodes   # two hosts played on one: two launchers, one GPU each, meeting at a
@@ -46,7 +43,7 @@ suites() {
     cp "$W/$1_gpus$g.db" "$OUT/scaling_$1_gpus$g.db"
   done
 }
-part=${1:?ddp, mnist, sweep, suite, suite-warm, imports or nodes}
+part=${1:?ddp, mnist, sweep, suite, imports or nodes}
 
 if [ "$part" = nodes ]; then
   U="sqlite:///$W/nodes.db"
@@ -106,28 +103,10 @@ elif [ "$part" = sweep ]; then
   cp "$W/sweep.db" "$OUT/scaling_sweep.db"
   cp "$W/sweep.journal" "$OUT/scaling_sweep.journal"
 elif [ "$part" = suite ]; then
-  export VITBENCH_WARM=off  # each command in a process of its own, its workers started by it (suite-warm: served)
+  export VITBENCH_WARM=off  # each command in a process of its own, its workers started by it
   # the compile cache warmed first (the compiled cells once, into a store of their own), so neither command
   # pays for a cold cache
   python3 -m vitbench suite experiments/attention.yaml --repeats 1 --tracking-uri "sqlite:///$W/warm.db" --quiet \
     --cells attention=vectorized,attention=torch-mha,attention=sdpa > /dev/null 2>&1
   suites suite ""
-elif [ "$part" = suite-warm ]; then
-  # The same two commands, each served by a warm process (vitbench.warm), as a later suite on a host is: torch,
-  # CUDA and MLflow loaded, and for --gpus 2 the two workers it kept from its last suite. Before they are timed,
-  # the warm process runs the suite's cells once both ways, short (one repeat, one epoch, the naive cells bounded
-  # to 2 s), into throwaway stores: what a first run in a process loads (kernels, the plots' fonts) is then loaded
-  # for either command alike.
-  export VITBENCH_WARM=on VITBENCH_WARM_DIR=$W/warm
-  mkdir -p "$VITBENCH_WARM_DIR" && chmod 700 "$VITBENCH_WARM_DIR"
-  python3 -m vitbench warm --start
-  { sed -e 's/time_budget: 20/time_budget: 2/' experiments/attention.yaml; echo "train: {epochs: 1}"; } \
-    > "$W/warm-up.yaml"
-  for g in 2 1; do
-    rm -f "$W/warm-up$g.db"
-    python3 -m vitbench suite "$W/warm-up.yaml" --gpus "$g" --repeats 1 --tracking-uri "sqlite:///$W/warm-up$g.db" \
-      --quiet 2>&1 | grep -E "FAILED|rror|worker processes"
-  done
-  suites suite_warm ", warm process"
-  python3 -m vitbench warm --stop > /dev/null
 fi

@@ -14,8 +14,8 @@ PACKAGE = REPO / "vitbench"
 FLOORS = [
     {"warm_server", "__main__"},  # the warm process runs commands through the CLI
     {"cli"},
-    {"warm", "suite", "workers", "sweep", "bench", "report", "inspect_run", "flags", "bench_rows", "study"},  # warm: the caller's side
-    {"cells", "verdicts", "report_plots", "report_runs", "stats"},  # cells: what suite and its worker processes share
+    {"warm", "suite", "sweep", "bench", "report", "inspect_run", "flags", "bench_rows", "study"},  # warm: the caller's side
+    {"cells", "launcher", "verdicts", "report_plots", "report_runs", "stats"},  # what commands share
     {"runner", "recipes", "options"},
     {"loop"},
     {"train", "evaluation"},

@@ -85,7 +85,8 @@ def test_a_busy_or_importing_warm_process_sends_the_caller_back_to_run_it_itself
     (["run", "--device=cpu"], {"VITBENCH_WARM": "on"}, False, True),
     (["run"], {"VITBENCH_WARM": "off"}, True, False),
     (["bench"], {"VITBENCH_WARM": "on"}, True, False),
-    (["suite", "a.yaml", "--gpus", "2"], {"VITBENCH_WARM": "auto"}, True, True),  # its workers kept for the next
+    (["suite", "a.yaml", "--gpus", "2"], {"VITBENCH_WARM": "auto"}, True, True),
+    (["suite", "a.yaml", "--worker", "0"], {"VITBENCH_WARM": "on"}, True, False),  # a suite's worker: its own
     (["suite", "a.yaml"], {"VITBENCH_WARM": "auto"}, False, False),
     (["suite", "a.yaml", "--gpus", "2", "--device", "cpu"], {"VITBENCH_WARM": "on"}, False, True),
 ])
