@@ -358,7 +358,8 @@ def suite(
     from vitbench.mlflow_ui import see_line
     from vitbench.tracking import resolve_tracking_uri
 
-    typer.echo(see_line(resolve_tracking_uri(tracking_uri), mlflow.get_experiment_by_name(s.name).experiment_id))
+    typer.echo(see_line(resolve_tracking_uri(tracking_uri), mlflow.get_experiment_by_name(s.name).experiment_id,
+                        charts=True))
     if not quiet:
         typer.echo(wall.summary())
 

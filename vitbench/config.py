@@ -80,6 +80,9 @@ class TrainConfig:
     target_acc: float | None = option(None, "stop once the evaluation set's accuracy reaches this, checked ten times an "
                                       "epoch, the checks' time not counted as training: time_to_target records when",
                                       low=0.0, high=1.0, low_open=True)
+    profile: int = option(0, "after training, profile this many more steps of the timed step (torch.profiler): "
+                          "its trace and its time by kind of kernel, logged with the run; the weights put back after",
+                          low=0, high=1000, panel="Hardware")
     eval_batch_size: int = option(1000, low=1, flag=False)
     num_workers: int = option(0, "DataLoader workers", low=0, high=256, panel="Hardware")
     data_dir: str | None = option(None, "dataset root", shown="$VITBENCH_DATA, else ./data")

@@ -426,5 +426,10 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
         warnings.simplefilter("ignore")
         with wall.phase("inference timing"):
             result.infer_images_per_sec = infer_images_per_sec(trainer, x_inf, max_seconds=seconds)
+    if cfg.profile:  # after every measurement: N more steps, profiled; the weights then put back
+        from vitbench.profiling import profile_trainer
+
+        result.profile, result.profile_dir = profile_trainer(trainer, pos, loop.train_loader, cfg.profile, loop.log)
     load_ema(trainer.model, trainer.ema)  # with --ema the model evaluated is the average; the checkpoint keeps both
     result.model = trainer.model
+

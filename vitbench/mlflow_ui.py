@@ -43,35 +43,59 @@ BENCH_COLUMNS = ("metrics.`train_samples_per_sec_median`", "metrics.`train_step_
                  "params.`mlp`", "params.`batch_size`")
 
 
-def shared_view(columns: tuple[str, ...] = TRAINING_COLUMNS) -> str:
+def shared_view(columns: tuple[str, ...] = TRAINING_COLUMNS, grouped: bool = False) -> str:
+    """The view's state as the UI shares it: the comparison's columns first, wide enough for their names; ``grouped``
+    (a suite's experiment): its runs grouped by cell (mean of the repeats), and charts that answer the question --
+    accuracy against training images/s, peak memory and images/s per cell."""
     import json
 
-    # the comparison's columns first (columnOrder), wide enough for their names (columnWidths, pixels)
-    return json.dumps({"selectedColumns": list(columns), "columnOrder": list(columns),
-                       "columnWidths": {c: max(120, 9 * len(c.split("`")[1 if "`" in c else 0])) for c in columns},
-                       "orderByKey": columns[0], "orderByAsc": False})
+    state = {"selectedColumns": list(columns), "columnOrder": list(columns),
+             "columnWidths": {c: max(120, 9 * len(c.split("`")[1 if "`" in c else 0])) for c in columns},
+             "orderByKey": columns[0], "orderByAsc": False}
+    if grouped:
+        def chart(uuid: str, kind: str, title: str, **axes) -> dict:
+            return {"uuid": f"vitbench-{uuid}", "type": kind, "metricSectionId": "vitbench", "deleted": False,
+                    "isGenerated": False, "runsCountToCompare": 100, "displayName": title, **axes}
+
+        state |= {"groupBy": {"aggregateFunction": "average",
+                              "groupByKeys": [{"mode": "tag", "groupByData": "suite.cell"}]},
+                  "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+                  "compareRunSections": [{"uuid": "vitbench", "name": "faster, lighter, as accurate?", "display": True,
+                                          "isReordered": False}],
+                  "compareRunCharts": [
+                      chart("accuracy", "SCATTER", "accuracy against training images/s",
+                            xaxis={"key": "train_images_per_sec_mean", "type": "METRIC"},
+                            yaxis={"key": "final_val_acc", "type": "METRIC"}),
+                      chart("memory", "BAR", "peak memory per cell (MiB)", metricKey="peak_memory_mb"),
+                      chart("speed", "BAR", "training images/s per cell", metricKey="train_images_per_sec_mean")]}
+    return json.dumps(state)
 
 
-def view_url(tracking_uri: str, experiment_id: str) -> str:
-    """Where a person sees the experiment's runs with the comparison's columns: the server's page, or the page
-    of `mlflow ui` on the same store (its default address)."""
+def view_url(tracking_uri: str, experiment_id: str, charts: bool = False) -> str:
+    """Where a person sees the experiment's runs with the comparison's columns (``charts``: its charts): the server's
+    page, or the page of `mlflow ui` on the same store (its default address)."""
     from vitbench.secrets import mask_secrets
 
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return mask_secrets(f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}")
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return mask_secrets(f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}{mode}")
 
 
 def mark_experiment(experiment_id: str, description: str | None = None,
-                    columns: tuple[str, ...] | None = None) -> None:
+                    columns: tuple[str, ...] | None = None, grouped: bool | None = None) -> None:
     """The experiment is model training (the UI opens on its runs), with ``description`` as its note and a
-    shared view that shows ``columns`` (view_url)."""
+    shared view that shows ``columns`` (view_url), grouped by suite cell where ``grouped``; neither given: the view
+    it has stays (a suite's run does not ungroup its suite's view)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": shared_view(columns or TRAINING_COLUMNS),
+    view = f"mlflow.sharedViewState.{VIEW_KEY}"
+    tags = {**EXPERIMENT_KIND, view: shared_view(columns or TRAINING_COLUMNS, bool(grouped)),
             **({NOTE: description} if description else {})}
     with contextlib.suppress(Exception):  # an older server without experiment tags: the runs matter more
         current = client.get_experiment(experiment_id).tags
+        if grouped is None and columns is None and view in current:
+            tags.pop(view)
         for k, v in tags.items():
             if current.get(k) != v:
                 client.set_experiment_tag(experiment_id, k, v)
@@ -227,8 +251,8 @@ def log_inputs(datasets: list, contexts: list[str], attempts: int = 5) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def see_line(tracking_uri: str, experiment_id: str) -> str:
+def see_line(tracking_uri: str, experiment_id: str, charts: bool = False) -> str:
     """One line telling where to look: the comparison view, and the command that serves it for a local store."""
     serve = "" if tracking_uri.startswith(("http://", "https://")) else \
         f"`mlflow ui --backend-store-uri {tracking_uri}`, then "
-    return f"compare in the MLflow UI: {serve}{view_url(tracking_uri, experiment_id)}"
+    return f"compare in the MLflow UI: {serve}{view_url(tracking_uri, experiment_id, charts)}"

@@ -4,7 +4,9 @@ replay included), its GPU kernels (on the CPU: its ops, by self time) grouped by
 
 from __future__ import annotations
 
+import copy
 import csv
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,3 +64,20 @@ def profile_steps(fn: Callable[[], None], device: torch.device, steps: int, fold
         w.writerow(["kind", "ms_per_step", "percent"])
         w.writerows([k, f"{v:.4f}", f"{100 * v / total:.1f}"] for k, v in ms.items())
     return ms
+
+
+def profile_trainer(trainer, position: dict, loader, steps: int, log: Callable[[str], None]) -> tuple[dict, str]:
+    """`run --profile N`: N more steps of the step that was timed (its CUDA graph replayed, where one was captured)
+    on the first training batch, profiled; then the weights, optimizer, schedule and EMA put back as training left
+    them, so the model recorded is the one evaluated. Returns ``profile_steps``'s breakdown and its folder."""
+    from vitbench.checkpoints import restore_trainer, trainer_state
+
+    saved = copy.deepcopy(trainer_state(trainer, position))
+    batches = loader.batches(0)
+    x, y = next(batches)
+    batches.close()
+    folder = Path(tempfile.mkdtemp(prefix="vitbench-profile-"))
+    log(f"profiling {steps} more steps ...")
+    ms = profile_steps(lambda: trainer.run_step(x, y), trainer.device, steps, folder)
+    restore_trainer(trainer, saved)
+    return ms, str(folder)

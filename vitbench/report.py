@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vitbench import verdicts
+from vitbench import report_profile, verdicts
 from vitbench.errors import VitbenchError, write_error
 from vitbench.report_runs import log_cell_summaries
 
@@ -354,13 +354,13 @@ def build_report(experiment: str, out: str | Path | None = None, filter_string: 
         [f"# {experiment}", "", source, ""], [])
     lines += ["## Plots", ""]
     figures = plots_made + bench_files + sweep_artifacts(runs, out)
-    for p in figures:
-        lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
+    lines += [x for p in figures for x in (f"![{p.stem.replace('_', ' ')}]({p.name})", "")]
     if bench_df is not None:
         cols = [c for c in ("model", "tokens", "train_batch_size", "precision", "train_samples_per_sec_median", "train_step_time_median",
                             "train_step_time_p10", "train_step_time_p90", "train_peak_memory_mb", "train_tflops", "train_mfu")
                 if c in bench_df]
         lines += ["## Bench", "", bench_df[cols].round(2).to_markdown(index=False), ""]
+    lines, figures = [a + b for a, b in zip((lines, figures), report_profile.section(t, bench_df, out), strict=True)]
     if note:
         lines += ["## Notes", "", note, ""]
     lines += ["## Conditions", "", conditions(runs).to_markdown(index=False), ""]

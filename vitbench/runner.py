@@ -305,6 +305,8 @@ def log_artifacts(result: TrainResult, cfg: TrainConfig, model_cfg: ViTConfig, s
                               plot_dir / "predictions.png", f"{title}: predictions")
     for png in sorted(plot_dir.glob("*.png")):
         box.artifact(png, "plots")
+    for f in sorted(Path(result.profile_dir).iterdir()) if result.profile_dir else []:  # --profile
+        box.artifact(f, "profile/train")
     log_checkpoint(ckpt, box)
 
 

@@ -72,7 +72,7 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
     try:
         with wall.phase("store"):
             uri = connect(tracking_uri)
-            get_experiment_id(suite.name, uri, description=suite_note(suite))  # created once here, not raced for
+            get_experiment_id(suite.name, uri, description=suite_note(suite), grouped=True)  # made once, here
             todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
             study = open_queue(suite.name, storage or default_storage(uri), heartbeat)
             enqueue(study, suite, todo)

@@ -184,9 +184,9 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 
 
 def get_experiment_id(name: str, uri: str | None = None, description: str | None = None,
-                      columns: tuple[str, ...] | None = None) -> str:
-    """The experiment's id (made if new, marked as model training, ``description`` as its note); its dead runs
-    are ended on the way."""
+                      columns: tuple[str, ...] | None = None, grouped: bool | None = None) -> str:
+    """The experiment's id (made if new, marked as model training, ``description`` as its note, its view grouped
+    by suite cell where ``grouped``: ``mark_experiment``); its dead runs are ended on the way."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -205,7 +205,7 @@ def get_experiment_id(name: str, uri: str | None = None, description: str | None
                 if e.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(name) is None:
                     raise
                 exp_id = mlflow.get_experiment_by_name(name).experiment_id
-        mark_experiment(exp_id, description, columns)
+        mark_experiment(exp_id, description, columns, grouped)
         return exp_id
     except MlflowException as e:
         raise VitbenchError(mask_secrets(f"tracking store {uri} failed: {str(e).splitlines()[0][:200]}")) from None

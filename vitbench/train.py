@@ -57,6 +57,8 @@ class TrainResult:
     labels: torch.Tensor | None = None
     model: nn.Module | None = None  # the trained model
     conditions: Conditions = field(default_factory=Conditions)  # the CPU's load while training was timed
+    profile: dict[str, float] = field(default_factory=dict)  # --profile: ms per step by kind (vitbench.profiling)
+    profile_dir: str | None = None  # its trace.json and breakdown.csv
 
     def final_metrics(self) -> dict[str, float]:
         return {
@@ -68,6 +70,7 @@ class TrainResult:
             **self.conditions.metrics(),
             **({"time_to_target": self.time_to_target, "steps_to_target": float(self.steps_to_target)}
                if self.time_to_target is not None else {}),
+            **{f"train_prof_{k}_ms": v for k, v in self.profile.items()},
         }
 
     @property

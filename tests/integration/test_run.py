@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -278,3 +279,51 @@ def test_target_acc_stops_where_the_evaluation_set_reaches_it_and_the_report_use
     assert summary["time_to_target_s"].iloc[0] == pytest.approx(m["time_to_target"], rel=1e-6)
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     refused("run", "--target-acc", "1.5", *TINY, needle="target_acc must be in (0, 1]")
+
+
+def test_profile_logs_where_the_step_goes_and_puts_the_weights_back(workdir, tiny_mnist):
+    """`run --profile 3`: three more steps of the timed step profiled after training, by kind of op (metrics
+    train_prof_<kind>_ms, artifacts profile/train/trace.json and breakdown.csv); the model logged is the trained
+    one, as a run without --profile logs it, and its accuracy the same."""
+    import json
+
+    import mlflow
+    import torch
+
+    from vitbench.profiling import KINDS
+
+    for extra in ([], ["--profile", "3"]):
+        res = invoke("run", "--epochs", "1", "--batch-size", "32", *extra, *TINY)
+        assert res.exit_code == 0, res.output
+    plain, profiled = sorted(runs(), key=lambda r: "train_prof_matmul_ms" in r.data.metrics)
+    m = profiled.data.metrics
+    assert {f"train_prof_{k}_ms" for k in KINDS} <= m.keys() and m["train_prof_matmul_ms"] > 0
+    assert not any(k.startswith("train_prof_") for k in plain.data.metrics)
+    assert m["final_val_acc"] == plain.data.metrics["final_val_acc"]
+    client = MlflowClient()
+    assert {a.path for a in client.list_artifacts(profiled.info.run_id, "profile/train")} == \
+        {"profile/train/trace.json", "profile/train/breakdown.csv"}
+    trace = client.download_artifacts(profiled.info.run_id, "profile/train/trace.json", str(workdir))
+    assert json.loads(Path(trace).read_text())["traceEvents"]
+    weights = [mlflow.pytorch.load_model(f"runs:/{r.info.run_id}/model").state_dict() for r in (plain, profiled)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_report_says_where_each_implementation_s_step_goes(workdir, tiny_mnist):
+    """Two profiled runs that differ in their attention: the report's 'Where the step goes' has their ms per step
+    by kind, a stacked bar per implementation and a sentence naming the kinds that differ most, in ms."""
+    import re
+
+    for attention in ("sdpa", "vectorized"):
+        res = invoke("run", "--epochs", "1", "--batch-size", "32", "--attention", attention, "--profile", "2", *TINY)
+        assert res.exit_code == 0, res.output
+    res = invoke("report", "--experiment", "vitbench-mnist", "--out", workdir / "rep")
+    assert res.exit_code == 0, res.output
+    text = (workdir / "rep" / "REPORT.md").read_text()
+    assert "## Where the step goes (training runs)" in text and (workdir / "rep" / "step_breakdown_training.png").is_file()
+    sentence = re.search(r"^- (.+) vs (.+): ([\d.e-]+) ms (less|more) (\S+).* per step \(([\d.]+) vs ([\d.]+) ms profiled\)\.$",
+                         text, re.M)
+    assert sentence and "attention=vectorized" in sentence[1] + sentence[2], text
+    client = MlflowClient()
+    (report_run,) = [r for r in runs() if r.data.tags.get("mlflow.runName") == "report"]
+    assert "step_breakdown_training.png" in {a.path for a in client.list_artifacts(report_run.info.run_id)}

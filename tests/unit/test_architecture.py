@@ -15,7 +15,7 @@ FLOORS = [
     {"warm_server", "__main__"},  # the warm process runs commands through the CLI
     {"cli"},
     {"warm", "suite", "sweep", "bench", "report", "inspect_run", "flags", "bench_rows", "study"},  # warm: the caller's side
-    {"cells", "launcher", "verdicts", "report_plots", "report_runs", "stats"},  # what commands share
+    {"cells", "launcher", "verdicts", "report_plots", "report_profile", "report_runs", "stats"},  # what commands share
     {"runner", "recipes", "options"},
     {"loop"},
     {"train", "evaluation"},
