@@ -76,7 +76,10 @@ class TrainConfig:
     val_split: float = option(0.0, "evaluate on this fraction held out of the training set instead of the official "
                               "test set", low=0.0, high=1.0, high_open=True)
     max_steps: int | None = option(None, "stop after N optimizer steps (the schedule is unchanged)", low=1)
-    time_budget: float | None = option(None, "stop after this many seconds of training", low=0.0, low_open=True)
+    time_budget: float | None = option(None, "seconds of training: the run ends there", low=0.0, low_open=True)
+    budget_mode: str = option("fit", "with --time-budget: fit: the schedule (warm-up, decay to its end) planned for "
+                              "the steps that fit in the budget, measured on the first steps; cut: the schedule of "
+                              "--epochs, cut where the budget ends", choices=("fit", "cut"))
     target_acc: float | None = option(None, "stop once the evaluation set's accuracy reaches this, checked ten times an "
                                       "epoch, the checks' time not counted as training: time_to_target records when",
                                       low=0.0, high=1.0, low_open=True)

@@ -142,6 +142,13 @@ def agree(device: torch.device, *flags: bool) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
+def slowest(device: torch.device, seconds: float) -> float:
+    """The largest of every rank's ``seconds`` (one all-reduce; a host sync)."""
+    t = torch.tensor([seconds], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     """A copy of ``t`` summed over every rank (``t`` itself when there is one process)."""
     if world_size() == 1:

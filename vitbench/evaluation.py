@@ -93,3 +93,12 @@ def infer_images_per_sec(trainer: Trainer, x: torch.Tensor, max_seconds: float =
     times = time_steps(forward, trainer.device, warmup=3, repeats=20, max_seconds=max_seconds)
     trainer.model.train()
     return len(x) / sorted(times)[len(times) // 2]
+
+
+STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
+
+
+def eval_scope(n: int, total: int, eval_set: str) -> str:
+    if n >= total:
+        return f"{eval_set}: all {total:,} images"
+    return f"{eval_set}: the first {n:,} of {total:,} images (a stopped run evaluates for {STOP_EVAL_SECONDS:g} s at most)"

@@ -9,6 +9,7 @@ live metrics, what a stopped run did), the checkpoint file and ``DeferredSignals
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -19,20 +20,19 @@ import torch
 
 from vitbench import wall
 from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
-from vitbench.compute import NAIVE_REASON
 from vitbench.conditions import Conditions, GpuSampler
 from vitbench.data import RunContext, Splits, make_loaders
-from vitbench.distributed import AGREE_EVERY, agree, lead
-from vitbench.evaluation import evaluate, infer_images_per_sec, load_ema
+from vitbench.distributed import AGREE_EVERY, agree, lead, slowest
+from vitbench.evaluation import STOP_EVAL_SECONDS, eval_scope, evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
 from vitbench.peers import model_for
 from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, synchronize
-from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult
+from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, describe_fast_path
 
 EpochCallback = Callable[[int, dict], None]
 TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
-STOP_EVAL_SECONDS = 5.0  # a stopped run's validation pass: the whole set if it fits, else what fits
+FITS = (5, 0.2)  # --budget-mode fit: after 5 steps, and again a fifth of the way through the fitted schedule
 
 
 @dataclass
@@ -123,6 +123,8 @@ class Monitor:
         """One line, once: the measured images/s and how long the requested training will take."""
         self.projected = True
         cfg = self.cfg
+        if cfg.time_budget is not None and cfg.budget_mode == "fit":
+            return  # the schedule is fitted to the budget, which the fit's own line says
         full = self.total * cfg.batch_size / rate
         plan = (f"--max-steps {cfg.max_steps:,}" if self.total < cfg.epochs * self.spe
                 else f"{cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}")
@@ -147,19 +149,6 @@ class Monitor:
     def close(self) -> None:
         if self.task is not None:
             self.task.close()
-
-
-def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log: Callable[[str], None]) -> str:
-    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"
-            + (f" ({trainer.fp8_layers} Linear layers in fp8)" if cfg.precision == "fp8" else "")]
-    if trainer.use_compile:
-        fast.append("compile" + ("" if cfg.compile_mode == "default" else f" ({cfg.compile_mode})"))
-    elif cfg.compile:
-        log(f"note: torch.compile not used: {NAIVE_REASON}")
-    fast.append("cuda_graph" if trainer.use_graph else "eager")
-    if not trainer.use_graph and (cfg.cuda_graph or (trainer.world > 1 and trainer.device.type == "cuda")):
-        log(f"note: CUDA graph not used: {trainer.graph_reason}")
-    return ", ".join(fast)
 
 
 def stop_if_signalled(signals: DeferredSignals, world: int, device: torch.device, over: bool = False) -> bool:
@@ -188,6 +177,8 @@ class Loop:
         self.pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "history": [],
                     "best_val_acc": 0.0}
         self.stop: str | None = None
+        self.epochs = cfg.epochs  # --budget-mode fit: as many as the fitted schedule spans
+        self.fitting = cfg.time_budget is not None and cfg.budget_mode == "fit"
         self.preds: torch.Tensor | None = None
         self.epoch_t0: float | None = None  # set while an epoch's steps run
 
@@ -198,6 +189,8 @@ class Loop:
         p = self.pos
         p.update(ckpt["position"])
         self.result.history = list(p["history"])
+        if p.get("planned_steps"):  # the schedule fitted before the interruption, as it was
+            apply_plan(self, p["planned_steps"])
         self.log(f"resumed at epoch {p['epoch'] + 1}, batch {p['batch']}, step {p['global_step']}")
 
     def checkpoint(self) -> None:
@@ -207,7 +200,7 @@ class Loop:
     def run(self) -> None:
         signals = DeferredSignals(escalate=self.world == 1)
         try:
-            while self.pos["epoch"] < self.cfg.epochs and self.stop is None:
+            while self.pos["epoch"] < self.epochs and self.stop is None:
                 self.train_epoch(signals)
                 self.end_epoch()
                 stop_if_signalled(signals, self.world, self.device)
@@ -254,7 +247,7 @@ class Loop:
         self.close_segment()
         with wall.phase("evaluation"):
             acc = evaluate(self.trainer, self.eval_loader, self.splits.eval_labels)[1]
-        self.note_target(acc)
+        note_target(self, acc)
         self.result.conditions.start()
         self.epoch_t0 = self.last_step_end = time.perf_counter()
         return self.stop is not None
@@ -272,9 +265,11 @@ class Loop:
             over = False  # between agreements a rank decides nothing alone
         else:
             over = stop_if_signalled(signals, self.world, self.device, over)
+        if self.fitting and pos["global_step"] >= pos.get("fit_at", FITS[0]):
+            fit_schedule(self, t0)
         if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
             self.stop = "max_steps"
-        elif over:
+        elif over or pos["global_step"] >= pos.get("planned_steps", math.inf):
             self.stop = "time_budget"
         return self.stop is not None
 
@@ -304,7 +299,7 @@ class Loop:
         }
         self.result.history.append({"epoch": epoch + 1, **metrics})
         if cfg.target_acc is not None:
-            self.note_target(val_acc)
+            note_target(self, val_acc)
         pos["best_val_acc"] = max(pos["best_val_acc"], val_acc)
         if pos["batch"] >= self.spe:
             pos["epoch"], pos["batch"] = epoch + 1, 0
@@ -316,10 +311,36 @@ class Loop:
         finally:
             self.checkpoint()
 
-    def note_target(self, acc: float) -> None:
-        if acc >= self.cfg.target_acc and self.result.time_to_target is None:
-            self.result.time_to_target, self.result.steps_to_target = self.pos["train_seconds"], self.pos["global_step"]
-            self.stop = "target_acc"
+
+def note_target(loop: Loop, acc: float) -> None:
+    """--target-acc: the first evaluation that reaches it stops the run and says when."""
+    if acc >= loop.cfg.target_acc and loop.result.time_to_target is None:
+        loop.result.time_to_target, loop.result.steps_to_target = loop.pos["train_seconds"], loop.pos["global_step"]
+        loop.stop = "target_acc"
+
+
+def fit_schedule(loop: Loop, t0: float) -> None:
+    """--budget-mode fit: a step's seconds so far (the slowest rank's) -> the steps that fit in the budget -> the
+    schedule re-planned to end there; at FITS' steps (a step, not a time: every rank re-plans at the same one)."""
+    pos, cfg = loop.pos, loop.cfg
+    synchronize(loop.device)
+    per_step = (pos["train_seconds"] + time.perf_counter() - t0) / pos["global_step"]
+    if loop.world > 1:
+        per_step = slowest(loop.device, per_step)
+    pos["fits"] = pos.get("fits", 0) + 1
+    apply_plan(loop, max(pos["global_step"] + 1, int(0.99 * cfg.time_budget / per_step)))
+    pos["fit_at"] = max(pos["global_step"] + 1, round(FITS[1] * pos["planned_steps"]))
+    loop.log(f"--time-budget {cfg.time_budget:g} s: {per_step * 1e3:.3g} ms a step over the first "
+             f"{pos['global_step']:,} -> the schedule fitted to {pos['planned_steps']:,} steps "
+             f"({loop.epochs} epoch(s) of {loop.spe:,})")
+
+
+def apply_plan(loop: Loop, steps: int) -> None:
+    """The schedule planned for ``steps``, the run's epochs as many as they span; fitted again if due."""
+    loop.fitting = loop.fitting and loop.pos.get("fits", 0) < len(FITS)
+    loop.trainer.plan.fit(steps)
+    loop.pos["planned_steps"] = loop.result.planned_steps = steps
+    loop.epochs = math.ceil(steps / loop.spe)
 
 
 def done_so_far(loop: Loop) -> dict[str, float]:
@@ -358,12 +379,6 @@ def stop_reason(e: BaseException, pruned: tuple[type[BaseException], ...]) -> st
     if isinstance(e, KeyboardInterrupt):
         return "interrupt"
     return "pruned" if isinstance(e, pruned) else f"error ({type(e).__name__})"
-
-
-def eval_scope(n: int, total: int, eval_set: str) -> str:
-    if n >= total:
-        return f"{eval_set}: all {total:,} images"
-    return f"{eval_set}: the first {n:,} of {total:,} images (a stopped run evaluates for {STOP_EVAL_SECONDS:g} s at most)"
 
 
 def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContext, *,

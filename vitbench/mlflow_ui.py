@@ -134,6 +134,9 @@ def describe_result(cfg: TrainConfig, model_cfg: ViTConfig, result: TrainResult,
     full = result.stopped_by == "epochs"
     if full:
         stop = f"all {plural(cfg.epochs, 'epoch')}"
+    elif result.stopped_by == "time_budget" and result.planned_steps:
+        stop = (f"--time-budget {cfg.time_budget:g} s, its schedule fitted to {result.planned_steps:,} steps (what the "
+                "budget buys, not a converged accuracy)")
     elif result.stopped_by in ("max_steps", "time_budget"):
         stop = f"{bound(cfg).removeprefix(', bounded by ')} (bounded: not a converged accuracy)"
     elif result.time_to_target is not None:

@@ -49,6 +49,7 @@ class TrainResult:
     steps: int = 0
     batch_size: int = 0  # global batch
     stopped_by: str = "epochs"  # epochs | max_steps | time_budget | target_acc
+    planned_steps: int | None = None  # --budget-mode fit: the steps the schedule was fitted to
     time_to_target: float | None = None  # --target-acc: training seconds until the evaluation set reached it
     steps_to_target: int | None = None
     fast_path: str = ""  # what the step ran as: eager / cuda_graph / compile, and why not
@@ -71,6 +72,7 @@ class TrainResult:
             **({"time_to_target": self.time_to_target, "steps_to_target": float(self.steps_to_target)}
                if self.time_to_target is not None else {}),
             **{f"train_prof_{k}_ms": v for k, v in self.profile.items()},
+            **({"budget_planned_steps": float(self.planned_steps)} if self.planned_steps else {}),
         }
 
     @property
@@ -152,7 +154,7 @@ def graph_reason(cfg: TrainConfig, model_cfg: ViTConfig | None, device: torch.de
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device, graph: bool):
-    """AdamW (or Adam) and its warm-up-then-decay schedule. Fused on CUDA; for a captured step the LR is a device
+    """AdamW (or Adam), its warm-up-then-decay schedule and the schedule's plan. Fused on CUDA; for a captured step the LR is a device
     tensor, so that the schedule changes it inside the graph."""
     extra = {"fused": True} if device.type == "cuda" else {}
     if graph:
@@ -160,8 +162,22 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, dev
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     groups = param_groups(model, cfg.weight_decay if cfg.optimizer == "adamw" else 0.0)
     optimizer = opt_cls(groups, lr=torch.tensor(cfg.lr, device=device) if graph else cfg.lr, **extra)
-    total, warmup = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler))
+    plan = Plan(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan.total, plan.warmup,
+                                                                                 cfg.scheduler))
+    return optimizer, scheduler, plan  # --budget-mode fit re-plans it once the step's time is known
+
+
+@dataclass
+class Plan:
+    """The steps the schedule spans and warms up over; ``fit`` re-plans it to another total, warm-up in proportion."""
+
+    total: int
+    warmup: int
+
+    def fit(self, total: int) -> None:
+        self.warmup = round(self.warmup * total / max(self.total, 1))
+        self.total = total
 
 
 class Trainer:
@@ -188,7 +204,8 @@ class Trainer:
             self.step_model = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None)
         self.graph_reason = graph_reason(cfg, model_cfg, self.device, self.world)
         self.use_graph = self.graph_reason == ""
-        self.optimizer, self.scheduler = make_optimizer(self.model, cfg, steps_per_epoch, self.device, self.use_graph)
+        self.optimizer, self.scheduler, self.plan = make_optimizer(self.model, cfg, steps_per_epoch, self.device,
+                                                                   self.use_graph)
         self.use_compile = compiles(cfg.compile, model_cfg)
         if self.use_compile:
             what = model_cfg if model is None else (type(model).__qualname__, sum(p.numel() for p in model.parameters()))
@@ -295,3 +312,16 @@ class Trainer:
         """(mean loss, accuracy, images, first non-finite step or -1) since the last reset; syncs."""
         loss_sum, correct, n, bad = self.read_sums(every_rank)
         return loss_sum / max(n, 1), correct / max(n, 1), n, bad
+
+
+def describe_fast_path(cfg: TrainConfig, trainer: Trainer, loader_kind: str, log: Callable[[str], None]) -> str:
+    fast = [f"loader={loader_kind}", f"precision={cfg.precision}"
+            + (f" ({trainer.fp8_layers} Linear layers in fp8)" if cfg.precision == "fp8" else "")]
+    if trainer.use_compile:
+        fast.append("compile" + ("" if cfg.compile_mode == "default" else f" ({cfg.compile_mode})"))
+    elif cfg.compile:
+        log(f"note: torch.compile not used: {NAIVE_REASON}")
+    fast.append("cuda_graph" if trainer.use_graph else "eager")
+    if not trainer.use_graph and (cfg.cuda_graph or (trainer.world > 1 and trainer.device.type == "cuda")):
+        log(f"note: CUDA graph not used: {trainer.graph_reason}")
+    return ", ".join(fast)

@@ -327,3 +327,24 @@ def test_the_report_says_where_each_implementation_s_step_goes(workdir, tiny_mni
     client = MlflowClient()
     (report_run,) = [r for r in runs() if r.data.tags.get("mlflow.runName") == "report"]
     assert "step_breakdown_training.png" in {a.path for a in client.list_artifacts(report_run.info.run_id)}
+
+
+def test_a_time_budget_fits_the_schedule_or_cuts_it(workdir, tiny_mnist):
+    """`--time-budget T` (fit, the default): the step's time measured on the first steps, the schedule planned for
+    the steps that fit in T and decayed to its end there; `--budget-mode cut`: the --epochs schedule cut at T, its
+    learning rate still high. Both hold the budget and say which they did."""
+    lrs = {}
+    for mode in ("fit", "cut"):
+        res = invoke("run", "--epochs", "1000", "--batch-size", "16", "--time-budget", "3", "--budget-mode", mode,
+                     "--lr", "0.001", *TINY)
+        assert res.exit_code == 0, res.output
+        (run,) = [r for r in runs() if r.data.params["train.budget_mode"] == mode]
+        m = run.data.metrics
+        assert run.data.tags["stopped_by"] == "time_budget" and m["train_seconds"] <= 3.0
+        lrs[mode] = [h.value for h in MlflowClient().get_metric_history(run.info.run_id, "lr")][-1]
+        if mode == "fit":
+            assert "the schedule fitted to" in res.output and "its schedule fitted to" in run.data.tags["mlflow.note.content"]
+            assert 0.8 * m["budget_planned_steps"] <= m["steps"] <= m["budget_planned_steps"]
+        else:
+            assert "budget_planned_steps" not in m
+    assert lrs["fit"] < 0.05 * 0.001 < 0.5 * 0.001 < lrs["cut"]

@@ -28,7 +28,7 @@ GIVEN = dict(
     variant="simple-vit", dataset="mnist", preset="cifar10", epochs=3, batch_size=32, lr=1e-3, weight_decay=0.01,
     warmup_epochs=0.2, label_smoothing=0.05, ema=0.9, augment="crop", grad_clip=0.5, optimizer="adam",
     scheduler="step", precision="bf16", compile=True, compile_mode="max-autotune-no-cudagraphs", cuda_graph=False, seed=7, device="cpu", loader="dataloader",
-    val_split=0.1, max_steps=3, time_budget=9.0, target_acc=0.5, profile=2, eval_batch_size=100, num_workers=1, data_dir="some/dir",
+    val_split=0.1, max_steps=3, time_budget=9.0, target_acc=0.5, budget_mode="cut", profile=2, eval_batch_size=100, num_workers=1, data_dir="some/dir",
     attention="vectorized", patchify="unfold", mlp="triton", pos_embed="sinusoidal", pool="cls", norm="post", image_size=28,
     in_chans=1, num_classes=10, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=48, dropout=0.1, patch_drop=0.25,
     qkv_bias=False)
