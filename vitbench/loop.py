@@ -32,7 +32,7 @@ from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, des
 
 EpochCallback = Callable[[int, dict], None]
 TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
-FITS = (5, 0.2)  # --budget-mode fit: after 5 steps, and again a fifth of the way through the fitted schedule
+FITS = (5, 0.2, 0.6)  # --budget-mode fit: after 5 steps, then at these fractions of the fitted schedule
 
 
 @dataclass
@@ -320,19 +320,19 @@ def note_target(loop: Loop, acc: float) -> None:
 
 
 def fit_schedule(loop: Loop, t0: float) -> None:
-    """--budget-mode fit: a step's seconds so far (the slowest rank's) -> the steps that fit in the budget -> the
-    schedule re-planned to end there; at FITS' steps (a step, not a time: every rank re-plans at the same one)."""
+    """--budget-mode fit: a step's seconds since the last fit (the slowest rank's) -> the steps that fit in the rest of
+    the budget -> the schedule re-planned to end there; at FITS' steps (not times: every rank re-plans at one)."""
     pos, cfg = loop.pos, loop.cfg
     synchronize(loop.device)
-    per_step = (pos["train_seconds"] + time.perf_counter() - t0) / pos["global_step"]
+    seconds, (steps0, seconds0) = pos["train_seconds"] + time.perf_counter() - t0, pos.get("fit_mark", (0, 0.0))
+    per_step = (seconds - seconds0) / max(1, pos["global_step"] - steps0)
     if loop.world > 1:
         per_step = slowest(loop.device, per_step)
-    pos["fits"] = pos.get("fits", 0) + 1
-    apply_plan(loop, max(pos["global_step"] + 1, int(0.99 * cfg.time_budget / per_step)))
-    pos["fit_at"] = max(pos["global_step"] + 1, round(FITS[1] * pos["planned_steps"]))
-    loop.log(f"--time-budget {cfg.time_budget:g} s: {per_step * 1e3:.3g} ms a step over the first "
-             f"{pos['global_step']:,} -> the schedule fitted to {pos['planned_steps']:,} steps "
-             f"({loop.epochs} epoch(s) of {loop.spe:,})")
+    pos["fits"], pos["fit_mark"] = pos.get("fits", 0) + 1, (pos["global_step"], seconds)
+    apply_plan(loop, pos["global_step"] + max(1, int((0.99 * cfg.time_budget - seconds) / per_step)))
+    pos["fit_at"] = max(pos["global_step"] + 1, round(FITS[min(pos["fits"], len(FITS) - 1)] * pos["planned_steps"]))
+    loop.log(f"--time-budget {cfg.time_budget:g} s: {per_step * 1e3:.3g} ms a step over steps {steps0 + 1:,}-{pos['global_step']:,}"
+             f" -> the schedule fitted to {pos['planned_steps']:,} steps ({loop.epochs} epoch(s) of {loop.spe:,})")
 
 
 def apply_plan(loop: Loop, steps: int) -> None:
