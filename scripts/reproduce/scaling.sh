@@ -10,6 +10,8 @@
 #   bash scripts/reproduce/scaling.sh suite   # suite experiments/attention.yaml --gpus 2, then --gpus 1 (REPEATS: 3)
 #                                             # -> $OUT/scaling_suite_gpus{1,2}.db; wall times on stdout, and
 #                                             # where they went (the coordinator's, each worker's)
+#   bash scripts/reproduce/scaling.sh hosts   # the suite as two "hosts" (other host names), one GPU each, sharing one
+#                                             # queue (an Optuna journal) -> $OUT/scaling_hosts.db
 #   bash scripts/reproduce/scaling.sh imports # what a process's imports cost here: as the machine has it, and with
 #                                             # bytecode cached; each module a worker loads, alone and two at once
 #   bash scripts/reproduce/scaling.sh nodes   # two hosts played on one: two launchers, one GPU each, meeting at a
@@ -43,7 +45,7 @@ suites() {
     cp "$W/$1_gpus$g.db" "$OUT/scaling_$1_gpus$g.db"
   done
 }
-part=${1:?ddp, mnist, sweep, suite, imports or nodes}
+part=${1:?ddp, mnist, sweep, suite, hosts, imports or nodes}
 
 if [ "$part" = nodes ]; then
   U="sqlite:///$W/nodes.db"
@@ -109,4 +111,22 @@ elif [ "$part" = suite ]; then
   python3 -m vitbench suite experiments/attention.yaml --repeats 1 --tracking-uri "sqlite:///$W/warm.db" --quiet \
     --cells attention=vectorized,attention=torch-mha,attention=sdpa > /dev/null 2>&1
   suites suite ""
+  python3 scripts/reproduce/scaling_cells.py "sqlite:///$W/suite_gpus1.db" "sqlite:///$W/suite_gpus2.db"
+elif [ "$part" = hosts ]; then
+  # two "hosts" on one machine: two process groups with other host names, one GPU each, one queue (a journal)
+  export VITBENCH_WARM=off
+  python3 -m vitbench suite experiments/attention.yaml --repeats 1 --tracking-uri "sqlite:///$W/warm.db" --quiet \
+    --cells attention=vectorized,attention=torch-mha,attention=sdpa > /dev/null 2>&1
+  rm -f "$W/hosts.db" "$W/hosts.journal"
+  t0=$(wall)
+  for h in 0 1; do
+    VITBENCH_HOST=host$h CUDA_VISIBLE_DEVICES=$h python3 -m vitbench suite experiments/attention.yaml \
+      --repeats "${REPEATS:-3}" --storage "journal:$W/hosts.journal" --tracking-uri "sqlite:///$W/hosts.db" \
+      --progress-interval 600 > "$W/host$h.txt" 2>&1 &
+  done
+  wait
+  echo "suite attention on two hosts of one GPU each: wall $(python3 -c "print(f'{$(wall) - $t0:.1f}')") s"
+  grep -hE "made|rror" "$W"/host0.txt "$W"/host1.txt
+  cp "$W/hosts.db" "$OUT/scaling_hosts.db"
+  python3 scripts/reproduce/scaling_cells.py "sqlite:///$W/hosts.db"
 fi
