@@ -186,12 +186,6 @@ def splits_for(cfg: TrainConfig, model_cfg: ViTConfig) -> Splits:
     return _LOADED[key]
 
 
-def forget_data() -> None:
-    """Drop the data kept by ``splits_for`` (a warm worker's next suite may name the same folder relative to
-    another working directory)."""
-    _LOADED.clear()
-
-
 def cell_run_name(cell: Cell, cfg) -> str:
     """The variant, what the cell sets (its name), the seed: 'sdpa attention=naive seed=1'."""
     what = ",".join(p for p in cell.name.split(",") if p != f"variant={cfg.variant}")

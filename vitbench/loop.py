@@ -64,7 +64,7 @@ class Monitor:
                  display: Display | None, live: Every, on_live: Callable[[int, dict], None] | None) -> None:
         self.trainer, self.cfg, self.name, self.spe = trainer, cfg, name, steps_per_epoch
         self.display, self.live, self.on_live = display, live, on_live if live.on else None
-        self.total = planned_steps(cfg, steps_per_epoch)
+        self.total, self.epochs = planned_steps(cfg, steps_per_epoch), cfg.epochs  # both re-planned by a budget fit
         self.task = display.task(name, self.total) if display is not None else None
         intervals = [self.CHECK]
         if display is not None and display.mode == "lines":
@@ -141,10 +141,10 @@ class Monitor:
     def show(self, pos: dict, window: dict, mean_rate: float, elapsed: float) -> None:
         if self.task is None:
             return
-        fields = {"": f"epoch {min(pos['epoch'] + 1, self.cfg.epochs)}/{self.cfg.epochs}",
+        fields = {"": f"epoch {min(pos['epoch'] + 1, self.epochs)}/{self.epochs}",
                   "img/s": f"{window['train_images_per_sec']:,.0f}", "loss": f"{window['train_loss']:.4f}",
                   "acc": f"{window['train_acc']:.4f}", "ETA": duration(self.eta(pos, mean_rate, elapsed))}
-        self.task.update(pos["global_step"], fields=fields)
+        self.task.update(pos["global_step"], fields=fields, total=self.total)
 
     def close(self) -> None:
         if self.task is not None:
@@ -339,8 +339,8 @@ def apply_plan(loop: Loop, steps: int) -> None:
     """The schedule planned for ``steps``, the run's epochs as many as they span; fitted again if due."""
     loop.fitting = loop.fitting and loop.pos.get("fits", 0) < len(FITS)
     loop.trainer.plan.fit(steps)
-    loop.pos["planned_steps"] = loop.result.planned_steps = steps
-    loop.epochs = math.ceil(steps / loop.spe)
+    loop.pos["planned_steps"] = loop.result.planned_steps = loop.monitor.total = steps
+    loop.epochs = loop.monitor.epochs = math.ceil(steps / loop.spe)
 
 
 def done_so_far(loop: Loop) -> dict[str, float]:

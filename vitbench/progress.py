@@ -110,8 +110,11 @@ class Task:
             self._id = display._rich.add_task(description, total=total, stats="")
 
     def update(self, completed: int, *, description: str | None = None, fields: dict[str, str] | None = None,
-               force_line: bool = False) -> None:
-        self.completed = completed
+               force_line: bool = False, total: int | None = None) -> None:
+        """``total``: a new total (a schedule fitted to a budget)."""
+        self.completed, self.total = completed, total or self.total
+        if total and self.display._rich is not None and self._id is not None:
+            self.display._rich.update(self._id, total=total)
         if description is not None:
             self.description = description
         if fields is not None:

@@ -148,7 +148,7 @@ def longest_first(todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
 # which is told FAIL at once ("spare"). Two hosts that queue the same run at the same instant both succeed: the
 # lower-numbered trial runs and the other is told FAIL ("duplicate") when claimed.
 
-QUEUED, SETTLED = ("WAITING", "RUNNING"), ("complete", "failed")
+QUEUED = ("WAITING", "RUNNING")
 
 
 def default_storage(uri: str) -> str:
