@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from vitbench import wall
+from vitbench.budget import FITS, apply_plan, fit_schedule
 from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
 from vitbench.conditions import Conditions, GpuSampler
 from vitbench.data import RunContext, Splits, make_loaders
-from vitbench.distributed import AGREE_EVERY, agree, lead, slowest
+from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.evaluation import STOP_EVAL_SECONDS, eval_scope, evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
 from vitbench.peers import model_for
@@ -32,7 +33,6 @@ from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, des
 
 EpochCallback = Callable[[int, dict], None]
 TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
-FITS = (5, 0.2, 0.6)  # --budget-mode fit: after 5 steps, then at these fractions of the fitted schedule
 
 
 @dataclass
@@ -269,8 +269,8 @@ class Loop:
             fit_schedule(self, t0)
         if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
             self.stop = "max_steps"
-        elif over or pos["global_step"] >= pos.get("planned_steps", math.inf):
-            self.stop = "time_budget"
+        elif over or pos["global_step"] >= pos.get("planned_steps", math.inf) < cfg.epochs * self.spe:
+            self.stop = "time_budget"  # over, or the last step of a schedule fitted shorter than --epochs'
         return self.stop is not None
 
     def end_epoch(self) -> None:
@@ -317,30 +317,6 @@ def note_target(loop: Loop, acc: float) -> None:
     if acc >= loop.cfg.target_acc and loop.result.time_to_target is None:
         loop.result.time_to_target, loop.result.steps_to_target = loop.pos["train_seconds"], loop.pos["global_step"]
         loop.stop = "target_acc"
-
-
-def fit_schedule(loop: Loop, t0: float) -> None:
-    """--budget-mode fit: a step's seconds since the last fit (the slowest rank's) -> the steps that fit in the rest of
-    the budget -> the schedule re-planned to end there; at FITS' steps (not times: every rank re-plans at one)."""
-    pos, cfg = loop.pos, loop.cfg
-    synchronize(loop.device)
-    seconds, (steps0, seconds0) = pos["train_seconds"] + time.perf_counter() - t0, pos.get("fit_mark", (0, 0.0))
-    per_step = (seconds - seconds0) / max(1, pos["global_step"] - steps0)
-    if loop.world > 1:
-        per_step = slowest(loop.device, per_step)
-    pos["fits"], pos["fit_mark"] = pos.get("fits", 0) + 1, (pos["global_step"], seconds)
-    apply_plan(loop, pos["global_step"] + max(1, int((0.99 * cfg.time_budget - seconds) / per_step)))
-    pos["fit_at"] = max(pos["global_step"] + 1, round(FITS[min(pos["fits"], len(FITS) - 1)] * pos["planned_steps"]))
-    loop.log(f"--time-budget {cfg.time_budget:g} s: {per_step * 1e3:.3g} ms a step over steps {steps0 + 1:,}-{pos['global_step']:,}"
-             f" -> the schedule fitted to {pos['planned_steps']:,} steps ({loop.epochs} epoch(s) of {loop.spe:,})")
-
-
-def apply_plan(loop: Loop, steps: int) -> None:
-    """The schedule planned for ``steps``, the run's epochs as many as they span; fitted again if due."""
-    loop.fitting = loop.fitting and loop.pos.get("fits", 0) < len(FITS)
-    loop.trainer.plan.fit(steps)
-    loop.pos["planned_steps"] = loop.result.planned_steps = loop.monitor.total = steps
-    loop.epochs = loop.monitor.epochs = math.ceil(steps / loop.spe)
 
 
 def done_so_far(loop: Loop) -> dict[str, float]:

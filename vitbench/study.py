@@ -123,7 +123,7 @@ def make_storage(url: str, heartbeat: int, on_stale: Callable | None):
     if url.startswith("journal:"):
         return journal_storage(url)
 
-    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat}
+    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat} if heartbeat else {}
     if url.startswith(("postgresql", "mysql")):  # an unreachable server: one line in seconds, not minutes
         kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5}}
     if on_stale is not None:

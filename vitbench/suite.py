@@ -74,7 +74,7 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
             uri = connect(tracking_uri)
             get_experiment_id(suite.name, uri, description=suite_note(suite), grouped=True)  # made once, here
             todo = runs_to_do(suite, repeats or suite.repeats, force, only, log)
-            study = open_queue(suite.name, storage or default_storage(uri), heartbeat)
+            study = open_queue(suite.name, storage or default_storage(uri))
             enqueue(study, suite, todo)
     except BaseException:
         stop(procs)
@@ -160,12 +160,13 @@ def default_storage(uri: str) -> str:
     return f"journal:{path.parent / (path.stem + '-suites.journal')}"
 
 
-def open_queue(name: str, storage: str, heartbeat: int):
+def open_queue(name: str, storage: str):
     import optuna
 
     from vitbench.study import make_storage
 
-    return optuna.create_study(study_name=f"suite:{name}", storage=make_storage(storage, heartbeat, None),
+    # no RDB heartbeat: it serves study.optimize, and a suite's trials carry their own (study.TrialBeat)
+    return optuna.create_study(study_name=f"suite:{name}", storage=make_storage(storage, 0, None),
                                direction="maximize", sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
 
 
@@ -301,7 +302,7 @@ def join(path: Path, sets: dict, storage: str | None, heartbeat: int, device: st
     with wall.phase("waiting for the queue"):
         wait_for_release()
     shown = Display("off", log=lambda line: log(f"[{label}] {line}"))
-    work_cells(suite.path, open_queue(suite.name, storage or default_storage(uri), heartbeat), device, data_dir, uri,
+    work_cells(suite.path, open_queue(suite.name, storage or default_storage(uri)), device, data_dir, uri,
                shown, live, label, heartbeat, reap=False)
 
 class SuiteClock:

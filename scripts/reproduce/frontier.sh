@@ -17,7 +17,7 @@ cd "$W" || exit 1
 python3 -m vitbench run --recipe mnist-fast --max-steps 20 --tracking-uri "sqlite:///$W/warm.db" --quiet >/dev/null  # compile cache
 for budget in ${BUDGETS:-1 3 10 30 100 300}; do
   for seed in ${SEEDS:-0 1 2}; do
-    python3 -m vitbench run --recipe mnist-fast --time-budget "$budget" --seed "$seed" --experiment frontier \
+    python3 -m vitbench run --recipe mnist-fast --epochs 100000 --time-budget "$budget" --seed "$seed" --experiment frontier \
       --tracking-uri "$U" --quiet 2>&1 | grep -E "^(done|error)"
   done
 done

@@ -160,7 +160,7 @@ HOSTS = """
 name: hosts
 dataset: mnist
 repeats: 1
-train: {epochs: 1000, time_budget: 3, batch_size: 64, device: cpu}
+train: {epochs: 1000, time_budget: 6, batch_size: 64, device: cpu}
 model: {depth: 1, dim: 32, heads: 2, mlp_dim: 64}
 grid:
   lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3, 5.0e-3, 6.0e-3]
@@ -170,8 +170,8 @@ grid:
 def test_two_hosts_share_a_suite_and_one_killed_midway_loses_no_run(workdir, tiny_mnist, postgres):
     """Two "hosts" (process groups with other host names) run the same `suite` command on one PostgreSQL: each
     claims runs from the queue; host b SIGKILLed midway (coordinator and workers) leaves runs RUNNING, which go
-    back to the queue when its heartbeats stop; host a runs them, and every cell ends with exactly one FINISHED run,
-    which host a's report covers."""
+    back to the queue when its heartbeats stop; host a, started meanwhile, runs them, and every cell ends with
+    exactly one FINISHED run, which host a's report covers."""
     import psutil
 
     (workdir / "hosts.yaml").write_text(HOSTS)
@@ -184,19 +184,17 @@ def test_two_hosts_share_a_suite_and_one_killed_midway_loses_no_run(workdir, tin
                                  "cpu", "--storage", storage, "--tracking-uri", tracking, "--heartbeat", "2"],
                                 cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    a = host("host-a")
-    seen = ""
-    while "worker processes" not in seen:
-        seen += a.stdout.readline()
-    b = host("host-b")
-    b_seen, deadline = "", time.time() + 120
-    while time.time() < deadline and "img/s ->" not in b_seen:  # one of b's runs is training
+    b = host("host-b")  # b first: it takes runs before a starts, and dies while it trains one
+    b_seen, deadline = "", time.time() + 180
+    while time.time() < deadline and "repeat 0 (seed" not in b_seen:  # one of b's runs has begun
         b_seen += b.stdout.readline()
-    assert "img/s ->" in b_seen, b_seen
+    assert "repeat 0 (seed" in b_seen, b_seen
+    a = host("host-a")
+    time.sleep(3)  # b's run trains (its data and model take a second or two, its training 6 s)
     for p in [*psutil.Process(b.pid).children(recursive=True), psutil.Process(b.pid)]:
         p.kill()  # the whole host at once
     b.wait()
-    out = seen + a.communicate(timeout=400)[0]
+    out = a.communicate(timeout=400)[0]
     assert a.returncode == 0, out
     mlflow.set_tracking_uri(tracking)
     exp = mlflow.get_experiment_by_name("hosts")

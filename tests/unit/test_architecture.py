@@ -18,7 +18,7 @@ FLOORS = [
     {"cells", "launcher", "verdicts", "report_plots", "report_profile", "report_runs", "stats"},  # what commands share
     {"runner", "recipes", "options"},
     {"loop"},
-    {"train", "evaluation"},
+    {"train", "evaluation", "budget"},
     {"tracking", "liveness", "distributed", "data", "timing", "checkpoints", "compute", "profiling"},
     {"images", "mlflow_ui", "outbox", "plots", "progress", "__init__"},
     {"wall", "models", "peers"},

@@ -1,0 +1,39 @@
+"""`--time-budget T --budget-mode fit` (the default): the step timed on the run's first steps and again later, and the
+schedule (warm-up in proportion, decay to its end) re-planned for the steps that fit in T -- at most the --epochs
+schedule -- so that a bounded run completes a schedule instead of being cut midway. Functions of the ``Loop``."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from vitbench.distributed import slowest
+from vitbench.timing import synchronize
+
+FITS = (5, 0.2, 0.6)  # after 5 steps, then at these fractions of the fitted schedule
+
+
+def fit_schedule(loop, t0: float) -> None:
+    """--budget-mode fit: a step's seconds since the last fit (the slowest rank's) -> the steps that fit in the rest of
+    the budget, at most --epochs' -> the schedule re-planned to end there; at FITS' steps (every rank at the same)."""
+    pos, cfg = loop.pos, loop.cfg
+    synchronize(loop.device)
+    seconds, (steps0, seconds0) = pos["train_seconds"] + time.perf_counter() - t0, pos.get("fit_mark", (0, 0.0))
+    per_step = (seconds - seconds0) / max(1, pos["global_step"] - steps0)
+    if loop.world > 1:
+        per_step = slowest(loop.device, per_step)
+    pos["fits"], pos["fit_mark"] = pos.get("fits", 0) + 1, (pos["global_step"], seconds)
+    fits = pos["global_step"] + max(1, int((0.99 * cfg.time_budget - seconds) / per_step))
+    apply_plan(loop, min(fits, cfg.epochs * loop.spe))
+    pos["fit_at"] = max(pos["global_step"] + 1, round(FITS[min(pos["fits"], len(FITS) - 1)] * pos["planned_steps"]))
+    whole = "" if fits < cfg.epochs * loop.spe else ", the whole --epochs schedule"
+    loop.log(f"--time-budget {cfg.time_budget:g} s: {per_step * 1e3:.3g} ms a step over steps {steps0 + 1:,}-{pos['global_step']:,}"
+             f" -> the schedule fitted to {pos['planned_steps']:,} steps ({loop.epochs} epoch(s) of {loop.spe:,}){whole}")
+
+
+def apply_plan(loop, steps: int) -> None:
+    """The schedule planned for ``steps``, the run's epochs as many as they span; fitted again if due."""
+    loop.fitting = loop.fitting and loop.pos.get("fits", 0) < len(FITS)
+    loop.trainer.plan.fit(steps)
+    loop.pos["planned_steps"] = loop.result.planned_steps = loop.monitor.total = steps
+    loop.epochs = loop.monitor.epochs = math.ceil(steps / loop.spe)
