@@ -160,10 +160,10 @@ HOSTS = """
 name: hosts
 dataset: mnist
 repeats: 1
-train: {epochs: 1000, time_budget: 6, batch_size: 64, device: cpu}
+train: {epochs: 1000, time_budget: 4, batch_size: 64, device: cpu}
 model: {depth: 1, dim: 32, heads: 2, mlp_dim: 64}
 grid:
-  lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3, 5.0e-3, 6.0e-3]
+  lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3]
 """
 
 
@@ -190,7 +190,7 @@ def test_two_hosts_share_a_suite_and_one_killed_midway_loses_no_run(workdir, tin
         b_seen += b.stdout.readline()
     assert "repeat 0 (seed" in b_seen, b_seen
     a = host("host-a")
-    time.sleep(3)  # b's run trains (its data and model take a second or two, its training 6 s)
+    time.sleep(2)  # b's run is under way (its data and model take a second or two, its training 4 s)
     for p in [*psutil.Process(b.pid).children(recursive=True), psutil.Process(b.pid)]:
         p.kill()  # the whole host at once
     b.wait()
@@ -200,7 +200,7 @@ def test_two_hosts_share_a_suite_and_one_killed_midway_loses_no_run(workdir, tin
     exp = mlflow.get_experiment_by_name("hosts")
     done = MlflowClient().search_runs([exp.experiment_id])
     finished = [r.data.tags["suite.cell"] for r in done if r.info.status == "FINISHED"]
-    assert sorted(finished) == sorted(f"lr={lr}" for lr in ("0.001", "0.002", "0.003", "0.004", "0.005", "0.006"))
+    assert sorted(finished) == sorted(f"lr={lr}" for lr in ("0.001", "0.002", "0.003", "0.004"))
     killed = [r for r in done if r.info.status != "FINISHED"]
     assert killed and {r.data.tags["vitbench.host"] for r in killed} == {"host-b"}
     assert {r.info.status for r in killed} == {"FAILED"}  # ended by host a as its worker's heartbeat stopped
