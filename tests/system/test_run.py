@@ -44,7 +44,8 @@ def test_interrupt_leaves_run_killed_with_checkpoint(workdir, tiny_mnist, sig):
     # what it did up to the stop is kept: time, steps, images, throughput, and a quick validation pass
     m, tags = run.data.metrics, run.data.tags
     assert m["steps"] == steps and m["images_seen"] == steps * 16 and m["train_seconds"] > 0
-    assert m["train_images_per_sec_mean"] == pytest.approx(m["images_seen"] / m["train_seconds"], rel=1e-4)  # 0.1 img/s
+    # rates are stored to 0.1 img/s, train_seconds to 6 digits (mlflow_ui.readable)
+    assert m["train_images_per_sec_mean"] == pytest.approx(m["images_seen"] / m["train_seconds"], rel=1e-4, abs=0.06)
     assert 0 <= m["final_val_acc"] <= 1 and m["final_val_images"] == 256  # the tiny test set fits in 5 s
     assert tags["stopped_by"] == "interrupt" and tags["final_eval"] == "test: all 256 images"
 
