@@ -28,7 +28,7 @@ def progress_line(row: dict, mode: str) -> str:
             f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
             f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB" + (" (process peak RSS)" if row.get(f"{mode}_memory_source") ==
                                                            "process_peak_rss" else "")
-            + (" -- busy machine: not comparable" if busy_cell(row, mode) else ""))
+            + (f" -- {hindered(row, mode)}: not comparable" if hindered(row, mode) else ""))
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -56,6 +56,13 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 def busy_cell(row: dict, mode: str) -> bool:
     return row.get(f"{mode}_cond_others_cpu_share", 0.0) >= BUSY_SHARE
+
+
+def hindered(row: dict, mode: str) -> str:
+    """What hindered a cell's timing: a busy machine, a GPU that slowed down (NVML's reasons), or '' for neither."""
+    share = row.get(f"{mode}_cond_gpu_throttled_share", 0.0)
+    return ", ".join([*(["busy machine"] if busy_cell(row, mode) else []),
+                      *([f"GPU slowed down {share:.0%} of the time"] if share > 0 else [])])
 
 
 def rich_table(rows: list[dict], opts: BenchOptions):
@@ -87,7 +94,7 @@ def rich_table(rows: list[dict], opts: BenchOptions):
     def fmt(r: dict, mode: str, full: bool) -> list[str]:
         if f"{mode}_samples_per_sec" not in r:
             return [r.get(f"{mode}_error", "") or "-", *(["", ""] if full else [])]
-        busy = "*" if busy_cell(r, mode) else ""
+        busy = "*" if hindered(r, mode) else ""
         return [f"{r[f'{mode}_samples_per_sec_median']:,.0f}{busy}",
                 *([f"{ms(r[f'{mode}_step_time_median'])} ({ms(r[f'{mode}_step_time_p10'])}-"
                    f"{ms(r[f'{mode}_step_time_p90'])})", f"{r[f'{mode}_peak_memory_mb']:,.0f}"] if full else [])]
@@ -100,9 +107,9 @@ def rich_table(rows: list[dict], opts: BenchOptions):
                   if "train_fwd_time" in r else "-"] if detail else []
         t.add_row(escape(r["model"]), *([str(r["tokens"])] if tokens else []), str(batch), *first, *infer,
                   *mfu_text, *phases)
-    if any(busy_cell(r, m) for r in rows for m in MODES):
-        t.caption = (f"* timed while other processes took >= {BUSY_SHARE:.0%} of the CPU: not comparable with a quiet "
-                     "machine's figures")
+    if any(hindered(r, m) for r in rows for m in MODES):
+        t.caption = (f"* timed while other processes took >= {BUSY_SHARE:.0%} of the CPU, or while the GPU slowed down "
+                     "(power, thermal or clock limits, through NVML): not comparable with an unhindered machine's figures")
     return t
 
 
@@ -184,7 +191,8 @@ def log_to_mlflow(rows: list[dict], opts: BenchOptions, out: Path | None, tracki
             client.log_batch(child.info.run_id,
                              params=[Param(k, str(row[k])) for k in CELL_PARAMS] + [Param("batch_size", str(requested_batch(row)))],
                              metrics=[Metric(k, v, now, 0) for k, v in cell_metrics(row).items()],
-                             tags=[RunTag("error", errors[:500])] if errors else [])
+                             tags=[*([RunTag("error", errors[:500])] if errors else []),
+                                   *[RunTag(f"{m}_hindered", h) for m in opts.modes if (h := hindered(row, m))]])
             for m in opts.modes:  # --profile: the trace and the breakdown, as the cell's artifacts
                 if row.get(f"{m}_profile"):
                     client.log_artifacts(child.info.run_id, row[f"{m}_profile"], f"profile/{m}")

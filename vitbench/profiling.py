@@ -20,7 +20,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("attention", "attn", "sdpa", "flash", "fmha", "softmax")),
     ("normalisation", ("layer_norm", "layernorm", "batch_norm", "rms_norm", "norm_")),
     ("optimizer", ("adam", "foreach", "multi_tensor", "lerp", "clip_grad")),
-    ("matmul", ("gemm", "matmul", "addmm", "bmm", "aten::mm", "linear", "cutlass", "cublas", "xmma", "conv")),
+    ("matmul", ("gemm", "matmul", "addmm", "bmm", "aten::mm", "linear", "cutlass", "cublas", "xmma", "nvjet",
+                "conv")),  # nvjet: cuBLAS's kernels on Hopper
     ("copies_layout", ("copy", "contiguous", "transpose", "permute", "aten::cat", "clone", "memcpy", "memset",
                        "index", "unfold", "im2col", "fill", "zero", "as_strided", "expand", "aten::t")),
     ("elementwise_activation", ("gelu", "relu", "silu", "add", "mul", "div", "sub", "elementwise", "pointwise",

@@ -191,6 +191,9 @@ def test_profile_breaks_the_timed_step_down_by_kind_of_kernel():
     assert [kind(n) for n in ("sm90_xmma_gemm_bf16", "aten::scaled_dot_product_attention", "triton_poi_fused_gelu_0",
                               "aten::native_layer_norm", "multi_tensor_apply_kernel", "aten::copy_", "mystery")] == [
         "matmul", "attention", "elementwise_activation", "normalisation", "optimizer", "copies_layout", "other"]
+    # names an H100 profile showed: cuBLAS's Hopper kernels, our Triton attention's
+    assert [kind(n) for n in ("nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT", "attention_backward_blocks")] == [
+        "matmul", "attention"]
     (row,) = run_bench([_entry()], [4], BenchOptions(device="cpu", warmup=1, repeats=2, modes=("train",), profile=2),
                        log=lambda s: None)
     ms = {k: row[f"train_prof_{k}_ms"] for k in KINDS}
@@ -198,3 +201,16 @@ def test_profile_breaks_the_timed_step_down_by_kind_of_kernel():
     folder = Path(row["train_profile"])
     assert (folder / "trace.json").stat().st_size > 1000
     assert [r["kind"] for r in csv.DictReader((folder / "breakdown.csv").open())] == list(KINDS)
+
+
+def test_a_cell_timed_on_a_slowed_gpu_says_so():
+    """NVML's slowdown reasons during a cell's timing (as an H100 showed for half of one cell's samples): the
+    progress line and the table mark it not comparable; a quiet cell is not marked."""
+    from vitbench.bench_rows import hindered, progress_line
+
+    row = {"model": "sdpa", "img_size": 224, "tokens": 197, "train_batch_size": 256, "train_samples_per_sec_median": 8806.0,
+           "train_samples_per_sec": 8806.0, "train_step_time_median": 29.1, "train_step_time_p10": 29.0,
+           "train_step_time_p90": 29.1, "train_peak_memory_mb": 8917.0, "train_cond_gpu_throttled_share": 0.5}
+    assert hindered(row, "train") == "GPU slowed down 50% of the time"
+    assert progress_line(row, "train").endswith("-- GPU slowed down 50% of the time: not comparable")
+    assert hindered({**row, "train_cond_gpu_throttled_share": 0.0}, "train") == ""

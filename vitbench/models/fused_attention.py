@@ -121,7 +121,7 @@ def _backward_step(head, out, grad_out, grad_head, lse_at, start, k, v, k2, v2, 
 
 
 @triton.jit
-def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr, TAIL: tl.constexpr,
+def attention_forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr, TAIL: tl.constexpr,
             BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr):
     pid = tl.program_id(0)
     b, h = (pid // H).to(INDEX), pid % H  # INDEX: int64 where b * N * 3 * H * HD outgrows 32 bits
@@ -139,7 +139,7 @@ def forward(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.conste
 
 
 @triton.jit
-def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr,
+def attention_backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS: tl.constexpr,
              TAIL: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
              INDEX: tl.constexpr):
     pid = tl.program_id(0)
@@ -175,7 +175,7 @@ def backward(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK_M: tl.constexpr, KEYS
 
 
 @triton.jit
-def forward_blocks(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def attention_forward_blocks(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr):
     """Longer sequences: one program per (BLOCK_M queries, sample x head), stepping through the keys BLOCK_N at a
     time with the softmax kept running (its maximum and sum rescaled at each step, as FlashAttention does)."""
@@ -206,7 +206,7 @@ def forward_blocks(QKV, O, LSE, N, H, HD, scale, BLOCK_M: tl.constexpr, BLOCK_N:
 
 
 @triton.jit
-def backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr, STEP: tl.constexpr,
+def attention_backward_blocks(QKV, O, DO, LSE, DQKV, N, H, HD, scale, BLOCK: tl.constexpr, STEP: tl.constexpr,
                     BLOCK_D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr):
     """Longer sequences: one program per (BLOCK tokens, sample x head) writes dk and dv of those BLOCK keys,
     stepping through the queries STEP at a time, then dq of those BLOCK queries, stepping through the keys. Each
@@ -271,22 +271,22 @@ def _launch(kernel: str, batch: int, n: int, heads: int, head_dim: int, dtype: t
     'backward': up to ONE_BLOCK tokens one program per (sample, head), longer sequences one per block of tokens
     and (sample, head)."""
     if n <= ONE_BLOCK:
-        return (forward if kernel == "forward" else backward), (batch * heads,), _meta(n, head_dim, dtype, elements)
+        return (attention_forward if kernel == "forward" else attention_backward), (batch * heads,), _meta(n, head_dim, dtype, elements)
     types = _types(head_dim, dtype, elements)
     if kernel == "forward":
         block_m, block_n, warps, stages = FORWARD_BLOCKS
         meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **types)
-        return forward_blocks, (triton.cdiv(n, block_m) * batch * heads,), meta
+        return attention_forward_blocks, (triton.cdiv(n, block_m) * batch * heads,), meta
     block, step, warps, stages = BACKWARD_BLOCKS
     meta = dict(BLOCK=block, STEP=step, num_warps=warps, num_stages=stages, **types)
-    return backward_blocks, (triton.cdiv(n, block) * batch * heads,), meta
+    return attention_backward_blocks, (triton.cdiv(n, block) * batch * heads,), meta
 
 
 def interpreted() -> bool:
     """Were the kernels made by Triton's interpreter (TRITON_INTERPRET=1 when triton was imported)?"""
     from triton.runtime.interpreter import InterpretedFunction
 
-    return isinstance(forward, InterpretedFunction)
+    return isinstance(attention_forward, InterpretedFunction)
 
 
 CPU_NEEDS_INTERPRETER = ("attention 'triton' runs its kernel on CUDA; on the CPU use another --attention "
