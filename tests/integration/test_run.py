@@ -339,18 +339,19 @@ def test_a_time_budget_fits_the_schedule_or_cuts_it(workdir, tiny_mnist):
     (whole,) = runs()
     assert whole.data.tags["stopped_by"] == "epochs"
     for mode in ("fit", "cut"):
-        res = invoke("run", "--epochs", "1000", "--batch-size", "16", "--time-budget", "3", "--budget-mode", mode,
+        res = invoke("run", "--epochs", "1000", "--batch-size", "16", "--time-budget", "5", "--budget-mode", mode,
                      "--lr", "0.001", *TINY)
         assert res.exit_code == 0, res.output
         (run,) = [r for r in runs() if r.data.params["train.budget_mode"] == mode and r.info.run_id != whole.info.run_id]
         m = run.data.metrics
         # the budget stops the run before a step its last step's time says would end past it: a busy machine's
         # slower step may still end a little past
-        assert run.data.tags["stopped_by"] == "time_budget" and m["train_seconds"] <= 3.3
+        assert run.data.tags["stopped_by"] == "time_budget" and m["train_seconds"] <= 5.5
         lrs[mode] = [h.value for h in MlflowClient().get_metric_history(run.info.run_id, "lr")][-1]
         if mode == "fit":
             assert "the schedule fitted to" in res.output and "its schedule fitted to" in run.data.tags["mlflow.note.content"]
-            assert 0.8 * m["budget_planned_steps"] <= m["steps"] <= m["budget_planned_steps"]
+            # re-measured as it goes, so a machine that slows down mid-run still ends near the plan's end
+            assert 0.7 * m["budget_planned_steps"] <= m["steps"] <= m["budget_planned_steps"]
         else:
             assert "budget_planned_steps" not in m
-    assert lrs["fit"] < 0.05 * 0.001 < 0.5 * 0.001 < lrs["cut"]
+    assert lrs["fit"] < 0.2 * 0.001 < 0.5 * 0.001 < lrs["cut"]  # cosine: 0.2 of the peak at 70 % of the way
