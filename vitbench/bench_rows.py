@@ -28,7 +28,7 @@ def progress_line(row: dict, mode: str) -> str:
             f"[p10 {row[f'{mode}_step_time_p10']:.2f}, p90 {row[f'{mode}_step_time_p90']:.2f}], "
             f"{row[f'{mode}_peak_memory_mb']:,.0f} MiB" + (" (process peak RSS)" if row.get(f"{mode}_memory_source") ==
                                                            "process_peak_rss" else "")
-            + (f" -- {hindered(row, mode)}: not comparable" if hindered(row, mode) else ""))
+            + (f" -- {why}: not comparable" if (why := hindered(row, mode)) else ""))
 
 
 def columns(rows: list[dict]) -> list[str]:

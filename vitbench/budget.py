@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 
-from vitbench.distributed import slowest
+from vitbench.distributed import max_over_ranks
 from vitbench.timing import synchronize
 
 FITS = (5, 0.2, 0.6)  # after 5 steps, then at these fractions of the fitted schedule
@@ -19,9 +19,7 @@ def fit_schedule(loop, t0: float) -> None:
     pos, cfg = loop.pos, loop.cfg
     synchronize(loop.device)
     seconds, (steps0, seconds0) = pos["train_seconds"] + time.perf_counter() - t0, pos.get("fit_mark", (0, 0.0))
-    per_step = (seconds - seconds0) / max(1, pos["global_step"] - steps0)
-    if loop.world > 1:
-        per_step = slowest(loop.device, per_step)
+    (per_step,) = max_over_ranks(loop.device, (seconds - seconds0) / max(1, pos["global_step"] - steps0))
     pos["fits"], pos["fit_mark"] = pos.get("fits", 0) + 1, (pos["global_step"], seconds)
     fits = pos["global_step"] + max(1, int((0.99 * cfg.time_budget - seconds) / per_step))
     apply_plan(loop, min(fits, cfg.epochs * loop.spe))

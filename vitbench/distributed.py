@@ -133,20 +133,18 @@ def close() -> None:
         dist.destroy_process_group()
 
 
-def agree(device: torch.device, *flags: bool) -> list[bool]:
-    """Each flag OR-ed over every rank (one all-reduce; a host sync)."""
+def max_over_ranks(device: torch.device, *values: float) -> list[float]:
+    """Each value's largest over every rank (one all-reduce; a host sync); the values themselves on one process."""
     if world_size() == 1:
-        return list(flags)
-    t = torch.tensor([float(f) for f in flags], device=device)
+        return list(values)
+    t = torch.tensor(values, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
 
 
-def slowest(device: torch.device, seconds: float) -> float:
-    """The largest of every rank's ``seconds`` (one all-reduce; a host sync)."""
-    t = torch.tensor([seconds], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t)
+def agree(device: torch.device, *flags: bool) -> list[bool]:
+    """Each flag OR-ed over every rank."""
+    return [bool(v) for v in max_over_ranks(device, *map(float, flags))]
 
 
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:

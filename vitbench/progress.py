@@ -112,9 +112,9 @@ class Task:
     def update(self, completed: int, *, description: str | None = None, fields: dict[str, str] | None = None,
                force_line: bool = False, total: int | None = None) -> None:
         """``total``: a new total (a schedule fitted to a budget)."""
-        self.completed, self.total = completed, total or self.total
-        if total and self.display._rich is not None and self._id is not None:
+        if total and total != self.total and self.display._rich is not None and self._id is not None:
             self.display._rich.update(self._id, total=total)
+        self.completed, self.total = completed, total or self.total
         if description is not None:
             self.description = description
         if fields is not None:

@@ -80,7 +80,10 @@ def run_suite(suite: Suite, *, repeats: int | None = None, device: str | None = 
         stop(procs)
         raise
     workers = list(gpus) if procs and len(todo) > 1 else []  # one run: this process
-    release(procs) if workers else stop(procs)
+    if workers:
+        release(procs)
+    else:
+        stop(procs)
     display = display or Display("off", log=log)
     with display:
         eta = SuiteClock(display, suite.name, todo, workers=max(1, min(len(workers), len(todo))))
@@ -234,8 +237,9 @@ def work_cells(path: Path, study, device: str | None, data_dir: str | None, trac
             tell_failed(study, trial, "spare" if "suite.key" not in a else "duplicate")
             continue
         sets = a.get("suite.sets") or {}
-        label_of = str(sorted(sets.items()))
-        suite = suites[label_of] if label_of in suites else suites.setdefault(label_of, load_suite(path, sets))
+        if (overrides := str(sorted(sets.items()))) not in suites:
+            suites[overrides] = load_suite(path, sets)
+        suite = suites[overrides]
         cell = next((c for c in suite.cells if c.name == a["suite.cell"]), None)
         if cell is None:
             tell_failed(study, trial, "failed")
@@ -263,19 +267,17 @@ def work_cells(path: Path, study, device: str | None, data_dir: str | None, trac
 
 def outcome(study, todo: list[tuple[Cell, int]], set_label: str, display: Display) -> tuple[list[str], list[str]]:
     """The run ids this command's runs made, and the runs that failed or were not run."""
-    latest = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name == "COMPLETE" or t.user_attrs.get("suite.outcome") == "failed":
-            latest[t.user_attrs.get("suite.key")] = t
+    keys = {key(cell.name, r, set_label): (cell.name, r) for cell, r in todo}
+    latest = {t.user_attrs["suite.key"]: t for t in settled(study, set(keys))}
     made, failed = [], []
-    for cell, r in todo:
-        t = latest.get(key(cell.name, r, set_label))
+    for k, (name, r) in keys.items():
+        t = latest.get(k)
         if t is None:
-            display.note(f"not run: {cell.name} repeat {r} (no worker left)")
+            display.note(f"not run: {name} repeat {r} (no worker left)")
         if t is not None and t.state.name == "COMPLETE":
             made.append(t.user_attrs["mlflow_run_id"])
         else:
-            failed.append(f"{cell.name}#{r}")
+            failed.append(f"{name}#{r}")
     return made, failed
 
 

@@ -154,8 +154,8 @@ def graph_reason(cfg: TrainConfig, model_cfg: ViTConfig | None, device: torch.de
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device, graph: bool):
-    """AdamW (or Adam), its warm-up-then-decay schedule and the schedule's plan. Fused on CUDA; for a captured step the LR is a device
-    tensor, so that the schedule changes it inside the graph."""
+    """AdamW (or Adam), its warm-up-then-decay schedule and the schedule's plan. Fused on CUDA; for a captured step
+    the LR is a device tensor, so that the schedule changes it inside the graph."""
     extra = {"fused": True} if device.type == "cuda" else {}
     if graph:
         extra["capturable"] = True
