@@ -206,6 +206,15 @@ def load_splits(name: str, data_dir: str | None = None, val_split: float = 0.0, 
     return Splits(info, root, x, y, xt, yt, "test")
 
 
+def first_batch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Epoch 0's first batch of a loader (its generator closed at once, so a DataLoader's iterator is let go)."""
+    batches = loader.batches(0)
+    try:
+        return next(batches)
+    finally:
+        batches.close()
+
+
 def mean_std(info: DatasetInfo, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The dataset's per-channel mean and std on ``device``, shaped to normalise (B, C, H, W) batches."""
     return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))

@@ -22,7 +22,7 @@ from vitbench import wall
 from vitbench.budget import FITS, apply_plan, fit_schedule
 from vitbench.checkpoints import DeferredSignals, restore_trainer, save_checkpoint, trainer_state
 from vitbench.conditions import Conditions, GpuSampler
-from vitbench.data import RunContext, Splits, make_loaders
+from vitbench.data import RunContext, Splits, first_batch, make_loaders
 from vitbench.distributed import AGREE_EVERY, agree, lead
 from vitbench.evaluation import STOP_EVAL_SECONDS, eval_scope, evaluate, infer_images_per_sec, load_ema
 from vitbench.models import ViTConfig, count_params
@@ -379,9 +379,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContex
     result.fast_path = describe_fast_path(cfg, trainer, loader_kind, log)
     if trainer.use_compile:  # warm-up / compile / capture on the first batch, outside train_seconds
         log("compiling (torch.compile; tens of seconds the first time, cached for later runs) ...")
-    first = train_loader.batches(0)
-    first_x, first_y = next(first)
-    first.close()
+    first_x, first_y = first_batch(train_loader)
     result.warmup_seconds = trainer.warm_up(first_x, first_y)
     wall.add("warm-up/compile", result.warmup_seconds)
     del first_x, first_y

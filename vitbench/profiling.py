@@ -72,11 +72,10 @@ def profile_trainer(trainer, position: dict, loader, steps: int, log: Callable[[
     on the first training batch, profiled; then the weights, optimizer, schedule and EMA put back as training left
     them, so the model recorded is the one evaluated. Returns ``profile_steps``'s breakdown and its folder."""
     from vitbench.checkpoints import restore_trainer, trainer_state
+    from vitbench.data import first_batch
 
     saved = copy.deepcopy(trainer_state(trainer, position))
-    batches = loader.batches(0)
-    x, y = next(batches)
-    batches.close()
+    x, y = first_batch(loader)
     folder = Path(tempfile.mkdtemp(prefix="vitbench-profile-"))
     log(f"profiling {steps} more steps ...")
     ms = profile_steps(lambda: trainer.run_step(x, y), trainer.device, steps, folder)
