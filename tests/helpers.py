@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import mlflow
@@ -10,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from vitbench import conditions
 from vitbench.cli import app
 from vitbench.models.attention import Attention
 
@@ -21,6 +24,17 @@ SPACE = """
 lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
 batch_size: {type: categorical, choices: [32, 64]}
 """
+
+
+def busy_machine(monkeypatch) -> None:
+    """Other processes take every core while we measure; this process gets a tenth of one."""
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(conditions, "cpu_seconds", lambda: (cores * time.perf_counter(), 0.1 * time.perf_counter()))
+
+
+def quiet_machine(monkeypatch) -> None:
+    """No other process runs (the test suite's own parallel workers would make any real machine look busy)."""
+    monkeypatch.setattr(conditions, "cpu_seconds", lambda: (time.perf_counter(), time.perf_counter()))
 
 
 def invoke(*args):

@@ -151,15 +151,15 @@ class Monitor:
             self.task.close()
 
 
-def stop_if_signalled(signals: DeferredSignals, world: int, device: torch.device, over: bool = False) -> bool:
-    """Raise KeyboardInterrupt if this process (any rank) was signalled; whether any rank is over budget."""
+def stop_if_signalled(signals: DeferredSignals, world: int, device: torch.device, *flags: bool) -> list[bool]:
+    """Raise KeyboardInterrupt if this process (any rank) was signalled; each flag OR-ed over every rank."""
     if world == 1:
         signals.check()
-        return over
-    signalled, over = agree(device, signals.received is not None, over)
+        return list(flags)
+    signalled, *flags = agree(device, signals.received is not None, *flags)
     if signalled:
         raise KeyboardInterrupt("signal on a data-parallel rank")
-    return over
+    return flags
 
 
 class Loop:
@@ -260,12 +260,16 @@ class Loop:
         cfg, pos = self.cfg, self.pos
         now = time.perf_counter()
         step, self.last_step_end = now - self.last_step_end, now
-        over = cfg.time_budget is not None and pos["train_seconds"] + now - t0 + step > cfg.time_budget
+        elapsed = pos["train_seconds"] + now - t0
+        over = cfg.time_budget is not None and elapsed + step > cfg.time_budget
+        # a fit is due at its step or its share of the budget, whichever comes first: a machine that slows down
+        # before the step still gets its schedule re-fitted
+        by_time = self.fitting and elapsed >= pos.get("fit_time", math.inf)
         if self.world > 1 and pos["global_step"] % AGREE_EVERY:
-            over = False  # between agreements a rank decides nothing alone
+            over = by_time = False  # between agreements a rank decides nothing alone
         else:
-            over = stop_if_signalled(signals, self.world, self.device, over)
-        if self.fitting and pos["global_step"] >= pos.get("fit_at", FITS[0]):
+            over, by_time = stop_if_signalled(signals, self.world, self.device, over, by_time)
+        if self.fitting and (by_time or pos["global_step"] >= pos.get("fit_at", FITS[0])):
             fit_schedule(self, t0)
         if cfg.max_steps is not None and pos["global_step"] >= cfg.max_steps:
             self.stop = "max_steps"

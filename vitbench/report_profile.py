@@ -24,24 +24,32 @@ def breakdown(frame: pd.DataFrame | None, label: str, prefix: str) -> pd.DataFra
     return rows.groupby(label, sort=False)[list(cols)].mean().rename(columns=cols)
 
 
+def ms(v: float, digits: int) -> str:
+    """``v`` to ``digits`` significant digits, never in exponent notation (368 -> '370', 0.0123 -> '0.012')."""
+    return f"{float(f'{v:.{digits}g}'):g}" if abs(v) < 1e6 else f"{v:,.0f}"
+
+
 def why(b: pd.DataFrame) -> list[str]:
     """Each implementation against the first: the two kinds that differ most, in ms per step."""
     ref, out = b.index[0], []
     for name in b.index[1:]:
         d = (b.loc[name] - b.loc[ref]).sort_values(key=abs, ascending=False)
-        parts = [f"{abs(v):.2g} ms {'less' if v < 0 else 'more'} {WORDS[k]}" for k, v in d.head(2).items() if v]
-        out.append(f"{name} vs {ref}: {', '.join(parts) or 'the same'} per step ({b.loc[name].sum():.3g} vs "
-                   f"{b.loc[ref].sum():.3g} ms profiled).")
+        parts = [f"{ms(abs(v), 2)} ms {'less' if v < 0 else 'more'} {WORDS[k]}" for k, v in d.head(2).items() if v]
+        out.append(f"{name} vs {ref}: {', '.join(parts) or 'the same'} per step ({ms(b.loc[name].sum(), 3)} vs "
+                   f"{ms(b.loc[ref].sum(), 3)} ms profiled).")
     return out
 
 
 def section(t: pd.DataFrame, bench: pd.DataFrame | None, out: Path) -> tuple[list[str], list[Path]]:
     """'Where the step goes': a table, the sentences and the stacked bars, for the training runs and the bench
-    cells that were profiled; nothing where none was."""
+    cells that were profiled; nothing where none was. Runs timed on a busy machine are left out, as from the
+    speed comparisons: their profile shares the machine too."""
     import seaborn.objects as so
 
     lines, made = [], []
-    for what, b in (("training runs", breakdown(t, "label", "metrics.train_prof_")),
+    quiet = t[~t["busy"]] if "busy" in t else t
+    left_out = len(breakdown(t.drop(quiet.index), "run_id", "metrics.train_prof_"))
+    for what, b in (("training runs", breakdown(quiet, "label", "metrics.train_prof_")),
                     ("bench cells", breakdown(bench, "model", "train_prof_"))):
         if b.empty:
             continue
@@ -51,7 +59,8 @@ def section(t: pd.DataFrame, bench: pd.DataFrame | None, out: Path) -> tuple[lis
          .label(x="ms per training step (torch.profiler)", y="", title=f"Where the step goes: {what}")
          .layout(size=(8, 1.2 + 0.5 * len(b))).save(path, bbox_inches="tight", dpi=110))
         made.append(path)
+        busy = [f"{left_out} profiled run(s) timed on a busy machine left out.", ""] if what[0] == "t" and left_out else []
         lines += [f"## Where the step goes ({what})", "",
                   "Profiled steps of the step that was timed, by kind of kernel (on the CPU, of op), ms per step:", "",
-                  b.round(3).to_markdown(), "", *[f"- {s}" for s in why(b)], "", f"![{path.stem}]({path.name})", ""]
+                  b.round(3).to_markdown(), "", *busy, *[f"- {s}" for s in why(b)], "", f"![{path.stem}]({path.name})", ""]
     return lines, made

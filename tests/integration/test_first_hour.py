@@ -3,27 +3,15 @@ at a time in rankings, sweeps that keep the test set out of tuning, numbers read
 
 from __future__ import annotations
 
-import os
 import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import TINY, invoke, runs
+from tests.helpers import TINY, busy_machine, invoke, quiet_machine, runs
 from vitbench import conditions
 from vitbench.mlflow_ui import readable
 
 RUN = ["run", "--epochs", "1", "--batch-size", "64", "--loader", "gpu", *TINY]
-
-
-def busy_machine(monkeypatch) -> None:
-    """Other processes take every core while we measure; this process gets a tenth of one."""
-    cores = os.cpu_count() or 1
-    monkeypatch.setattr(conditions, "cpu_seconds", lambda: (cores * time.perf_counter(), 0.1 * time.perf_counter()))
-
-
-def quiet_machine(monkeypatch) -> None:
-    """No other process runs (the test suite's own parallel workers would make any real machine look busy)."""
-    monkeypatch.setattr(conditions, "cpu_seconds", lambda: (time.perf_counter(), time.perf_counter()))
 
 
 
