@@ -259,12 +259,9 @@ class Loop:
         machine a step can take seconds, and the budget still holds."""
         cfg, pos = self.cfg, self.pos
         now = time.perf_counter()
-        step, self.last_step_end = now - self.last_step_end, now
-        elapsed = pos["train_seconds"] + now - t0
+        step, self.last_step_end, elapsed = now - self.last_step_end, now, pos["train_seconds"] + now - t0
         over = cfg.time_budget is not None and elapsed + step > cfg.time_budget
-        # a fit is due at its step or its share of the budget, whichever comes first: a machine that slows down
-        # before the step still gets its schedule re-fitted
-        by_time = self.fitting and elapsed >= pos.get("fit_time", math.inf)
+        by_time = self.fitting and elapsed >= pos.get("fit_time", math.inf)  # a fit due by time, before its step
         if self.world > 1 and pos["global_step"] % AGREE_EVERY:
             over = by_time = False  # between agreements a rank decides nothing alone
         else:
