@@ -422,4 +422,3 @@ def finish(result: TrainResult, loop: Loop, baseline_mb: float) -> None:
         result.profile, result.profile_dir = profile_trainer(trainer, pos, loop.train_loader, cfg.profile, loop.log)
     load_ema(trainer.model, trainer.ema)  # with --ema the model evaluated is the average; the checkpoint keeps both
     result.model = trainer.model
-

@@ -48,9 +48,9 @@ def section(t: pd.DataFrame, bench: pd.DataFrame | None, out: Path) -> tuple[lis
 
     lines, made = [], []
     quiet = t[~t["busy"]] if "busy" in t else t
-    left_out = len(breakdown(t.drop(quiet.index), "run_id", "metrics.train_prof_"))
-    for what, b in (("training runs", breakdown(quiet, "label", "metrics.train_prof_")),
-                    ("bench cells", breakdown(bench, "model", "train_prof_"))):
+    left_out = len(breakdown(t.drop(quiet.index), "run_id", "metrics.train_prof_"))  # profiled busy runs
+    for what, b, busy in (("training runs", breakdown(quiet, "label", "metrics.train_prof_"), left_out),
+                          ("bench cells", breakdown(bench, "model", "train_prof_"), 0)):
         if b.empty:
             continue
         path = out / f"step_breakdown_{what.split()[0]}.png"
@@ -59,8 +59,8 @@ def section(t: pd.DataFrame, bench: pd.DataFrame | None, out: Path) -> tuple[lis
          .label(x="ms per training step (torch.profiler)", y="", title=f"Where the step goes: {what}")
          .layout(size=(8, 1.2 + 0.5 * len(b))).save(path, bbox_inches="tight", dpi=110))
         made.append(path)
-        busy = [f"{left_out} profiled run(s) timed on a busy machine left out.", ""] if what[0] == "t" and left_out else []
         lines += [f"## Where the step goes ({what})", "",
                   "Profiled steps of the step that was timed, by kind of kernel (on the CPU, of op), ms per step:", "",
-                  b.round(3).to_markdown(), "", *busy, *[f"- {s}" for s in why(b)], "", f"![{path.stem}]({path.name})", ""]
+                  b.round(3).to_markdown(), "",
+                  *([f"{busy} profiled run(s) timed on a busy machine left out.", ""] if busy else []), *[f"- {s}" for s in why(b)], "", f"![{path.stem}]({path.name})", ""]
     return lines, made
