@@ -26,8 +26,9 @@ def test_training_learns_and_both_loaders_agree(workdir, tiny_mnist):
 
 
 
-def test_resume_gives_identical_weights(workdir, tiny_mnist):
-    common = ["run", "--variant", "sdpa", "--epochs", "2", "--batch-size", "64", "--dropout", "0.1", *TINY]
+def test_resume_gives_identical_weights_and_average_which_inspect_loads(workdir, tiny_mnist):
+    common = ["run", "--variant", "sdpa", "--epochs", "2", "--batch-size", "64", "--dropout", "0.1", "--ema", "0.8",
+              *TINY]
     assert invoke(*common, "--run-name", "straight").exit_code == 0
     res = invoke(*common, "--run-name", "halves", "--max-steps", "8")  # 512 / 64 = 8 steps = 1 epoch
     assert res.exit_code == 0, res.output
@@ -41,9 +42,19 @@ def test_resume_gives_identical_weights(workdir, tiny_mnist):
     assert b["position"]["global_step"] == 16 and b["position"]["epoch"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    for ea, eb in zip(a["ema"], b["ema"], strict=True):  # the weights' average resumed as it was
+        assert torch.equal(ea, eb)
     resumed = MlflowClient().get_run(half)
-    assert resumed.info.status == "FINISHED" and len(runs()) == 2
+    assert resumed.info.status == "FINISHED" and len(runs()) == 2 and resumed.data.params["train.ema"] == "0.8"
     assert [m.step for m in MlflowClient().get_metric_history(half, "val_acc")] == [1, 2]
+    from vitbench.inspect_run import load_run
+
+    model = load_run(by_name["straight"].info.run_id, None, "checkpoints", None)[0]  # what `inspect` looks at: the average
+    params = list(model.parameters())
+    assert len(params) == len(a["ema"]) and all(torch.equal(p, e) for p, e in zip(params, a["ema"], strict=True))
+    assert not torch.equal(params[0], a["model"][next(n for n, _ in model.named_parameters())])
+    res = invoke("run", "--ema", "1.0", *TINY)
+    assert res.exit_code == 2 and "ema must be in [0, 1), got 1" in res.output
 
 
 
@@ -170,30 +181,6 @@ def test_fp8_runs_end_to_end_where_torch_can_run_it(workdir, tiny_mnist, monkeyp
     (run,) = runs()
     assert run.info.status == "FINISHED" and "precision=fp8 (4 Linear layers in fp8)" in run.data.tags["fast_path"]
     assert math.isfinite(run.data.metrics["val_loss"]) and run.data.metrics["infer_images_per_sec"] > 0
-
-
-
-def test_ema_in_a_run_resumes_exactly_and_is_what_inspect_loads(workdir, tiny_mnist):
-    common = ["run", "--epochs", "2", "--batch-size", "64", "--ema", "0.8", *TINY]
-    assert invoke(*common, "--run-name", "straight").exit_code == 0
-    res = invoke(*common, "--run-name", "halves", "--max-steps", "8")
-    assert res.exit_code == 0, res.output
-    by_name = {r.info.run_name: r for r in runs()}
-    half = by_name["halves"].info.run_id
-    assert by_name["halves"].data.params["train.ema"] == "0.8"
-    assert invoke("run", "--resume", half).exit_code == 0
-    a = torch.load(workdir / "checkpoints" / by_name["straight"].info.run_id / "last.pt", weights_only=True)
-    b = torch.load(workdir / "checkpoints" / half / "last.pt", weights_only=True)
-    for ea, eb in zip(a["ema"], b["ema"], strict=True):  # the average resumed as it was
-        assert torch.equal(ea, eb)
-    from vitbench.inspect_run import load_run
-
-    model = load_run(by_name["straight"].info.run_id, None, "checkpoints", None)[0]  # what `inspect` looks at
-    params = list(model.parameters())
-    assert len(params) == len(a["ema"]) and all(torch.equal(p, e) for p, e in zip(params, a["ema"], strict=True))
-    assert not torch.equal(params[0], a["model"][next(n for n, _ in model.named_parameters())])
-    res = invoke("run", "--ema", "1.0", *TINY)
-    assert res.exit_code == 2 and "ema must be in [0, 1), got 1" in res.output
 
 
 
