@@ -13,6 +13,7 @@ import logging
 import time
 import warnings
 from typing import TYPE_CHECKING
+from unittest import mock
 
 from vitbench.names import is_timm
 
@@ -226,7 +227,16 @@ def log_trained_model(model, example: torch.Tensor, register: str | None = None)
         logits = model(example)
     x, y = example.cpu().numpy(), logits.float().cpu().numpy()
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle's caution: the user's own model, loaded back
-    with warnings.catch_warnings():
+    # The requirements below are this process's own, so MLflow's check of them against the installed packages (as it
+    # writes the model, and as it loads it back to try the input example) can find nothing; it costs a scan of every
+    # installed package's files, seconds beside torch's CUDA wheels.
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    check = "warn_dependency_requirement_mismatches"
+    with warnings.catch_warnings(), contextlib.ExitStack() as skip:
+        for module in (m for m in (environment, mlflow.pyfunc) if hasattr(m, check)):
+            skip.enter_context(mock.patch.object(module, check, lambda requirements: None))
         warnings.simplefilter("ignore")
         info = mlflow.pytorch.log_model(
             copy.deepcopy(model).cpu(), name="model", signature=infer_signature(x, y), input_example=x,
