@@ -18,7 +18,7 @@ WORDS = {"matmul": "matmul", "attention": "attention", "normalisation": "normali
 def breakdown(frame: pd.DataFrame | None, label: str, prefix: str) -> pd.DataFrame:
     """Mean ms per training step by kind (columns) for each ``label`` value (rows, in their first order)."""
     cols = {f"{prefix}{k}_ms": k for k in KINDS}
-    if frame is None or not set(cols) <= set(frame):
+    if frame is None or label not in frame or not set(cols) <= set(frame):  # none profiled, or no such runs
         return pd.DataFrame()
     rows = frame.dropna(subset=list(cols))
     return rows.groupby(label, sort=False)[list(cols)].mean().rename(columns=cols)

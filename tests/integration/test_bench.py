@@ -79,16 +79,23 @@ def test_detail_times_forward_backward_and_update_apart(workdir):
 
 def test_a_profiled_cell_keeps_its_trace_and_breakdown_in_its_mlflow_run(workdir):
     """`bench --profile 2`: each cell's nested run holds profile/<mode>/trace.json and breakdown.csv, and the step's
-    ms by kind of kernel as metrics beside its timings."""
+    ms by kind of kernel as metrics beside its timings; `report` on the bench alone says where each cell's step goes."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--batch-sizes", "2", "--mode", "train",
-                                   "--profile", "2", *BENCH_TINY])
+    res = CliRunner().invoke(app, ["bench", "--variants", "sdpa", "--attention", "sdpa,vectorized", "--batch-sizes", "2",
+                                   "--mode", "train", "--profile", "2", *BENCH_TINY])
     assert res.exit_code == 0, res.output
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    (cell,) = mlflow.search_runs(experiment_names=["vitbench-bench"], filter_string="tags.kind = 'bench-cell'",
-                                 output_format="list")
-    arts = {a.path for a in MlflowClient().list_artifacts(cell.info.run_id, "profile/train")}
-    assert arts == {"profile/train/trace.json", "profile/train/breakdown.csv"}
-    assert cell.data.metrics["train_prof_matmul_ms"] > 0 and "train_prof_other_ms" in cell.data.metrics
+    cells = mlflow.search_runs(experiment_names=["vitbench-bench"], filter_string="tags.kind = 'bench-cell'",
+                               output_format="list")
+    assert len(cells) == 2
+    for cell in cells:
+        arts = {a.path for a in MlflowClient().list_artifacts(cell.info.run_id, "profile/train")}
+        assert arts == {"profile/train/trace.json", "profile/train/breakdown.csv"}
+        assert cell.data.metrics["train_prof_matmul_ms"] > 0 and "train_prof_other_ms" in cell.data.metrics
+    res = CliRunner().invoke(app, ["report", "--experiment", "vitbench-bench", "--out", str(workdir / "rep")])
+    assert res.exit_code == 0, res.output
+    text = (workdir / "rep" / "REPORT.md").read_text()
+    assert "## Where the step goes (bench cells)" in text and "## Where the step goes (training runs)" not in text
+    assert "- sdpa[vectorized" in text and "ms profiled)." in text, text
