@@ -13,7 +13,6 @@ import logging
 import time
 import warnings
 from typing import TYPE_CHECKING
-from unittest import mock
 
 from vitbench.names import is_timm
 
@@ -230,6 +229,8 @@ def log_trained_model(model, example: torch.Tensor, register: str | None = None)
     # The requirements below are this process's own, so MLflow's check of them against the installed packages (as it
     # writes the model, and as it loads it back to try the input example) can find nothing; it costs a scan of every
     # installed package's files, seconds beside torch's CUDA wheels.
+    from unittest import mock
+
     import mlflow.pyfunc
     from mlflow.utils import environment
 

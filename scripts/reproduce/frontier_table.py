@@ -21,9 +21,9 @@ for uri in uris:
     for r in mlflow.search_runs(experiment_names=["frontier"], output_format="list"):
         if r.info.status == "FINISHED":
             m = r.data.metrics
-            rows.append({"budget": float(r.data.params["train.time_budget"]), "seed": r.data.params["train.seed"],
-                         "acc": m["final_val_acc"], "steps": m["steps"], "planned": m.get("budget_planned_steps"),
-                         "seconds": m["train_seconds"], "throttled": r.data.tags.get("gpu_throttled", "")})
+            rows.append({"budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
+                         "steps": m["steps"], "planned": m.get("budget_planned_steps"), "seconds": m["train_seconds"],
+                         "throttled": r.data.tags.get("gpu_throttled", "")})
 if not rows:
     sys.exit(f"no finished run in the experiment frontier of {', '.join(uris)}")
 by_budget = defaultdict(list)
@@ -36,8 +36,9 @@ for budget, rs in sorted(by_budget.items()):
     acc = [r["acc"] for r in rs]
     planned = [r["planned"] for r in rs if r["planned"]]  # none where the budget ended before the first fit
     slowed = sum(r["throttled"] not in ("", "no") for r in rs)  # "no", or the line saying how
+    fitted = f"{statistics.median(planned):,.0f}" if planned else "-"
     print(f"| {budget:g} | {len(rs)} | {statistics.median(acc):.2%} ({min(acc):.2%}-{max(acc):.2%}) | "
-          f"{statistics.median(r['steps'] for r in rs):,.0f} / {f'{statistics.median(planned):,.0f}' if planned else '-'} | {max(r['seconds'] for r in rs):.2f} | "
+          f"{statistics.median(r['steps'] for r in rs):,.0f} / {fitted} | {max(r['seconds'] for r in rs):.2f} | "
           f"{f'{slowed} of {len(rs)}' if slowed else 'no'} |")
 
 df = pd.DataFrame(rows)
