@@ -93,7 +93,8 @@ def load_suite(path: str | Path, sets: dict | None = None) -> Suite:
         """A cell: its recipe's options (its own, else the suite's), under the suite's, under its own."""
         values = dict(values)
         recipe = values.pop("recipe", spec.get("recipe"))
-        return Cell(name, {**recipe_settings(recipe), **shared, **values}, recipe)
+        budget = values.get("time_budget", shared.get("time_budget"))
+        return Cell(name, {**recipe_settings(recipe, budget=budget), **shared, **values}, recipe)
 
     cells: list[Cell] = []
     grid = shaped(spec.get("grid"), dict, f"suite {path}: grid")

@@ -106,10 +106,14 @@ def recipes() -> None:
     """List the recipes (vitbench/recipe_files/*.yaml): what each sets, how it was chosen, what it measured."""
     from vitbench.recipes import load_recipes
 
+    def sets(options: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in options.items())
+
     for r in load_recipes().values():
-        typer.echo(f"{r.name}: {r.description}\n  sets:      "
-                   + ", ".join(f"{k}={v}" for k, v in r.options.items())
-                   + f"\n  chosen by: {r.chosen_by}\n  measured:  {r.measured}\n")
+        tiers = "".join(f"\n  {f'--time-budget <= {up_to:g} s' if up_to is not None else 'longer'}: {sets(o)}"
+                        for up_to, o in r.budgets)
+        typer.echo(f"{r.name}: {r.description}\n  sets:      {sets(r.options)}{tiers}\n  chosen by: {r.chosen_by}"
+                   f"\n  measured:  {r.measured}\n")
 
 
 @app.command(cls=Panels)
@@ -155,7 +159,8 @@ def run(
     check_number("--nodes", nodes, 1, 4096)
     check_mlflow_names(experiment=experiment, run_name=run_name, register=register)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe).then(config_options(config)).then(options), resume,
+    given = config_options(config).then(options)
+    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe, budget=given.time_budget).then(given), resume,
                                              checkpoint_dir, tracking_uri, typer.echo)
     if print_config:
         typer.echo(config_yaml(cfg, model_cfg), nl=False)

@@ -11,4 +11,4 @@ for budget in ${BUDGETS:-1 3 10 30 100 300}; do
       --tracking-uri "$U" --quiet 2>&1 | grep -iE "^(done|error)"
   done
 done
-python3 "$REPO/scripts/reproduce/frontier_table.py" "$OUT/frontier.png" "$U"
+python3 "$REPO/scripts/reproduce/frontier_table.py" frontier "$OUT/frontier.png" "$U"

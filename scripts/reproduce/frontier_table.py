@@ -1,5 +1,5 @@
-"""The table and plot of results/frontier.md from its stores: python3 frontier_table.py PNG URI [URI ...]. Per
-budget: the seeds' median test accuracy and range, the steps the schedule was fitted to, the training seconds used,
+"""The tables and plots of results/frontier.md from their stores: python3 frontier_table.py EXPERIMENT PNG URI [URI ...].
+Per recipe and budget: the seeds' median accuracy (test, or held out where the runs held some out) and range, the steps the schedule was fitted to, the training seconds used,
 whether the GPU slowed down; the plot shows each seed's run and the medians against the budget."""
 
 import statistics
@@ -14,39 +14,41 @@ import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-png, uris = sys.argv[1], sys.argv[2:]
+experiment, png, uris = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for uri in uris:
     mlflow.set_tracking_uri(uri)
-    for r in mlflow.search_runs(experiment_names=["frontier"], output_format="list"):
+    for r in mlflow.search_runs(experiment_names=[experiment], output_format="list"):
         if r.info.status == "FINISHED":
             m = r.data.metrics
-            rows.append({"budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
+            rows.append({"recipe": r.data.tags.get("recipe", "-"), "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
                          "steps": m["steps"], "planned": m.get("budget_planned_steps"), "seconds": m["train_seconds"],
-                         "throttled": r.data.tags.get("gpu_throttled", "")})
+                         "throttled": r.data.tags.get("gpu_throttled", ""),
+                         "held_out": float(r.data.params.get("train.val_split", 0)) > 0})
 if not rows:
-    sys.exit(f"no finished run in the experiment frontier of {', '.join(uris)}")
+    sys.exit(f"no finished run in the experiment {experiment} of {', '.join(uris)}")
+scored = "held-out" if all(r["held_out"] for r in rows) else "test" if not any(r["held_out"] for r in rows) else "mixed"
 by_budget = defaultdict(list)
 for row in rows:
-    by_budget[row["budget"]].append(row)
-print("| budget (s) | seeds | test accuracy, median (range) | steps taken / fitted (median) | training s used (max) "
+    by_budget[row["recipe"], row["budget"]].append(row)
+print(f"| recipe | budget (s) | seeds | {scored} accuracy, median (range) | steps taken / fitted (median) | training s used (max) "
       "| GPU slowed down |")
-print("|---:|---:|---|---:|---:|---|")
-for budget, rs in sorted(by_budget.items()):
+print("|---|---:|---:|---|---:|---:|---|")
+for (recipe, budget), rs in sorted(by_budget.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     acc = [r["acc"] for r in rs]
     planned = [r["planned"] for r in rs if r["planned"]]  # none where the budget ended before the first fit
     slowed = sum(r["throttled"] not in ("", "no") for r in rs)  # "no", or the line saying how
     fitted = f"{statistics.median(planned):,.0f}" if planned else "-"
-    print(f"| {budget:g} | {len(rs)} | {statistics.median(acc):.2%} ({min(acc):.2%}-{max(acc):.2%}) | "
+    print(f"| {recipe} | {budget:g} | {len(rs)} | {statistics.median(acc):.2%} ({min(acc):.2%}-{max(acc):.2%}) | "
           f"{statistics.median(r['steps'] for r in rs):,.0f} / {fitted} | {max(r['seconds'] for r in rs):.2f} | "
           f"{f'{slowed} of {len(rs)}' if slowed else 'no'} |")
 
 df = pd.DataFrame(rows)
 sns.set_theme(style="whitegrid", context="notebook")
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-sns.scatterplot(data=df, x="budget", y="acc", color="0.6", s=25, label="each seed", ax=ax)
-med = df.groupby("budget")["acc"].median().reset_index()
-sns.lineplot(data=med, x="budget", y="acc", marker="o", label="median", ax=ax)
-ax.set(xscale="log", xlabel="time budget, training seconds (log)", ylabel="MNIST test accuracy (fraction)",
-       title="run --recipe mnist-fast --time-budget T, schedule fitted to T")
+sns.scatterplot(data=df, x="budget", y="acc", hue="recipe", alpha=0.4, s=25, legend=False, ax=ax)
+med = df.groupby(["recipe", "budget"])["acc"].median().reset_index()
+sns.lineplot(data=med, x="budget", y="acc", hue="recipe", marker="o", ax=ax)  # the medians; dots: each seed
+ax.set(xscale="log", xlabel="time budget, training seconds (log)", ylabel=f"MNIST {scored} accuracy (fraction)",
+       title="run --recipe R --time-budget T, schedule fitted to T (dots: seeds; lines: medians)")
 fig.savefig(png, dpi=120)

@@ -150,6 +150,29 @@ def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path
         recipe_options("odd", tmp_path)
 
 
+def test_a_recipe_grows_with_the_budget_through_its_tiers(tmp_path):
+    """``budgets:``: --time-budget T takes the first tier whose up_to is at least T (the last: any longer), its options
+    over the recipe's; without a budget, one line; tiers out of order or with wrong options are one line."""
+    from vitbench.recipes import recipe_options
+
+    head = "description: x\nchosen_by: y\nmeasured: z\noptions: {lr: 0.01}\n"
+    (tmp_path / "grow.yaml").write_text(head + "budgets:\n- {up_to: 5, options: {dim: 32}}\n"
+                                        "- {up_to: 50, options: {dim: 64}}\n- options: {dim: 128, lr: 0.002}\n")
+    assert [(o.dim, o.lr) for o in (recipe_options("grow", tmp_path, t) for t in (1, 5, 5.5, 50, 300))] == [
+        (32, 0.01), (32, 0.01), (64, 0.01), (64, 0.01), (128, 0.002)]
+    with pytest.raises(VitbenchError, match="recipe grow fits its model to a budget: give --time-budget SECONDS"):
+        recipe_options("grow", tmp_path)
+    for tiers in ("- {up_to: 50, options: {}}\n- {up_to: 5, options: {}}\n- options: {}\n",  # not rising
+                  "- {up_to: 5, options: {}}\n",  # the last with an up_to
+                  "- {up_to: 5, opts: {}}\n- options: {}\n"):
+        (tmp_path / "bad.yaml").write_text(head + "budgets:\n" + tiers)
+        with pytest.raises(VitbenchError, match="up_to rising, the last without up_to"):
+            recipe_options("bad", tmp_path, 10)
+    (tmp_path / "bad.yaml").write_text(head + "budgets:\n- options: {dim: wide}\n")
+    with pytest.raises(VitbenchError, match="dim"):
+        recipe_options("bad", tmp_path, 10)
+
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
