@@ -151,7 +151,7 @@ def run(
     """Train a variant on a dataset and record everything in one MLflow run."""
     from vitbench import distributed
     from vitbench.progress import Every
-    from vitbench.recipes import config_options, config_yaml, recipe_options
+    from vitbench.recipes import config_yaml, run_options
     from vitbench.runner import Tracking, launch, run_configs, run_experiment, say_done
 
     wall.mark("imports")
@@ -159,9 +159,8 @@ def run(
     check_number("--nodes", nodes, 1, 4096)
     check_mlflow_names(experiment=experiment, run_name=run_name, register=register)
     live, shown = Every.parse(live_every), display(quiet, progress_interval)
-    given = config_options(config).then(options)
-    cfg, model_cfg, checkpoint = run_configs(recipe_options(recipe, budget=given.time_budget).then(given), resume,
-                                             checkpoint_dir, tracking_uri, typer.echo)
+    cfg, model_cfg, checkpoint = run_configs(run_options(recipe, config, options), resume, checkpoint_dir, tracking_uri,
+                                             typer.echo)
     if print_config:
         typer.echo(config_yaml(cfg, model_cfg), nl=False)
         return

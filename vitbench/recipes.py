@@ -90,6 +90,13 @@ def config_options(path: Path | None) -> Options:
     return Options.read(spec["options"], f"config {path}")
 
 
+def run_options(recipe: str | None, config: Path | None, flags: Options) -> Options:
+    """A run's options: the recipe's (its tier for the budget the file or the flags give), under the file's, under
+    the flags'."""
+    given = config_options(config).then(flags)
+    return recipe_options(recipe, budget=given.time_budget).then(given)
+
+
 def config_yaml(cfg: TrainConfig, model_cfg: ViTConfig) -> str:
     """Every option of a run as resolved, as a file ``run --config`` reads back to the same run."""
     values = {**asdict(cfg), **model_cfg.to_dict()}

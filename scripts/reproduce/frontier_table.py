@@ -49,6 +49,9 @@ fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 sns.scatterplot(data=df, x="budget", y="acc", hue="recipe", alpha=0.4, s=25, legend=False, ax=ax)
 med = df.groupby(["recipe", "budget"])["acc"].median().reset_index()
 sns.lineplot(data=med, x="budget", y="acc", hue="recipe", marker="o", ax=ax)  # the medians; dots: each seed
+budgets = sorted(df["budget"].unique())
 ax.set(xscale="log", xlabel="time budget, training seconds (log)", ylabel=f"MNIST {scored} accuracy (fraction)",
-       title="run --recipe R --time-budget T, schedule fitted to T (dots: seeds; lines: medians)")
+       title="schedule fitted to --time-budget (dots: seeds, lines: medians)")
+ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+ax.minorticks_off()
 fig.savefig(png, dpi=120)

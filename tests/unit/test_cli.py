@@ -172,6 +172,10 @@ def test_print_config_writes_what_config_reads_back_and_flags_still_win(tmp_path
     (tmp_path / "bad.yaml").write_text("options:\n  batch_size: eight\n")
     res = CliRunner().invoke(cli.app, ["run", "--config", str(tmp_path / "bad.yaml"), "--print-config"])
     assert res.exit_code == 2 and "bad.yaml" in res.output and "batch_size" in res.output
+    grown = [yaml.safe_load(printed("--recipe", "mnist-budget", "--time-budget", t))["options"] for t in ("1", "300")]
+    assert [(o["dim"], o["time_budget"]) for o in grown] == [(64, 1), (128, 300)]  # the budget's tier of the family
+    res = CliRunner().invoke(cli.app, ["run", "--recipe", "mnist-budget", "--print-config"])
+    assert res.exit_code == 2 and "recipe mnist-budget fits its model to a budget: give --time-budget" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mine.yaml"]  # no store, no checkpoint
 
 

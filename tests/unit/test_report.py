@@ -50,9 +50,12 @@ def test_a_suite_takes_a_recipe_under_its_own_options(workdir):
         configs(recipe_options("mnist-10s").then(Options(dataset="mnist", variant="sdpa", precision=p)))
         for p in ("bf16", "fp8")]
 
+    f.write_text("recipe: mnist-budget\ndataset: mnist\ngrid: {time_budget: [1, 300]}\n")  # each budget its tier
+    assert [cell_configs(c, 0)[1].dim for c in load_suite(f).cells] == [64, 128]
+
     f.write_text("recipe: mnist-1s\ngrid: {attention: [sdpa]}\n")
     res = invoke("suite", f)
-    assert res.exit_code == 2 and "unknown recipe 'mnist-1s'; valid: mnist-10s, mnist-fast, mnist-strong" in res.stderr
+    assert res.exit_code == 2 and "unknown recipe 'mnist-1s'; valid: mnist-10s, mnist-budget, mnist-fast" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
