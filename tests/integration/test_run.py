@@ -122,7 +122,7 @@ def test_recipe_sets_options_and_explicit_flags_win(workdir, tiny_mnist):
     # explicit flags win, model flags included (TINY sets dim 32 over the recipe's preset)
     assert (p["train.batch_size"], p["train.precision"], p["train.compile"], p["model.dim"]) == ("32", "fp32", "False", "32")
     assert run.data.tags["recipe"] == "mnist-fast"
-    refused("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-10s, mnist-fast, mnist-strong")
+    refused("run", "--recipe", "imagenet-1k-in-1s", *TINY, needle="valid: mnist-10s, mnist-budget, mnist-fast, mnist-strong")
 
 
 

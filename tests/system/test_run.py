@@ -99,13 +99,13 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = ("import vitbench, vitbench.recipes as r; print(vitbench.__file__); "
-            "print(sorted(r.load_recipes())); print(r.recipe_options('mnist-fast').batch_size)")
+            "print(sorted(r.load_recipes())); print(r.recipe_options('mnist-budget', budget=300).dim)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(target)})
     assert out.returncode == 0, out.stderr
-    where, names, batch = out.stdout.splitlines()[-3:]
+    where, names, dim = out.stdout.splitlines()[-3:]
     assert where.startswith(str(target)), where  # the installed copy, not the checkout
-    assert names == "['mnist-10s', 'mnist-fast', 'mnist-strong']" and batch == "512"
+    assert names == "['mnist-10s', 'mnist-budget', 'mnist-fast', 'mnist-strong']" and dim == "128"  # its tiers too
 
 
 
