@@ -410,9 +410,13 @@ def make_loaders(cfg: TrainConfig, splits: Splits, ctx: RunContext):
     if loader == "gpu":
         train = DeviceLoader(splits.train_images, splits.train_labels, splits.info, cfg.batch_size, device,
                              train=True, seed=cfg.seed, augment=cfg.augment, shard=(rank(), ctx.world))
+    else:
+        train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers, cfg.augment)
+    # Evaluation is not the timed training: on the CPU it reads the images from memory where they are there (a
+    # DataLoader's per-image transforms took longer than the model's forward over MNIST's test set)
+    if loader == "gpu" or (splits.resident and device.type == "cpu"):
         evaluation = DeviceLoader(splits.eval_images, splits.eval_labels, splits.info, cfg.eval_batch_size,
                                   device, train=False)
     else:
-        train = TorchLoader(splits, cfg.batch_size, device, True, cfg.seed, cfg.num_workers, cfg.augment)
         evaluation = TorchLoader(splits, cfg.eval_batch_size, device, False, cfg.seed, cfg.num_workers)
     return loader, train, evaluation

@@ -163,6 +163,26 @@ def test_val_split_holds_out_part_of_training_set(tmp_path):
 
 
 
+def test_a_dataloader_run_on_the_cpu_evaluates_the_same_images_from_memory(tmp_path):
+    """`--loader dataloader` trains through torch's DataLoader; its evaluation on the CPU reads the images already in
+    memory, batch for batch what the DataLoader's transforms give (on CUDA it stays the DataLoader: no device memory)."""
+    from dataclasses import replace
+
+    from vitbench.data import RunContext, make_loaders
+    from vitbench.options import Options, configs
+
+    cfg, _ = configs(Options(dataset="mnist", loader="dataloader", eval_batch_size=100))
+    splits = load_splits("mnist", str(write_tiny_mnist(tmp_path)))
+    ctx = RunContext(torch.device("cpu"), 1, "dataloader", splits.info, False)
+    kind, train, evaluation = make_loaders(cfg, splits, ctx)
+    assert (kind, type(train), type(evaluation)) == ("dataloader", TorchLoader, DeviceLoader)
+    tutorial = TorchLoader(splits, 100, torch.device("cpu"), train=False)
+    for (x, y), (tx, ty) in zip(evaluation.batches(), tutorial.batches(), strict=True):
+        assert torch.equal(y, ty) and torch.allclose(x, tx, atol=1e-6)
+    streamed = replace(splits, resident=False)  # an ImageFolder too large for memory: read from disk as it trains
+    assert type(make_loaders(cfg, streamed, ctx)[2]) is TorchLoader
+
+
 def test_one_seed_gives_one_order():
     assert torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 2))
     assert not torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 3))
