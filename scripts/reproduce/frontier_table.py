@@ -1,5 +1,5 @@
 """The tables and plots of results/frontier.md from their stores: python3 frontier_table.py EXPERIMENT PNG URI [URI ...].
-Per recipe and budget: the seeds' median accuracy (test, or held out where the runs held some out) and range, the steps the schedule was fitted to, the training seconds used,
+Per recipe (or variant, for runs without one) and budget: the seeds' median accuracy (test, or held out where the runs held some out) and range, the steps the schedule was fitted to, the training seconds used,
 whether the GPU slowed down; the plot shows each seed's run and the medians against the budget."""
 
 import statistics
@@ -21,7 +21,7 @@ for uri in uris:
     for r in mlflow.search_runs(experiment_names=[experiment], output_format="list"):
         if r.info.status == "FINISHED":
             m = r.data.metrics
-            rows.append({"recipe": r.data.tags.get("recipe", "-"), "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
+            rows.append({"recipe": r.data.tags.get("recipe", r.data.tags.get("variant", "-")), "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
                          "steps": m["steps"], "planned": m.get("budget_planned_steps"), "seconds": m["train_seconds"],
                          "throttled": r.data.tags.get("gpu_throttled", ""),
                          "held_out": float(r.data.params.get("train.val_split", 0)) > 0})
