@@ -145,6 +145,7 @@ def test_recipes_are_yaml_files_listed_with_their_measurements(workdir, tmp_path
     for name, r in load_recipes().items():
         assert f"{name}: {r.description}" in res.output and "measured:" in res.output
         assert "H100" in r.measured and "held-out" in r.chosen_by
+    assert "\n  --time-budget <= 2 s: lr=0.01" in res.output and "\n  longer: patch_size=4, dim=128" in res.output
     (tmp_path / "odd.yaml").write_text("description: x\nchosen_by: y\nmeasured: z\noptions: {learning_rate: 1}\n")
     with pytest.raises(VitbenchError, match="'learning_rate' is not an option"):
         recipe_options("odd", tmp_path)
