@@ -90,10 +90,10 @@ def load_suite(path: str | Path, sets: dict | None = None) -> Suite:
     check_names(shared, f"suite {path}")
 
     def cell(name: str, values: dict) -> Cell:
-        """A cell: its recipe's options (its own, else the suite's), under the suite's, under its own."""
+        """A cell: its recipe's options (its tier for the budget, --set's too), under the suite's, under its own."""
         values = dict(values)
         recipe = values.pop("recipe", spec.get("recipe"))
-        budget = values.get("time_budget", shared.get("time_budget"))
+        budget = {**shared, **values, **(sets or {})}.get("time_budget")
         return Cell(name, {**recipe_settings(recipe, budget=budget), **shared, **values}, recipe)
 
     cells: list[Cell] = []

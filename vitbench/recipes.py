@@ -34,7 +34,8 @@ class Recipe:
         if not self.budgets:
             return dict(self.options)
         if budget is None:
-            raise VitbenchError(f"recipe {self.name} fits its model to a budget: give --time-budget SECONDS")
+            raise VitbenchError(f"recipe {self.name} fits its model to a budget: give --time-budget SECONDS "
+                                "(in a suite: time_budget)")
         return {**self.options, **next(o for up_to, o in self.budgets if up_to is None or budget <= up_to)}
 
 

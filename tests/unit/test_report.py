@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import REPO
 from tests.helpers import invoke
 from vitbench.cells import load_suite
+from vitbench.errors import VitbenchError
 
 
 @pytest.mark.parametrize("name", ["attention", "patchify", "positions", "loaders", "tutorials", "precision", "quick",
@@ -52,6 +53,10 @@ def test_a_suite_takes_a_recipe_under_its_own_options(workdir):
 
     f.write_text("recipe: mnist-budget\ndataset: mnist\ngrid: {time_budget: [1, 300]}\n")  # each budget its tier
     assert [cell_configs(c, 0)[1].dim for c in load_suite(f).cells] == [64, 128]
+    f.write_text("recipe: mnist-budget\ndataset: mnist\ngrid: {attention: [sdpa]}\n")  # the budget from --set
+    assert [cell_configs(c, 0)[1].dim for c in load_suite(f, {"time_budget": 300}).cells] == [128]
+    with pytest.raises(VitbenchError, match=r"give --time-budget SECONDS \(in a suite: time_budget\)"):
+        load_suite(f)
 
     f.write_text("recipe: mnist-1s\ngrid: {attention: [sdpa]}\n")
     res = invoke("suite", f)
