@@ -1,6 +1,7 @@
 """The tables and plots of results/frontier.md from their stores: python3 frontier_table.py EXPERIMENT PNG URI [URI ...].
-Per recipe (or variant, for runs without one) and budget: the seeds' median accuracy (test, or held out where the runs held some out) and range, the steps the schedule was fitted to, the training seconds used,
-whether the GPU slowed down; the plot shows each seed's run and the medians against the budget."""
+Per recipe (or variant, for runs without one) and budget: the seeds' median accuracy (test, or held out where the
+runs held some out) and range, the steps taken and fitted, the training seconds used, whether the GPU slowed down;
+the plot shows each seed's run and the medians against the budget."""
 
 import statistics
 import sys
@@ -21,7 +22,8 @@ for uri in uris:
     for r in mlflow.search_runs(experiment_names=[experiment], output_format="list"):
         if r.info.status == "FINISHED":
             m = r.data.metrics
-            rows.append({"recipe": r.data.tags.get("recipe", r.data.tags.get("variant", "-")), "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
+            rows.append({"recipe": r.data.tags.get("recipe", r.data.tags.get("variant", "-")),
+                         "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
                          "steps": m["steps"], "planned": m.get("budget_planned_steps"), "seconds": m["train_seconds"],
                          "throttled": r.data.tags.get("gpu_throttled", ""),
                          "held_out": float(r.data.params.get("train.val_split", 0)) > 0})
@@ -31,8 +33,8 @@ scored = "held-out" if all(r["held_out"] for r in rows) else "test" if not any(r
 by_budget = defaultdict(list)
 for row in rows:
     by_budget[row["recipe"], row["budget"]].append(row)
-print(f"| recipe | budget (s) | seeds | {scored} accuracy, median (range) | steps taken / fitted (median) | training s used (max) "
-      "| GPU slowed down |")
+print(f"| recipe | budget (s) | seeds | {scored} accuracy, median (range) | steps taken / fitted (median) "
+      "| training s used (max) | GPU slowed down |")
 print("|---|---:|---:|---|---:|---:|---|")
 for (recipe, budget), rs in sorted(by_budget.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     acc = [r["acc"] for r in rs]
