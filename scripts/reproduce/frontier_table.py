@@ -1,5 +1,5 @@
 """The tables and plots of results/frontier.md from their stores: python3 frontier_table.py EXPERIMENT PNG URI [URI ...].
-Per recipe (or variant, for runs without one) and budget: the seeds' median accuracy (test, or held out where the
+Per recipe (or variant, for runs without one; with the options that differ between its runs, where they do) and budget: the seeds' median accuracy (test, or held out where the
 runs held some out) and range, the steps taken and fitted, the training seconds used, whether the GPU slowed down;
 the plot shows each seed's run and the medians against the budget."""
 
@@ -26,9 +26,16 @@ for uri in uris:
                          "budget": float(r.data.params["train.time_budget"]), "acc": m["final_val_acc"],
                          "steps": m["steps"], "planned": m.get("budget_planned_steps"), "seconds": m["train_seconds"],
                          "throttled": r.data.tags.get("gpu_throttled", ""),
-                         "held_out": float(r.data.params.get("train.val_split", 0)) > 0})
+                         "held_out": float(r.data.params.get("train.val_split", 0)) > 0, "params": r.data.params})
 if not rows:
     sys.exit(f"no finished run in the experiment {experiment} of {', '.join(uris)}")
+for recipe in {row["recipe"] for row in rows}:  # candidates of one recipe at one budget: told apart by their options
+    mine = [row for row in rows if row["recipe"] == recipe]
+    keys = {k for row in mine for k in row["params"]} - {"train.seed"}
+    varying = sorted({k for k in keys for b in {row["budget"] for row in mine}
+                      if len({row["params"].get(k) for row in mine if row["budget"] == b}) > 1})
+    for row in mine:
+        row["recipe"] = " ".join([recipe, *(f"{k.split('.', 1)[1]}={row['params'].get(k)}" for k in varying)])
 scored = "held-out" if all(r["held_out"] for r in rows) else "test" if not any(r["held_out"] for r in rows) else "mixed"
 by_budget = defaultdict(list)
 for row in rows:
