@@ -12,6 +12,54 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import write_tiny_mnist
 from tests.helpers import TINY, busy_machine, invoke, quiet_machine, refused, runs
 
+PARAMS = ["train.epochs", "train.batch_size", "train.lr", "train.weight_decay", "train.warmup_epochs",
+          "train.label_smoothing", "train.precision", "train.seed", "train.loader", "train.max_steps",
+          "model.attention", "model.patchify", "model.mlp", "model.pos_embed", "model.pool", "model.dim", "model.depth",
+          "model.heads", "model.patch_size", "data.eval_set"]
+
+
+EPOCH_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_images_per_sec"]
+
+
+FINAL_METRICS = ["best_val_acc", "final_val_acc", "train_seconds", "infer_images_per_sec", "peak_memory_mb",
+                 "param_count", "steps", "images_seen", "train_images_per_sec_mean"]
+
+
+TAGS = ["variant", "dataset", "part.attention", "part.patchify", "part.mlp", "part.pos_embed", "part.pool", "gpu",
+        "torch_version", "cuda_version", "driver_version", "vitbench_version", "git_commit", "command", "eval_set"]
+
+
+
+def test_run_on_real_mnist_records_everything(workdir, real_mnist):
+    res = invoke("run", "--variant", "vectorized-msa", "--dataset", "mnist", "--epochs", "1", "--max-steps", "20",
+                 "--device", "cpu", "--data-dir", str(real_mnist))
+    assert res.exit_code == 0, res.output
+    assert "done: vectorized-msa on mnist" in res.output
+    (run,) = runs()
+    assert run.info.status == "FINISHED"
+    for p in PARAMS:
+        assert p in run.data.params, p
+    assert run.data.params["model.attention"] == "vectorized" and run.data.params["data.eval_set"] == "test"
+    for m in EPOCH_METRICS + FINAL_METRICS:
+        assert m in run.data.metrics and run.data.metrics[m] == run.data.metrics[m], m  # present, not NaN
+    assert run.data.metrics["param_count"] == 137930
+    assert run.data.metrics["train_seconds"] > 0 and run.data.metrics["peak_memory_mb"] > 0
+    for t in TAGS:
+        assert t in run.data.tags, t
+    assert run.data.tags["peak_memory_source"] == "process_peak_rss"
+    client = MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [h.step for h in history] == [1]
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts |= {a.path for d in ("plots", "checkpoint") for a in client.list_artifacts(run.info.run_id, d)}
+    for a in ("config.json", "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/predictions.png",
+              "checkpoint/last.pt"):
+        assert a in arts, a
+    ckpt = torch.load(workdir / "checkpoints" / run.info.run_id / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "train_config", "model_config", "position"} <= set(ckpt)
+    assert ckpt["position"]["global_step"] == 20
+
+
 
 def test_training_learns_and_both_loaders_agree(workdir, tiny_mnist):
     accs = {}
