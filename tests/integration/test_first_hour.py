@@ -52,7 +52,8 @@ def test_a_time_budget_holds_when_every_step_is_slow(workdir, tiny_mnist, monkey
     assert res.exit_code == 0, res.output
     (run,) = runs()
     assert run.data.tags["stopped_by"] == "time_budget"
-    assert run.data.metrics["train_seconds"] <= 1.1, run.data.metrics["train_seconds"]  # a step's jitter at most
+    # a third step would end 1.2 s in at the least: not started, however loaded the machine (its seconds vary with it)
+    assert run.data.metrics["steps"] <= 2, (run.data.metrics["steps"], run.data.metrics["train_seconds"])
 
 
 
