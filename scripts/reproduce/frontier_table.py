@@ -1,7 +1,7 @@
 """The tables and plots of results/frontier.md from their stores: python3 frontier_table.py EXPERIMENT PNG URI [URI ...].
-Per recipe (or variant, for runs without one; with the options that differ between its runs, where they do) and budget: the seeds' median accuracy (test, or held out where the
-runs held some out) and range, the steps taken and fitted, the training seconds used, whether the GPU slowed down;
-the plot shows each seed's run and the medians against the budget."""
+Per recipe (or variant, for runs without one; with the options its candidates at one budget change) and budget:
+the seeds' median accuracy (test, or held out where the runs held some out) and range, the steps taken and fitted,
+the training seconds used, whether the GPU slowed down; the plot shows each seed's run and the medians."""
 
 import statistics
 import sys
