@@ -218,11 +218,23 @@ def on_stale_trial(study, trial) -> None:
 
     from vitbench.liveness import end_orphaned
 
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):
+        if run_id := trial_run(study, trial):
             end_orphaned(run_id, "FAILED", "worker died: its Optuna heartbeat stopped")
     RetryFailedTrialCallback(max_retry=3)(study, trial)
+
+
+def trial_run(study, trial) -> str | None:
+    """The MLflow run a trial started: the id its worker wrote on the trial, else (a worker killed between creating
+    the run and writing its id) the RUNNING run tagged with the trial, as every trial's run is from its creation."""
+    import mlflow
+
+    if run_id := trial.user_attrs.get("mlflow_run_id"):
+        return run_id
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`optuna.study` = '{study.study_name}' and tags.`optuna.trial` = "
+                                            f"'{trial.number}' and attributes.status = 'RUNNING'")
+    return runs[0].info.run_id if runs else None
 
 
 class TrialBeat:

@@ -248,7 +248,8 @@ def work_cells(path: Path, study, device: str | None, data_dir: str | None, trac
         beat = TrialBeat(trial, heartbeat)
         try:
             run = run_cell(suite, cell, a["suite.repeat"], device, data_dir, tracking_uri, display, live,
-                           lambda s: None, tags={"suite.gpu": label} if label else None,
+                           lambda s: None, tags={"optuna.study": study.study_name, "optuna.trial": str(trial.number),
+                                                 **({"suite.gpu": label} if label else {})},
                            on_start=lambda rid, t=trial: t.set_user_attr("mlflow_run_id", rid))
         except KeyboardInterrupt:
             beat.stop()

@@ -299,13 +299,12 @@ def tracked_run(experiment_id: str, run_name: str | None = None, run_id: str | N
     import mlflow
 
     run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                           run_name=None if run_id else run_name, tags=tags or None,
+                           run_name=None if run_id else run_name, tags={**(tags or {}), **process_tags()},
                            parent_run_id=parent_run_id, log_system_metrics=system_metrics or None,
                            nested=mlflow.active_run() is not None)
     rid = run.info.run_id
     box = outbox or Outbox("checkpoints", mlflow.get_tracking_uri())
     box.run_id = rid
-    mlflow.set_tags(process_tags())
     beat = Heartbeat(rid)
 
     def end(status: str, tags: dict | None = None, ended: str | None = None) -> None:
