@@ -190,13 +190,16 @@ def test_two_hosts_share_a_suite_and_one_killed_midway_loses_no_run(workdir, tin
         b_seen += b.stdout.readline()
     assert "repeat 0 (seed" in b_seen, b_seen
     a = host("host-a")
-    time.sleep(2)  # b's run is under way (its data and model take a second or two, its training 4 s)
+    mlflow.set_tracking_uri(tracking)
+    while time.time() < deadline and not mlflow.search_runs(  # b's run is under way (its training 4 s)
+            filter_string="tags.`vitbench.host` = 'host-b' and attributes.status = 'RUNNING'",
+            search_all_experiments=True, output_format="list"):
+        time.sleep(0.2)
     for p in [*psutil.Process(b.pid).children(recursive=True), psutil.Process(b.pid)]:
         p.kill()  # the whole host at once
     b.wait()
     out = a.communicate(timeout=400)[0]
     assert a.returncode == 0, out
-    mlflow.set_tracking_uri(tracking)
     exp = mlflow.get_experiment_by_name("hosts")
     done = MlflowClient().search_runs([exp.experiment_id])
     finished = [r.data.tags["suite.cell"] for r in done if r.info.status == "FINISHED"]
