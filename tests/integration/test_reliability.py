@@ -1,5 +1,6 @@
 """Nothing lost, nothing leaked: corrupt checkpoints, a full disk, first commands racing on a new store, paths
-that reach outside where they should, and bad files -- each a one-line error, nothing half-written.
+that reach outside where they should, and bad files -- each a one-line error, nothing half-written; a worker
+killed as its run began leaves no run RUNNING.
 (A server lost mid-run and the password in a tracking URL: tests/system/test_tracking.py.)"""
 
 from __future__ import annotations
@@ -88,3 +89,26 @@ def test_impossible_runs_are_refused_before_a_run_exists(workdir, tiny_mnist, ar
     one_line_error(invoke("run", "--epochs", "1", *args, *TINY), needle)
     assert runs() == []
 
+
+def test_a_worker_killed_as_its_run_began_leaves_no_run_running(workdir):
+    """A worker SIGKILLed after MLflow created its run but before the trial learnt the run's id: the run carries
+    the trial and the process from its creation, so the trial's reaper ends it FAILED."""
+    import mlflow
+    import optuna
+
+    from vitbench.study import on_stale_trial
+    from vitbench.tracking import tracked_run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    study = optuna.create_study(study_name="suite:s", storage=f"sqlite:///{workdir / 'q.db'}")
+    trial = study.ask()
+    exp = mlflow.create_experiment("s")
+    with tracked_run(exp, "run", tags={"optuna.study": "suite:s", "optuna.trial": str(trial.number)}) as rid:
+        client = MlflowClient()
+        assert client.get_run(rid).data.tags["vitbench.pid"]  # the process's tags came with the run
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the worker's heartbeat stopped here
+        on_stale_trial(study, study.trials[trial.number])
+        run = client.get_run(rid)
+        assert run.info.status == "FAILED" and run.data.tags["error"].startswith("worker died")
+        mlflow.end_run()
