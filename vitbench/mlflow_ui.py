@@ -102,9 +102,12 @@ def mark_experiment(experiment_id: str, description: str | None = None,
 
 
 def parts_line(model_cfg: ViTConfig, variant: str = "") -> str:
-    if is_timm(variant):
-        return "timm's model as timm.create_model builds it"
     m = model_cfg
+    if is_timm(variant):
+        from vitbench.peers import check_timm
+
+        patches = f", patch {m.patch_size}" if "patch_size" in check_timm(variant, m) else ""
+        return f"timm's model as timm.create_model builds it for {m.image_size}x{m.image_size}x{m.in_chans} images{patches}"
     return (f"attention {m.attention}, patchify {m.patchify}, MLP {m.mlp}, positions {m.pos_embed}, {m.pool} pooling, "
             f"{m.norm}-norm; dim {m.dim}, depth {m.depth}, heads {m.heads}, MLP width {m.mlp_dim}, patch {m.patch_size}, "
             f"{m.image_size}x{m.image_size}x{m.in_chans} images")

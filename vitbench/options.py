@@ -41,7 +41,7 @@ def model_config(o: Options) -> ViTConfig:
     image shape and classes, then every model option ``o`` gives."""
     o = named(o)
     variant = o.variant
-    if is_timm(variant):  # timm's model as timm builds it: the dataset's shape, none of vitbench's parts or sizes
+    if is_timm(variant):  # timm's model as timm builds it: the dataset's shape, a patch size, no part or size of ours
         if given_ := [n for n in MODEL_OPTIONS if getattr(o, n) is not None and n not in TIMM_SHAPE]:
             raise VitbenchError(f"--{given_[0].replace('_', '-')} is a part or size of vitbench's ViT; {variant} is "
                                 "timm's model as timm builds it")

@@ -29,7 +29,7 @@ from vitbench.models.vit import unavailable
 from vitbench.names import is_timm
 from vitbench.options import dataset_for, default_experiment
 from vitbench.outbox import Outbox
-from vitbench.peers import TIMM_SHAPE, check_timm
+from vitbench.peers import check_timm
 from vitbench.progress import Display, Every
 from vitbench.timing import resolve_device
 from vitbench.tracking import (
@@ -161,7 +161,7 @@ def record_start(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, resume:
     if resume is None:
         model = model_cfg.to_dict()
         if is_timm(cfg.variant):  # none of vitbench's parts and sizes: timm's model takes the dataset's shape
-            model = {k: model[k] for k in TIMM_SHAPE}
+            model = {k: model[k] for k in check_timm(cfg.variant, model_cfg)}
         mlflow.log_params({**flatten(asdict(cfg), "train."), **flatten(model, "model."), "data.eval_set": splits.eval_set})
         mlflow_ui.log_datasets(splits)
         mlflow.set_tag(mlflow_ui.NOTE, mlflow_ui.describe_start(cfg, model_cfg))

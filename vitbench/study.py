@@ -67,8 +67,9 @@ def check_space_for(variant: str, space: dict[str, dict]) -> dict[str, dict]:
     """``space``, where the variant can take every option it searches: a timm:NAME model has none of vitbench's parts
     and sizes to search."""
     from vitbench.config import MODEL_OPTIONS
+    from vitbench.peers import TIMM_SHAPE
 
-    if is_timm(variant) and (model := [k for k in space if k in MODEL_OPTIONS]):
+    if is_timm(variant) and (model := [k for k in space if k in MODEL_OPTIONS and k not in TIMM_SHAPE]):
         raise VitbenchError(f"the search space varies {model[0]}, a part or size of vitbench's ViT; {variant} is timm's "
                             "model as timm builds it: --space train-only, or a file of training options")
     return space
