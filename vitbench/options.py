@@ -17,7 +17,7 @@ from vitbench.errors import VitbenchError
 from vitbench.models import resolve_config
 from vitbench.models.registry import get_preset
 from vitbench.names import is_timm
-from vitbench.peers import TIMM_SHAPE
+from vitbench.peers import TIMM_SHAPE, check_timm
 
 
 def given(**values) -> dict:
@@ -52,8 +52,11 @@ def model_config(o: Options) -> ViTConfig:
                              ("num_classes", o.num_classes, info.num_classes)):
         if asked not in (None, has):
             raise VitbenchError(f"{o.dataset} has {name} {has}, but {asked} was asked for")
-    return resolve_config(variant, preset, **{**{n: getattr(o, n) for n in MODEL_OPTIONS}, "image_size": h,
-                                                "in_chans": c, "num_classes": info.num_classes})
+    cfg = resolve_config(variant, preset, **{**{n: getattr(o, n) for n in MODEL_OPTIONS}, "image_size": h,
+                                               "in_chans": c, "num_classes": info.num_classes})
+    if is_timm(o.variant) and o.patch_size is not None and "patch_size" not in check_timm(o.variant, cfg):
+        raise VitbenchError(f"--patch-size: {o.variant} cuts no patches (it has no patch size of its own)")
+    return cfg
 
 
 def configs(o: Options) -> tuple[TrainConfig, ViTConfig]:

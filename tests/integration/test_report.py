@@ -197,3 +197,4 @@ def test_a_timm_model_trains_by_name_beside_a_vitbench_variant_and_the_report_co
     assert "timm:test_resnet" in report and "sdpa" in report
     refused("run", "--variant", "timm:test_convnext", "--device", "cpu", needle="does not take 28x28x1 images")
     refused("run", "--variant", "timm:test_resnet", "--dim", "32", needle="is a part or size of vitbench's ViT")
+    refused("run", "--variant", "timm:test_resnet", "--patch-size", "4", needle="timm:test_resnet cuts no patches")
