@@ -289,7 +289,7 @@ def sweep(
         base = replace(base, val_split=SWEEP_VAL_SPLIT)
     objectives = check_objectives(objective)
     variant, dataset = base.variant, base.dataset
-    searched = check_space_for(variant, load_space(space))
+    searched = check_space_for(base, load_space(space))
     spec = SweepSpec(variant=variant, dataset=dataset, n_trials=n_trials, space=searched,
                      space_path=str(space or "default"), objectives=objectives, pruner=pruner, storage=storage,
                      study_name=study_name or default_study_name(variant, dataset, objectives), timeout=timeout,

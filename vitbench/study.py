@@ -15,11 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitbench.config import SEARCHABLE
 from vitbench.errors import VitbenchError, check_number
 from vitbench.names import is_timm
 from vitbench.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from vitbench.options import Options
 
 SPACE_DIR = Path(str(resources.files("vitbench") / "space_files"))  # shipped in the wheel (pyproject.toml)
 OBJECTIVES = ("val_acc", "train_images_per_sec")
@@ -63,15 +67,22 @@ def load_space(path: str | Path | None) -> dict[str, dict]:
     return space
 
 
-def check_space_for(variant: str, space: dict[str, dict]) -> dict[str, dict]:
+def check_space_for(base: Options, space: dict[str, dict]) -> dict[str, dict]:
     """``space``, where the variant can take every option it searches: a timm:NAME model has none of vitbench's parts
-    and sizes to search."""
+    and sizes to search, and a patch size only where it cuts patches."""
     from vitbench.config import MODEL_OPTIONS
-    from vitbench.peers import TIMM_SHAPE
+    from vitbench.options import model_config
+    from vitbench.peers import TIMM_SHAPE, check_timm
 
-    if is_timm(variant) and (model := [k for k in space if k in MODEL_OPTIONS and k not in TIMM_SHAPE]):
+    variant = base.variant
+    if not is_timm(variant):
+        return space
+    if model := [k for k in space if k in MODEL_OPTIONS and k not in TIMM_SHAPE]:
         raise VitbenchError(f"the search space varies {model[0]}, a part or size of vitbench's ViT; {variant} is timm's "
                             "model as timm builds it: --space train-only, or a file of training options")
+    if "patch_size" in space and "patch_size" not in check_timm(variant, model_config(base)):
+        raise VitbenchError(f"the search space varies patch_size; {variant} cuts no patches (it has no patch size of "
+                            "its own)")
     return space
 
 

@@ -120,7 +120,7 @@ def test_a_pruned_trial_ends_killed_as_mlflow_and_optuna_show_it(workdir, tiny_m
 
 def test_a_timm_model_is_swept_over_training_options_only(workdir, tiny_mnist):
     """`sweep --variant timm:NAME`: trials of timm's model over a space of training options; a space that varies
-    vitbench's parts or sizes is one line before any study exists."""
+    vitbench's parts or sizes, or a patch size the model does not have, is one line before any study exists."""
     pytest.importorskip("timm")
     from tests.helpers import refused
 
@@ -133,4 +133,6 @@ def test_a_timm_model_is_swept_over_training_options_only(workdir, tiny_mnist):
     _, children = sweep_runs(workdir)
     assert len(children) == 2 and all(c.data.params["train.variant"] == "timm:test_resnet" for c in children)
     refused(*args, "--space", "default", needle="a part or size of vitbench's ViT")
+    space.write_text("patch_size: {type: categorical, choices: [4, 7]}\n")  # a CNN cuts no patches
+    refused(*args, "--space", str(space), needle="timm:test_resnet cuts no patches")
     assert not (workdir / "optuna.db").stat().st_size == 0
