@@ -56,7 +56,7 @@ def main() -> None:
 def leave(code: int | str | None, message_code: int = 1) -> None:
     """Exit as soon as a command is done. Its work is recorded by then (runs ended, stores committed, files
     closed), and the interpreter's own teardown -- torch's compile workers, the CUDA context, MLflow's thread
-    pools -- took seconds after the result was printed (3.5 s on a CPU, ~10 s on an H100 host)."""
+    pools -- takes seconds after the result is printed (results/fresh_process.md)."""
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = message_code

@@ -1,7 +1,7 @@
 """The conditions a speed figure was measured under: on the CPU side the machine (CPU model, cores), its load, and
 how much of the CPU other processes took while the timed region ran; on a GPU, through NVIDIA's NVML, its clocks,
-power, temperature and whether it throttled. A busy machine changes every images/s figure (15x, once, on a 2-core
-laptop), a throttled GPU too, so each run and bench cell records these and says when either happened.
+power, temperature and whether it throttled. A busy machine changes every images/s figure, a throttled GPU too,
+so each run and bench cell records these and says when either happened.
 
 Torch-free: psutil reads the system's and this process's CPU times, nvidia-ml-py the GPU's."""
 

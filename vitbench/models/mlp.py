@@ -5,8 +5,8 @@ same function; only speed and memory differ.
 
 ``torch``: ``nn.Linear``, ``nn.GELU``, ``nn.Linear``, as timm and the tutorials write it. Compiled, inductor
 keeps fc1's output for the backward pass and recomputes the GELU there, in a kernel of its own, then sums fc1's
-bias gradient in another that recomputes the GELU's derivative: at ViT-B/16 these passes over the (tokens x 3072)
-activation took 8.6 ms of a 70-ms training step on an H200 (results/real_sizes.md; ours: 7.1 ms).
+bias gradient in another that recomputes the GELU's derivative: at ViT-B/16 a visible share of the step
+(results/real_sizes.md).
 
 ``triton``: fc1 as one custom operator whose forward is cuBLAS's matmul with its bias (as ``nn.Linear``'s) and our
 GELU kernel, keeping the GELU's input and output (fc2 needs the output for its weight gradient: nothing is
