@@ -232,30 +232,31 @@ def work_cells(path: Path, study, device: str | None, data_dir: str | None, trac
             time.sleep(min(heartbeat, 5))  # others hold the last runs; take one over if its worker dies
             continue
         trial = study.ask()
-        a = trial.user_attrs
-        if "suite.key" not in a or duplicate(study, trial):
-            tell_failed(study, trial, "spare" if "suite.key" not in a else "duplicate")
-            continue
-        sets = a.get("suite.sets") or {}
-        if (overrides := str(sorted(sets.items()))) not in suites:
-            suites[overrides] = load_suite(path, sets)
-        suite = suites[overrides]
-        cell = next((c for c in suite.cells if c.name == a["suite.cell"]), None)
-        if cell is None:
-            tell_failed(study, trial, "failed")
-            display.note(f"  FAILED: suite {suite.name} has no cell {a['suite.cell']!r} now")
-            continue
-        beat = TrialBeat(trial, heartbeat)
+        beat = TrialBeat(trial, heartbeat)  # its worker named on it at once: a trial without a beat looks dead
         try:
-            run = run_cell(suite, cell, a["suite.repeat"], device, data_dir, tracking_uri, display, live,
-                           lambda s: None, tags={"optuna.study": study.study_name, "optuna.trial": str(trial.number),
-                                                 **({"suite.gpu": label} if label else {})},
-                           on_start=lambda rid, t=trial: t.set_user_attr("mlflow_run_id", rid))
-        except KeyboardInterrupt:
+            a = trial.user_attrs
+            if "suite.key" not in a or duplicate(study, trial):
+                tell_failed(study, trial, "spare" if "suite.key" not in a else "duplicate")
+                continue
+            sets = a.get("suite.sets") or {}
+            if (overrides := str(sorted(sets.items()))) not in suites:
+                suites[overrides] = load_suite(path, sets)
+            suite = suites[overrides]
+            cell = next((c for c in suite.cells if c.name == a["suite.cell"]), None)
+            if cell is None:
+                tell_failed(study, trial, "failed")
+                display.note(f"  FAILED: suite {suite.name} has no cell {a['suite.cell']!r} now")
+                continue
+            try:
+                run = run_cell(suite, cell, a["suite.repeat"], device, data_dir, tracking_uri, display, live,
+                               lambda s: None, tags={"optuna.study": study.study_name, "optuna.trial": str(trial.number),
+                                                     **({"suite.gpu": label} if label else {})},
+                               on_start=lambda rid, t=trial: t.set_user_attr("mlflow_run_id", rid))
+            except KeyboardInterrupt:
+                tell_failed(study, trial, "interrupted")
+                raise
+        finally:
             beat.stop()
-            tell_failed(study, trial, "interrupted")
-            raise
-        beat.stop()
         try:
             if run is None:
                 tell_failed(study, trial, "failed")

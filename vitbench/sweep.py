@@ -101,16 +101,16 @@ class Objective:
         from vitbench.train import NonFiniteLoss
 
         spec = self.spec
-        earlier = [t for t in self.study.get_trials(deepcopy=False)
-                   if t.number < trial.number and t.state.name in (*COUNTED, "RUNNING")]
-        if len(earlier) >= spec.n_trials:
-            raise ExcessTrial(f"study already has {spec.n_trials} trials")
-        params = suggest(trial, spec.space)
-        cfg, model_cfg = self.configs(trial, params)
-        tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
-        beat = TrialBeat(trial, spec.heartbeat) if spec.journal else None
+        beat = TrialBeat(trial, spec.heartbeat) if spec.journal else None  # at once: a trial without one looks dead
         state = "FAIL"
         try:
+            earlier = [t for t in self.study.get_trials(deepcopy=False)
+                       if t.number < trial.number and t.state.name in (*COUNTED, "RUNNING")]
+            if len(earlier) >= spec.n_trials:
+                raise ExcessTrial(f"study already has {spec.n_trials} trials")
+            params = suggest(trial, spec.space)
+            cfg, model_cfg = self.configs(trial, params)
+            tags = {"optuna.study": spec.study_name, "optuna.trial": str(trial.number), "kind": "sweep-trial"}
             tracking = Tracking(self.tracking_uri, self.experiment, trial_name(trial.number, params),
                                 self.parent_run_id, tags, on_start=lambda rid: started(trial, rid))
             outcome = run_experiment(cfg, model_cfg, tracking, on_epoch=[self.report(trial)], splits=self.splits,

@@ -112,3 +112,33 @@ def test_a_worker_killed_as_its_run_began_leaves_no_run_running(workdir):
         run = client.get_run(rid)
         assert run.info.status == "FAILED" and run.data.tags["error"].startswith("worker died")
         mlflow.end_run()
+
+
+def test_a_worker_beats_from_the_moment_it_claims_a_run(workdir, monkeypatch):
+    """A worker that claims a queued run is named on it at once: while it is still loading the suite (slow on a
+    busy machine), a worker on another host that looks at the queue sees its heartbeat, not a dead worker."""
+    import time
+
+    import optuna
+
+    from vitbench import cells, liveness
+    from vitbench.progress import Display, Every
+    from vitbench.study import dead_worker
+    from vitbench.suite import open_queue, work_cells
+
+    study = open_queue("s", f"journal:{workdir / 'q.journal'}")
+    study.enqueue_trial({}, user_attrs={"suite.key": "c#0#", "suite.cell": "c", "suite.repeat": 0, "suite.sets": {},
+                                        "suite.enqueued": time.time()})
+    seen = []
+
+    def slow_load(path, sets):
+        time.sleep(3.5)  # more than 3 heartbeats of 1 s
+        (claimed,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        monkeypatch.setattr(liveness, "host", lambda: "another-host")  # judged from elsewhere: by heartbeat only
+        seen.append(dead_worker(claimed, heartbeat=1))
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(cells, "load_suite", slow_load)
+    with pytest.raises(RuntimeError, match="enough"):
+        work_cells(workdir / "s.yaml", study, "cpu", None, None, Display("off"), Every(), "", 1, reap=False)
+    assert seen == [None]
