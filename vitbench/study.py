@@ -226,23 +226,25 @@ class ExcessTrial(Exception):
 
 def on_stale_trial(study, trial) -> None:
     """A worker died mid-trial: end its MLflow run FAILED and retry the same parameters."""
-    from optuna.storages import RetryFailedTrialCallback
+    import optuna
 
     from vitbench.liveness import end_orphaned
 
     with contextlib.suppress(Exception):
         if run_id := trial_run(study, trial):
             end_orphaned(run_id, "FAILED", "worker died: its Optuna heartbeat stopped")
-    RetryFailedTrialCallback(max_retry=3)(study, trial)
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # its name since Optuna 4.9
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8: not a line for the user
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=3)(study, trial)
 
 
 def trial_run(study, trial) -> str | None:
-    """The MLflow run a trial started: the id its worker wrote on the trial, else (a worker killed between creating
-    the run and writing its id) the RUNNING run tagged with the trial, as every trial's run is from its creation."""
+    """The RUNNING MLflow run of this attempt at a trial, found by the trial its tags name from the run's creation
+    (a worker killed before it wrote the run's id on the trial included). Not the trial's ``mlflow_run_id``: a
+    retried trial carries its earlier attempt's until its own run starts."""
     import mlflow
 
-    if run_id := trial.user_attrs.get("mlflow_run_id"):
-        return run_id
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
                               filter_string=f"tags.`optuna.study` = '{study.study_name}' and tags.`optuna.trial` = "
                                             f"'{trial.number}' and attributes.status = 'RUNNING'")
@@ -280,6 +282,8 @@ def dead_worker(trial, heartbeat: int, now: float | None = None) -> str | None:
 
     a = trial.user_attrs
     start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    if float(a.get("worker.heartbeat", 0)) < start - 1:  # no beat of this attempt yet: a retried trial carries the
+        a = {}  # host, PID and last beat of its earlier attempt's worker until its own worker's first beat
     if a.get("worker.host") == host() and "worker.pid" in a:
         alive = process_alive(int(a["worker.pid"]), start * 1000)
         return None if alive else f"worker died: pid {a['worker.pid']} no longer runs"

@@ -142,3 +142,34 @@ def test_a_worker_beats_from_the_moment_it_claims_a_run(workdir, monkeypatch):
     with pytest.raises(RuntimeError, match="enough"):
         work_cells(workdir / "s.yaml", study, "cpu", None, None, Display("off"), Every(), "", 1, reap=False)
     assert seen == [None]
+
+
+def test_a_retried_run_is_judged_by_its_own_worker_not_the_dead_one_before(workdir):
+    """A run retried after its worker died carries that worker's host, PID, last heartbeat and run id (Optuna copies
+    a failed trial's attributes): the live worker that claims it is not taken for dead, and its own run, not the
+    dead worker's, is the one a reaper would end."""
+    import time
+
+    import mlflow
+    import optuna
+
+    from vitbench.study import dead_worker, on_stale_trial, trial_run
+    from vitbench.suite import open_queue
+    from vitbench.tracking import tracked_run
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    study = open_queue("s", f"journal:{workdir / 'q.journal'}")
+    study.enqueue_trial({}, user_attrs={"suite.key": "c#0#"})
+    first = study.ask()
+    for k, v in {"worker.host": "gone", "worker.pid": 1, "worker.heartbeat": time.time() - 600,
+                 "mlflow_run_id": "0" * 32}.items():
+        first.set_user_attr(k, v)
+    study.tell(first.number, state=optuna.trial.TrialState.FAIL)
+    on_stale_trial(study, study.trials[first.number])
+    retried = study.ask()
+    claimed = study.trials[retried.number]
+    assert claimed.user_attrs["worker.host"] == "gone"  # inherited
+    assert dead_worker(claimed, heartbeat=10) is None
+    with tracked_run(mlflow.create_experiment("s"), "run", tags={"optuna.study": "suite:s",
+                                                                  "optuna.trial": str(retried.number)}) as rid:
+        assert trial_run(study, claimed) == rid
