@@ -262,6 +262,7 @@ class TrialBeat:
         trial.set_user_attr("worker.host", host())
         trial.set_user_attr("worker.pid", os.getpid())
         trial.set_user_attr("worker.heartbeat", time.time())
+        trial.set_user_attr("worker.trial", trial.number)  # last: the attributes above are this attempt's
         self.thread = threading.Thread(target=self._loop, name="vitbench-trial-heartbeat", daemon=True)
         self.thread.start()
 
@@ -282,8 +283,8 @@ def dead_worker(trial, heartbeat: int, now: float | None = None) -> str | None:
 
     a = trial.user_attrs
     start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-    if float(a.get("worker.heartbeat", 0)) < start - 1:  # no beat of this attempt yet: a retried trial carries the
-        a = {}  # host, PID and last beat of its earlier attempt's worker until its own worker's first beat
+    if a.get("worker.trial") != trial.number:  # no beat of this attempt yet: a retried trial carries the host, PID
+        a = {}  # and last beat of its earlier attempt's worker until its own worker's first beat
     if a.get("worker.host") == host() and "worker.pid" in a:
         alive = process_alive(int(a["worker.pid"]), start * 1000)
         return None if alive else f"worker died: pid {a['worker.pid']} no longer runs"

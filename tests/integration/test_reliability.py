@@ -162,7 +162,7 @@ def test_a_retried_run_is_judged_by_its_own_worker_not_the_dead_one_before(workd
     study.enqueue_trial({}, user_attrs={"suite.key": "c#0#"})
     first = study.ask()
     for k, v in {"worker.host": "gone", "worker.pid": 1, "worker.heartbeat": time.time() - 600,
-                 "mlflow_run_id": "0" * 32}.items():
+                 "worker.trial": first.number, "mlflow_run_id": "0" * 32}.items():  # as its worker wrote them
         first.set_user_attr(k, v)
     study.tell(first.number, state=optuna.trial.TrialState.FAIL)
     on_stale_trial(study, study.trials[first.number])
