@@ -29,7 +29,7 @@ from vitbench.models import ViTConfig, count_params
 from vitbench.peers import model_for
 from vitbench.progress import Display, Every, duration
 from vitbench.timing import free_memory, peak_memory_mb, reset_peak_memory, synchronize
-from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, describe_fast_path
+from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, describe_fast_path, ended
 
 EpochCallback = Callable[[int, dict], None]
 TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
@@ -287,7 +287,8 @@ class Loop:
         naive = self.eager_only
         if self.stop is not None or naive:
             twin = "; the batched twin of the loop parts computes the same function, far faster" if naive else ""
-            self.log(f"{f'stopped by {self.stop}; ' if self.stop else ''}evaluating on the {self.splits.eval_set} set "
+            stop = f"{ended(self.stop, pos['global_step'], pos.get('planned_steps'))}; " if self.stop else ""
+            self.log(f"{stop}evaluating on the {self.splits.eval_set} set "
                      f"({len(self.splits.eval_labels):,} images{twin}) ...")
         with wall.phase("evaluation"):
             val_loss, val_acc, self.preds = evaluate(trainer, self.eval_loader, self.splits.eval_labels)

@@ -375,7 +375,7 @@ def say_done(outcome: RunOutcome, cfg: TrainConfig, quiet: bool, log: Callable[[
     r = outcome.result
     log(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
-        f"train {r.train_seconds:.2f} s ({r.steps} steps, stopped by {r.stopped_by}) | "
+        f"train {r.train_seconds:.2f} s ({r.steps} steps, {r.ended}) | "
         f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
         + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")

@@ -35,6 +35,16 @@ from vitbench.models import ViT
 from vitbench.timing import side_stream, synchronize
 
 
+def ended(stopped_by: str, steps: int, planned_steps: int | None) -> str:
+    """What ended a run, in the console's words: a schedule fitted to --time-budget that ran to its end is not a run
+    the budget cut short."""
+    if stopped_by == "time_budget" and planned_steps:
+        left = planned_steps - steps
+        return "its schedule fitted to --time-budget, complete" if left <= 0 else \
+            f"stopped by time_budget {left:,} steps before its fitted end"
+    return f"stopped by {stopped_by}"
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
@@ -74,6 +84,10 @@ class TrainResult:
             **{f"train_prof_{k}_ms": v for k, v in self.profile.items()},
             **({"budget_planned_steps": float(self.planned_steps)} if self.planned_steps else {}),
         }
+
+    @property
+    def ended(self) -> str:
+        return ended(self.stopped_by, self.steps, self.planned_steps)
 
     @property
     def images_seen(self) -> int:

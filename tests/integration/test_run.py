@@ -372,6 +372,10 @@ def test_the_report_says_where_each_implementation_s_step_goes(workdir, tiny_mni
     assert "step_breakdown_training.png" in {a.path for a in client.list_artifacts(report_run.info.run_id)}
 
 
+def done_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("done: "))
+
+
 def test_a_time_budget_fits_the_schedule_or_cuts_it(workdir, tiny_mnist):
     """`--time-budget T` (fit, the default): the step's time measured on the first steps, the schedule planned for
     the steps that fit in T (at most --epochs') and decayed to its end there; `--budget-mode cut`: the --epochs
@@ -395,6 +399,10 @@ def test_a_time_budget_fits_the_schedule_or_cuts_it(workdir, tiny_mnist):
             assert "the schedule fitted to" in res.output and "its schedule fitted to" in run.data.tags["mlflow.note.content"]
             # re-measured as it goes, so a machine that slows down mid-run still ends near the plan's end
             assert 0.7 * m["budget_planned_steps"] <= m["steps"] <= m["budget_planned_steps"]
+            left = int(m["budget_planned_steps"] - m["steps"])  # the done line says whether the schedule was complete
+            said = f"{left:,} steps before its fitted end" if left else "its schedule fitted to --time-budget, complete"
+            assert f"{m['steps']:.0f} steps, {said}) |" in done_line(res.output), res.output
         else:
             assert "budget_planned_steps" not in m
+            assert f"{m['steps']:.0f} steps, stopped by time_budget) |" in done_line(res.output), res.output
     assert lrs["fit"] < 0.2 * 0.001 < 0.5 * 0.001 < lrs["cut"]  # cosine: 0.2 of the peak at 70 % of the way

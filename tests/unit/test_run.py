@@ -299,3 +299,14 @@ def test_a_checkpoint_restored_into_a_captured_step_continues_exactly():
         assert torch.equal(p, q)
     for e, f in zip(a.ema, b.ema, strict=True):
         assert torch.equal(e, f)
+
+
+def test_a_fitted_schedule_run_to_its_end_is_not_called_cut():
+    """A run that completed the schedule fitted to --time-budget says so; one the budget ended early (a step that
+    slowed down), or one cut (`--budget-mode cut`, nothing fitted), says the budget stopped it."""
+    from vitbench.train import ended
+
+    assert ended("time_budget", 58, 58) == "its schedule fitted to --time-budget, complete"
+    assert ended("time_budget", 1_000, 1_250) == "stopped by time_budget 250 steps before its fitted end"
+    assert ended("time_budget", 282, None) == ended("time_budget", 282, 0) == "stopped by time_budget"
+    assert ended("epochs", 4_685, None) == "stopped by epochs"
