@@ -39,7 +39,7 @@ from vitbench.tracking import (
     get_experiment_id,
     tracked_run,
 )
-from vitbench.train import TrainConfig, TrainResult
+from vitbench.train import TrainConfig, TrainResult, ended
 
 EVAL_TWIN = ("the batched twin of the loop parts (vectorized attention, unfold patchify, the same weights and the "
              "same function: tests/unit/test_models.py); training and inference timing ran the loops")
@@ -375,7 +375,7 @@ def say_done(outcome: RunOutcome, cfg: TrainConfig, quiet: bool, log: Callable[[
     r = outcome.result
     log(
         f"done: {cfg.variant} on {cfg.dataset} | val_acc {r.final_val_acc:.4f} (best {r.best_val_acc:.4f}) | "
-        f"train {r.train_seconds:.2f} s ({r.steps} steps, {r.ended}) | "
+        f"train {r.train_seconds:.2f} s ({r.steps} steps, {ended(r.stopped_by, r.steps, r.planned_steps)}) | "
         f"warm-up/compile {r.warmup_seconds:.2f} s | infer {r.infer_images_per_sec:,.0f} img/s | "
         f"peak {r.peak_memory_mb:,.0f} MiB | {r.param_count:,} params | {r.fast_path} | run {outcome.run_id}"
         + (" | synthetic data: throughput only, the accuracy means nothing" if cfg.dataset == "synthetic" else "")

@@ -86,10 +86,6 @@ class TrainResult:
         }
 
     @property
-    def ended(self) -> str:
-        return ended(self.stopped_by, self.steps, self.planned_steps)
-
-    @property
     def images_seen(self) -> int:
         return self.steps * self.batch_size
 
