@@ -33,6 +33,9 @@ from vitbench.train import NonFiniteLoss, TrainConfig, Trainer, TrainResult, des
 
 EpochCallback = Callable[[int, dict], None]
 TARGET_CHECKS = 10  # --target-acc: evaluations per epoch, between the epoch's own
+# Between the first epoch's checkpoint and the last one, one at most this often: a kill loses at most these seconds
+# and an epoch, and a run of short epochs (MNIST's on a GPU: 0.2 s) does not write one per epoch.
+CHECKPOINT_SECONDS = 10.0
 
 
 @dataclass
@@ -181,6 +184,7 @@ class Loop:
         self.fitting = cfg.time_budget is not None and cfg.budget_mode == "fit"
         self.preds: torch.Tensor | None = None
         self.epoch_t0: float | None = None  # set while an epoch's steps run
+        self.saved_at = -math.inf  # when the last checkpoint was written
 
     def resume(self, ckpt: dict | None) -> None:
         if ckpt is None:
@@ -192,10 +196,6 @@ class Loop:
         if p.get("planned_steps"):  # the schedule fitted before the interruption, as it was
             apply_plan(self, p["planned_steps"])
         self.log(f"resumed at epoch {p['epoch'] + 1}, batch {p['batch']}, step {p['global_step']}")
-
-    def checkpoint(self) -> None:
-        if self.checkpoint_path is not None:
-            save_checkpoint(trainer_state(self.trainer, dict(self.pos, history=self.result.history)), self.checkpoint_path)
 
     def run(self) -> None:
         signals = DeferredSignals(escalate=self.world == 1)
@@ -311,7 +311,14 @@ class Loop:
             for callback in self.hooks.epoch:
                 callback(epoch + 1, metrics)
         finally:
-            self.checkpoint()
+            checkpoint(self, due=self.stop is not None or pos["epoch"] >= self.epochs)
+
+
+def checkpoint(loop: Loop, due: bool = True) -> None:
+    """Write the run's checkpoint if ``due`` or if CHECKPOINT_SECONDS have passed since the last."""
+    if loop.checkpoint_path is not None and (due or time.perf_counter() - loop.saved_at >= CHECKPOINT_SECONDS):
+        save_checkpoint(trainer_state(loop.trainer, dict(loop.pos, history=loop.result.history)), loop.checkpoint_path)
+        loop.saved_at = time.perf_counter()
 
 
 def note_target(loop: Loop, acc: float) -> None:
@@ -341,7 +348,7 @@ def record_stop(loop: Loop, e: BaseException) -> None:
     with contextlib.suppress(Exception):
         metrics = done_so_far(loop)
         if interrupted:
-            loop.checkpoint()  # the exact position: --resume continues from here
+            checkpoint(loop)  # the exact position: --resume continues from here
         tags = {"stopped_by": stop_reason(e, loop.hooks.pruned)}
         if not isinstance(e, (NonFiniteLoss, *loop.hooks.pruned)) and metrics["steps"] > 0:
             loss, acc, preds = evaluate(loop.trainer, loop.eval_loader, loop.splits.eval_labels,
@@ -365,7 +372,7 @@ def train(cfg: TrainConfig, model_cfg: ViTConfig, splits: Splits, ctx: RunContex
           live: Every = Every(), name: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
     """Train and evaluate every epoch on the context's device. ``resume`` is a checkpoint to continue from.
 
-    Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the epoch-end
+    Ctrl-C / SIGTERM write a checkpoint of the exact position, then re-raise; the last epoch-end
     checkpoint is kept on any other exception.
     """
     device = ctx.device

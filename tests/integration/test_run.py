@@ -106,6 +106,25 @@ def test_resume_gives_identical_weights_and_average_which_inspect_loads(workdir,
 
 
 
+def test_short_epochs_checkpoint_the_first_and_the_last_and_between_them_by_time(workdir, tiny_mnist, monkeypatch):
+    """A checkpoint after the first epoch (a crash always leaves one) and after the last; between them one at most
+    every CHECKPOINT_SECONDS, so a run of 0.2-s epochs does not spend its time writing them."""
+    from vitbench import loop
+
+    saved, real = [], loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda state, path: (saved.append(state["position"]["epoch"]),
+                                                                      real(state, path)))
+    for seconds, expected in ((math.inf, [1, 4]), (0.0, [1, 2, 3, 4])):
+        saved.clear()
+        monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", seconds)
+        res = invoke("run", "--variant", "sdpa", "--epochs", "4", "--batch-size", "128", *TINY)
+        assert res.exit_code == 0, res.output
+        assert saved == expected, (seconds, saved)
+    last = torch.load(workdir / "checkpoints" / runs()[0].info.run_id / "last.pt", weights_only=True)
+    assert last["position"]["epoch"] == 4 and last["position"]["global_step"] == 16
+
+
+
 def test_the_fused_triton_kernels_train_as_torch_s_do(workdir):
     """On the CPU through Triton's interpreter (conftest sets TRITON_INTERPRET=1): our kernels' forward and
     backward (the attention's, and the MLP's GELU) inside real runs; after the same steps from the same seed the
