@@ -419,7 +419,8 @@ def test_a_time_budget_fits_the_schedule_or_cuts_it(workdir, tiny_mnist):
             # re-measured as it goes, so a machine that slows down mid-run still ends near the plan's end
             assert 0.7 * m["budget_planned_steps"] <= m["steps"] <= m["budget_planned_steps"]
             left = int(m["budget_planned_steps"] - m["steps"])  # the done line says whether the schedule was complete
-            said = f"{left:,} steps before its fitted end" if left else "its schedule fitted to --time-budget, complete"
+            said = f"stopped by time_budget {left:,} steps before its fitted end" if left else \
+                "its schedule fitted to --time-budget, complete"
             assert f"{m['steps']:.0f} steps, {said}) |" in done_line(res.output), res.output
         else:
             assert "budget_planned_steps" not in m
