@@ -313,16 +313,15 @@ SPLIT_KEYS = True
 
 # Longer sequences (over ONE_BLOCK tokens): (BLOCK_M queries per program, BLOCK_N keys per step, warps, stages) of
 # the forward kernel and (BLOCK tokens per program, STEP tokens per step, warps, stages) of the backward kernel.
-# Chosen on the H200 at 197 tokens, 64 dims per head, batch 256, bf16 (`real_sizes.sh attention`, its output in
-# results/logs/real_sizes_attention.txt): at ViT-B/16's 12 heads the forward 0.284 ms (0.28-0.44 ms for the other
-# shapes tried), the backward 0.688 ms (0.76-1.36 ms).
+# Chosen at ViT-B/16's shapes (197 tokens, 64 dims per head, bf16) by `real_sizes.sh attention`: the fastest of the
+# shapes tried, forward and backward (results/logs/real_sizes_attention.txt).
 ONE_BLOCK = 128
 FORWARD_BLOCKS = (128, 64, 8, 3)
 BACKWARD_BLOCKS = (64, 16, 4, 3)
 
 
-# From this many elements of qkv on, the kernels compute their offsets in 64 bits; below, in 32 (faster: with 64-bit
-# offsets throughout, the forward by blocks took 0.329 ms at ViT-B/16 in a sweep on the H200, 0.284 ms without).
+# From this many elements of qkv on, the kernels compute their offsets in 64 bits; below, in 32 (64-bit offsets
+# throughout made the forward by blocks slower: results/real_sizes.md).
 WIDE_ELEMENTS = 2**31
 
 

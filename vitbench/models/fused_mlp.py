@@ -64,8 +64,7 @@ def interpreted() -> bool:
 CPU_NEEDS_INTERPRETER = ("mlp 'triton' runs its kernels on CUDA; on the CPU use --mlp torch (the same function) "
                          "or set TRITON_INTERPRET=1 (Triton's interpreter: slow)")
 
-# Chosen on the H200 at ViT-S/16 and ViT-B/16 sizes, bf16 (results/real_sizes.md: the backward 0.37 ms at
-# 50,432 x 3,072, against 0.55 ms with 32 x 256 tiles and 8 warps; 128-row tiles took twice as long).
+# Chosen at ViT-S/16 and ViT-B/16 sizes, bf16: the fastest of the tiles and warps tried (results/real_sizes.md).
 FORWARD_BLOCK, FORWARD_WARPS = 4096, 8  # elements per program
 BACKWARD_TILE, BACKWARD_WARPS = (32, 128), 4  # (rows, columns) per program; bias-gradient partial sums per 32 rows
 
